@@ -1,0 +1,41 @@
+/* cpu_backend.c: the CPU backend table; host memory, 64-byte aligned. */
+#include <stdlib.h>
+#include <string.h>
+#include "cpu_ops.h"
+
+static void *cpu_alloc(size_t bytes) {
+    size_t rounded = (bytes + 63) & ~(size_t)63;
+    return aligned_alloc(64, rounded ? rounded : 64);
+}
+static void cpu_free(void *p) { free(p); }
+static void cpu_memset0(void *p, size_t bytes) { memset(p, 0, bytes); }
+static void cpu_copy(void *dst, const void *src, size_t bytes) { memcpy(dst, src, bytes); }
+
+static const lomo_backend cpu_backend = {
+    .name = "cpu",
+    .alloc = cpu_alloc,
+    .free = cpu_free,
+    .memset0 = cpu_memset0,
+    .memcpy_d2d = cpu_copy,
+    .to_host = cpu_copy,
+    .to_device = cpu_copy,
+    .to_f32 = cpu_to_f32,
+    .from_f32 = cpu_from_f32,
+    .embedding_forward = cpu_embedding_forward,
+    .embedding_backward = cpu_embedding_backward,
+    .rmsnorm_forward = cpu_rmsnorm_forward,
+    .rmsnorm_backward = cpu_rmsnorm_backward,
+    .matmul_forward = cpu_matmul_forward,
+    .matmul_backward_input = cpu_matmul_backward_input,
+    .matmul_backward_weight = cpu_matmul_backward_weight,
+    .rope = cpu_rope,
+    .attention_forward = cpu_attention_forward,
+    .attention_backward = cpu_attention_backward,
+    .swiglu_forward = cpu_swiglu_forward,
+    .swiglu_backward = cpu_swiglu_backward,
+    .add_inplace = cpu_add_inplace,
+    .crossentropy_forward = cpu_crossentropy_forward,
+    .crossentropy_backward = cpu_crossentropy_backward,
+};
+
+const lomo_backend *lomo_backend_cpu(void) { return &cpu_backend; }

@@ -1,0 +1,48 @@
+/*
+ * cpu_ops.h: the CPU implementations behind the backend table
+ * (runtime/backend.h documents every op's shapes and semantics).
+ */
+#ifndef LOMO_CPU_OPS_H
+#define LOMO_CPU_OPS_H
+
+#include "../../runtime/backend.h"
+
+void cpu_to_f32(float *out, const void *src, lomo_dtype dt, size_t n);
+void cpu_from_f32(void *out, lomo_dtype dt, const float *src, size_t n);
+
+void cpu_embedding_forward(float *out, const int32_t *tokens, const void *wte, lomo_dtype dt,
+                           int BT, int C);
+void cpu_embedding_backward(float *dwte, const float *dout, const int32_t *tokens, int BT, int C);
+
+void cpu_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *w,
+                         int BT, int C, float eps);
+void cpu_rmsnorm_backward(float *dinp, float *dw, const float *dout, const float *inp,
+                          const float *w, const float *rstd, int BT, int C);
+
+void cpu_matmul_forward(float *out, const float *inp, const void *w, lomo_dtype dt,
+                        float *wbuf, int BT, int IC, int OC);
+void cpu_matmul_backward_input(float *dinp, const float *dout, const void *w, lomo_dtype dt,
+                               float *wbuf, float beta, int BT, int IC, int OC);
+void cpu_matmul_backward_weight(float *dw, const float *dout, const float *inp,
+                                float alpha, float beta, int BT, int IC, int OC);
+
+void cpu_rope(float *x, const float *cos, const float *sin, int B, int T, int H, int hd,
+              int pos_offset, int inverse);
+
+void cpu_attention_forward(float *out, float *att, const float *q, const float *k,
+                           const float *v, int B, int T, int NH, int NKV, int hd);
+void cpu_attention_backward(float *dq, float *dk, float *dv, float *datt, const float *dout,
+                            const float *att, const float *q, const float *k, const float *v,
+                            int B, int T, int NH, int NKV, int hd);
+
+void cpu_swiglu_forward(float *out, const float *gate, const float *up, size_t n);
+void cpu_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate,
+                         const float *up, size_t n);
+void cpu_add_inplace(float *a, const float *b, size_t n);
+
+void cpu_crossentropy_forward(float *losses, float *lse, const float *logits,
+                              const int32_t *targets, int N, int V);
+void cpu_crossentropy_backward(float *dlogits, const float *logits, const float *lse,
+                               const int32_t *targets, float dloss, int N, int V);
+
+#endif

@@ -1,0 +1,101 @@
+/*
+ * backend.h: the table of ops a device backend implements.
+ *
+ * All pointers are device pointers of that backend. Activations and
+ * gradients are f32; weights may be stored as f32, bf16 or f16 and are read
+ * through the dtype argument. Following llm.c, outputs come first, inputs
+ * next, sizes last, and backward functions accumulate (+=) into gradients
+ * unless stated otherwise, so callers decide what is zeroed.
+ */
+#ifndef LOMO_BACKEND_H
+#define LOMO_BACKEND_H
+
+#include "lomo.h"
+
+typedef struct lomo_backend {
+    const char *name;
+
+    /* memory: 64-byte aligned; free(NULL) is a no-op */
+    void *(*alloc)(size_t bytes);
+    void (*free)(void *p);
+    void (*memset0)(void *p, size_t bytes);
+    void (*memcpy_d2d)(void *dst, const void *src, size_t bytes);
+    void (*to_host)(void *dst_host, const void *src, size_t bytes);
+    void (*to_device)(void *dst, const void *src_host, size_t bytes);
+
+    /* out f32 [n] = src (dtype) [n]; and back, rounding to nearest even */
+    void (*to_f32)(float *out, const void *src, lomo_dtype dt, size_t n);
+    void (*from_f32)(void *out, lomo_dtype dt, const float *src, size_t n);
+
+    /* out [BT, C] = wte[tokens] ; tokens [BT], wte [V, C] */
+    void (*embedding_forward)(float *out, const int32_t *tokens, const void *wte, lomo_dtype dt,
+                              int BT, int C);
+    /* dwte [V, C] += scatter of dout [BT, C] by tokens */
+    void (*embedding_backward)(float *dwte, const float *dout, const int32_t *tokens, int BT, int C);
+
+    /* out [BT, C] = inp * rstd * w ; rstd [BT] saved for backward; w f32 [C] */
+    void (*rmsnorm_forward)(float *out, float *rstd, const float *inp, const float *w,
+                            int BT, int C, float eps);
+    /* dinp [BT, C] += ; dw [C] += ; dout, inp [BT, C] */
+    void (*rmsnorm_backward)(float *dinp, float *dw, const float *dout, const float *inp,
+                             const float *w, const float *rstd, int BT, int C);
+
+    /*
+     * out [BT, OC] = inp [BT, IC] @ w^T, w [OC, IC] of dtype dt. A non-f32 w
+     * is first widened into wbuf (f32, >= OC*IC floats; unused for f32).
+     */
+    void (*matmul_forward)(float *out, const float *inp, const void *w, lomo_dtype dt,
+                           float *wbuf, int BT, int IC, int OC);
+    /* dinp [BT, IC] = beta*dinp + dout [BT, OC] @ w [OC, IC]; wbuf as above */
+    void (*matmul_backward_input)(float *dinp, const float *dout, const void *w, lomo_dtype dt,
+                                  float *wbuf, float beta, int BT, int IC, int OC);
+    /* dw [OC, IC] = beta*dw + alpha * dout^T [OC, BT] @ inp [BT, IC] (f32) */
+    void (*matmul_backward_weight)(float *dw, const float *dout, const float *inp,
+                                   float alpha, float beta, int BT, int IC, int OC);
+
+    /*
+     * RoPE, HF rotate-half convention, in place on x [B, T, H, hd]. Row t
+     * uses position pos_offset + t; cos, sin are tables [max_pos, hd/2].
+     * inverse = 1 rotates by the negative angle, which is the backward.
+     */
+    void (*rope)(float *x, const float *cos, const float *sin, int B, int T, int H, int hd,
+                 int pos_offset, int inverse);
+
+    /*
+     * Causal attention with grouped-query heads. q [B, T, NH, hd],
+     * k, v [B, T, NKV, hd] -> out [B, T, NH, hd]; att [B, NH, T, T] keeps the
+     * softmax probabilities (upper triangle zero) for backward.
+     */
+    void (*attention_forward)(float *out, float *att, const float *q, const float *k,
+                              const float *v, int B, int T, int NH, int NKV, int hd);
+    /* dq, dk, dv overwritten (not accumulated); datt scratch [B, NH, T, T] */
+    void (*attention_backward)(float *dq, float *dk, float *dv, float *datt, const float *dout,
+                               const float *att, const float *q, const float *k, const float *v,
+                               int B, int T, int NH, int NKV, int hd);
+
+    /* out [N] = silu(gate) * up */
+    void (*swiglu_forward)(float *out, const float *gate, const float *up, size_t n);
+    /* dgate, dup [N] overwritten */
+    void (*swiglu_backward)(float *dgate, float *dup, const float *dout, const float *gate,
+                            const float *up, size_t n);
+
+    /* a [N] += b [N] */
+    void (*add_inplace)(float *a, const float *b, size_t n);
+
+    /*
+     * Cross-entropy per row of logits [N, V] against targets [N] (-100 =
+     * ignored): losses [N] (0 for ignored rows), lse [N] saved for backward.
+     */
+    void (*crossentropy_forward)(float *losses, float *lse, const float *logits,
+                                 const int32_t *targets, int N, int V);
+    /*
+     * dlogits [N, V] = dloss * (softmax(logits) - onehot(target)) per kept
+     * row, 0 for ignored rows. dlogits may alias logits (in place).
+     */
+    void (*crossentropy_backward)(float *dlogits, const float *logits, const float *lse,
+                                  const int32_t *targets, float dloss, int N, int V);
+} lomo_backend;
+
+const lomo_backend *lomo_backend_cpu(void);
+
+#endif /* LOMO_BACKEND_H */

@@ -1,0 +1,108 @@
+/* ctx.c: the context: backend, error text, exact memory accounting. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#include "internal.h"
+
+extern void openblas_set_num_threads(int);
+
+lomo_status lomo_ctx_create(lomo_ctx **out, const lomo_ctx_options *opts) {
+    if (!out) return LOMO_ERR_INVALID_ARG;
+    *out = NULL;
+    lomo_ctx *ctx = calloc(1, sizeof *ctx);
+    if (!ctx) return LOMO_ERR_OOM;
+    ctx->be = lomo_backend_cpu();
+    ctx->num_threads = opts ? opts->num_threads : 0;
+    if (ctx->num_threads < 0) {
+        free(ctx);
+        return LOMO_ERR_INVALID_ARG;
+    }
+    *out = ctx;
+    return LOMO_OK;
+}
+
+void lomo_ctx_destroy(lomo_ctx *ctx) { free(ctx); }
+
+const char *lomo_last_error(const lomo_ctx *ctx) { return ctx ? ctx->err : "no context"; }
+
+lomo_status lomo_fail(lomo_ctx *ctx, lomo_status s, const char *fmt, ...) {
+    if (ctx) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(ctx->err, sizeof ctx->err, fmt, ap);
+        va_end(ap);
+    }
+    return s;
+}
+
+void lomo_ctx_apply_threads(const lomo_ctx *ctx) {
+    if (ctx->num_threads <= 0) return;
+#ifdef _OPENMP
+    omp_set_num_threads(ctx->num_threads);
+#endif
+    openblas_set_num_threads(ctx->num_threads);
+}
+
+void *lomo_dev_alloc(lomo_ctx *ctx, lomo_mem_category cat, size_t bytes, const char *what) {
+    void *p = ctx->be->alloc(bytes);
+    if (!p) {
+        lomo_fail(ctx, LOMO_ERR_OOM, "out of memory: %s needs %zu bytes (%s)", what, bytes,
+                  lomo_mem_category_name(cat));
+        return NULL;
+    }
+    lomo_mem_stats *m = &ctx->mem;
+    m->current[cat] += bytes;
+    m->current_total += bytes;
+    if (m->current[cat] > m->peak[cat]) m->peak[cat] = m->current[cat];
+    if (m->current_total > m->peak_total) m->peak_total = m->current_total;
+    return p;
+}
+
+void lomo_dev_free(lomo_ctx *ctx, lomo_mem_category cat, void *p, size_t bytes) {
+    if (!p) return;
+    ctx->be->free(p);
+    ctx->mem.current[cat] -= bytes;
+    ctx->mem.current_total -= bytes;
+}
+
+void lomo_mem_get_stats(const lomo_ctx *ctx, lomo_mem_stats *out) { *out = ctx->mem; }
+
+void lomo_mem_reset_peak(lomo_ctx *ctx) {
+    for (int i = 0; i < LOMO_MEM_COUNT; i++) ctx->mem.peak[i] = ctx->mem.current[i];
+    ctx->mem.peak_total = ctx->mem.current_total;
+}
+
+const char *lomo_mem_category_name(lomo_mem_category c) {
+    static const char *names[LOMO_MEM_COUNT] = {"weights", "activations", "gradients",
+                                                "optimizer", "scratch"};
+    return (unsigned)c < LOMO_MEM_COUNT ? names[c] : "unknown";
+}
+
+const char *lomo_status_name(lomo_status s) {
+    switch (s) {
+    case LOMO_OK: return "ok";
+    case LOMO_ERR_INVALID_ARG: return "invalid argument";
+    case LOMO_ERR_CONFIG: return "invalid config";
+    case LOMO_ERR_OOM: return "out of memory";
+    case LOMO_ERR_IO: return "i/o error";
+    case LOMO_ERR_FORMAT: return "malformed file";
+    case LOMO_ERR_STATE: return "wrong call order";
+    case LOMO_ERR_NONFINITE: return "non-finite value";
+    case LOMO_ERR_CALLBACK: return "gradient hook failed";
+    }
+    return "unknown status";
+}
+
+const char *lomo_dtype_name(lomo_dtype d) {
+    switch (d) {
+    case LOMO_F32: return "f32";
+    case LOMO_BF16: return "bf16";
+    case LOMO_F16: return "f16";
+    }
+    return "unknown";
+}
+
+size_t lomo_dtype_size(lomo_dtype d) { return d == LOMO_F32 ? 4 : 2; }

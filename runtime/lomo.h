@@ -1,0 +1,181 @@
+/*
+ * lomo.h: the public C API of the lomo runtime.
+ *
+ * Everything lives under a lomo_ctx: the device backend, the memory
+ * accounting and the last error text. There is no global mutable state, so
+ * several contexts can live in one process. Every call that can fail returns
+ * a lomo_status; the message for the last failure is lomo_last_error(ctx).
+ * Nothing here calls exit() or abort().
+ *
+ * Shapes follow llm.c: B = batch, T = sequence length, C = hidden size,
+ * V = vocabulary size, BT = B*T rows of the residual stream.
+ */
+#ifndef LOMO_H
+#define LOMO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum lomo_status {
+    LOMO_OK = 0,
+    LOMO_ERR_INVALID_ARG,   /* a caller passed something unusable */
+    LOMO_ERR_CONFIG,        /* a model config field is invalid */
+    LOMO_ERR_OOM,           /* an allocation failed */
+    LOMO_ERR_IO,            /* a file could not be read or written */
+    LOMO_ERR_FORMAT,        /* a file's contents are malformed */
+    LOMO_ERR_STATE,         /* call order is wrong (e.g. backward before forward) */
+    LOMO_ERR_NONFINITE,     /* a loss or gradient is NaN or infinite */
+    LOMO_ERR_CALLBACK,      /* a gradient hook reported failure */
+} lomo_status;
+
+typedef enum lomo_dtype {
+    LOMO_F32 = 0,
+    LOMO_BF16 = 1,
+    LOMO_F16 = 2,
+} lomo_dtype;
+
+/* Memory categories, accounted exactly (bytes requested from the backend). */
+typedef enum lomo_mem_category {
+    LOMO_MEM_WEIGHTS = 0,
+    LOMO_MEM_ACTIVATIONS,
+    LOMO_MEM_GRADIENTS,
+    LOMO_MEM_OPTIMIZER,
+    LOMO_MEM_SCRATCH,
+    LOMO_MEM_COUNT
+} lomo_mem_category;
+
+typedef struct lomo_ctx lomo_ctx;
+typedef struct lomo_model lomo_model;
+
+typedef struct lomo_ctx_options {
+    int num_threads;        /* 0: leave OpenMP/OpenBLAS defaults */
+} lomo_ctx_options;
+
+typedef struct lomo_mem_stats {
+    size_t current[LOMO_MEM_COUNT];
+    size_t peak[LOMO_MEM_COUNT];
+    size_t current_total;
+    size_t peak_total;      /* peak of the sum, not the sum of peaks */
+} lomo_mem_stats;
+
+/* LLaMA-family config; field names are those of HF config.json. */
+typedef struct lomo_llama_config {
+    int hidden_size;
+    int intermediate_size;
+    int num_hidden_layers;
+    int num_attention_heads;
+    int num_key_value_heads;
+    int vocab_size;
+    int max_position_embeddings;
+    int tie_word_embeddings;  /* 0 or 1 */
+    double rms_norm_eps;
+    double rope_theta;
+} lomo_llama_config;
+
+typedef struct lomo_model_options {
+    lomo_dtype dtype;          /* storage dtype of the weights */
+    int checkpointing;         /* 1: keep block inputs only, recompute in backward */
+    uint64_t seed;             /* deterministic init */
+} lomo_model_options;
+
+/* What kind of parameter a tensor is; the engine treats linear weights specially. */
+typedef enum lomo_param_kind {
+    LOMO_PARAM_EMBEDDING = 0,  /* [V, C] */
+    LOMO_PARAM_NORM,           /* [C] */
+    LOMO_PARAM_LINEAR,         /* [out, in], y = x W^T */
+} lomo_param_kind;
+
+typedef struct lomo_param_info {
+    const char *name;          /* HF name, e.g. "model.layers.3.mlp.up_proj.weight" */
+    lomo_param_kind kind;
+    int ndim;
+    int64_t shape[2];
+    size_t numel;
+    lomo_dtype dtype;
+    void *data;                /* device pointer to the weights, storage dtype */
+} lomo_param_info;
+
+/*
+ * The per-parameter gradient hook. Backward visits blocks from last to first
+ * and calls the hook the moment a parameter's gradient is final; after the
+ * call the model never reads that gradient again, and it never reads that
+ * parameter's weights again within this backward pass either (dX has already
+ * been computed with the old weights), so the hook may update them.
+ *
+ * on_linear: the gradient of a linear weight is dW = dout^T inp, given as its
+ *   two factors, dout [BT, out] and inp [BT, in] (f32, device). The hook may
+ *   form dW or fuse it into an update (dW never needs to exist).
+ * on_dense: any other gradient, materialized: grad is f32 [numel], device
+ *   memory owned by the model that the hook may overwrite.
+ * Return 0 to continue; non-zero aborts backward with LOMO_ERR_CALLBACK.
+ */
+typedef struct lomo_grad_hook {
+    void *user;
+    int (*on_linear)(void *user, int param, const float *dout, const float *inp, int BT);
+    int (*on_dense)(void *user, int param, float *grad);
+} lomo_grad_hook;
+
+/* ---- context ---- */
+lomo_status lomo_ctx_create(lomo_ctx **out, const lomo_ctx_options *opts);
+void lomo_ctx_destroy(lomo_ctx *ctx);
+const char *lomo_last_error(const lomo_ctx *ctx);
+void lomo_mem_get_stats(const lomo_ctx *ctx, lomo_mem_stats *out);
+void lomo_mem_reset_peak(lomo_ctx *ctx);
+const char *lomo_mem_category_name(lomo_mem_category c);
+const char *lomo_status_name(lomo_status s);
+const char *lomo_dtype_name(lomo_dtype d);
+size_t lomo_dtype_size(lomo_dtype d);
+
+/* ---- config ---- */
+/* Checks every field; on failure the error names the field. */
+lomo_status lomo_config_validate(lomo_ctx *ctx, const lomo_llama_config *cfg);
+
+/* ---- model ---- */
+lomo_status lomo_model_create(lomo_model **out, lomo_ctx *ctx, const lomo_llama_config *cfg,
+                              const lomo_model_options *opts);
+void lomo_model_destroy(lomo_model *m);
+const lomo_llama_config *lomo_model_config(const lomo_model *m);
+int lomo_model_num_params(const lomo_model *m);
+size_t lomo_model_num_weights(const lomo_model *m);       /* total scalar count */
+lomo_status lomo_model_param(const lomo_model *m, int index, lomo_param_info *out);
+int lomo_model_find_param(const lomo_model *m, const char *name);  /* -1 if absent */
+/* Copies f32 values into a parameter, converting to its storage dtype. */
+lomo_status lomo_model_set_param_f32(lomo_model *m, int index, const float *src, size_t n);
+lomo_status lomo_model_get_param_f32(const lomo_model *m, int index, float *dst, size_t n);
+lomo_status lomo_model_set_checkpointing(lomo_model *m, int on);
+
+/* Allocates activations for (B, T); forward does this itself when needed. */
+lomo_status lomo_model_reserve(lomo_model *m, int B, int T);
+
+/*
+ * Forward over tokens [B, T]. targets [B, T] (-100 = ignored) may be NULL for
+ * inference, in which case *loss is not written. Loss is the mean token
+ * cross-entropy over the targets that are not ignored (0 if all are).
+ * logits_out [B, T, V], optional, receives a copy of the logits.
+ */
+lomo_status lomo_model_forward(lomo_model *m, const int32_t *tokens, const int32_t *targets,
+                               int B, int T, float *loss, float *logits_out);
+
+/*
+ * Backward from the last forward's loss times loss_scale. Calls the hook for
+ * every parameter exactly once. Can be run several times after one forward
+ * (the LOMO norm pass needs two); with checkpointing each run recomputes.
+ */
+lomo_status lomo_model_backward(lomo_model *m, float loss_scale, const lomo_grad_hook *hook);
+
+/* Default hook: accumulates full f32 gradients (LOMO_MEM_GRADIENTS), for tests and baselines. */
+typedef struct lomo_grads lomo_grads;
+lomo_status lomo_grads_create(lomo_grads **out, lomo_model *m);
+void lomo_grads_destroy(lomo_grads *g);
+void lomo_grads_zero(lomo_grads *g);
+lomo_grad_hook lomo_grads_hook(lomo_grads *g);
+const float *lomo_grads_get(const lomo_grads *g, int param);   /* f32 [numel] */
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* LOMO_H */

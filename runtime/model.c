@@ -1,0 +1,346 @@
+/* model.c: the LLaMA model's memory: parameter layout, init, activations. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "model.h"
+
+static void add_param(lomo_model *m, const char *name, lomo_param_kind kind, int64_t d0, int64_t d1,
+                      size_t *offset) {
+    param_desc *p = &m->params[m->nparams++];
+    snprintf(p->name, sizeof p->name, "%s", name);
+    p->kind = kind;
+    p->ndim = d1 ? 2 : 1;
+    p->shape[0] = d0;
+    p->shape[1] = d1;
+    p->numel = (size_t)d0 * (size_t)(d1 ? d1 : 1);
+    p->offset = *offset;
+    /* keep every tensor 64-byte aligned inside the one allocation */
+    *offset += (p->numel * lomo_dtype_size(m->dtype) + 63) & ~(size_t)63;
+}
+
+static void layout_params(lomo_model *m, size_t *total) {
+    const lomo_llama_config *c = &m->cfg;
+    int64_t C = c->hidden_size, F = c->intermediate_size, V = c->vocab_size;
+    int64_t qd = (int64_t)c->num_attention_heads * m->head_dim;
+    int64_t kvd = (int64_t)c->num_key_value_heads * m->head_dim;
+    char name[96];
+    size_t off = 0;
+    add_param(m, "model.embed_tokens.weight", LOMO_PARAM_EMBEDDING, V, C, &off);
+    for (int l = 0; l < c->num_hidden_layers; l++) {
+        static const char *names[P_PER_LAYER] = {
+            "input_layernorm", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+            "self_attn.o_proj", "post_attention_layernorm", "mlp.gate_proj", "mlp.up_proj",
+            "mlp.down_proj"};
+        int64_t shapes[P_PER_LAYER][2] = {{C, 0}, {qd, C}, {kvd, C}, {kvd, C}, {C, qd},
+                                          {C, 0}, {F, C}, {F, C}, {C, F}};
+        for (int k = 0; k < P_PER_LAYER; k++) {
+            snprintf(name, sizeof name, "model.layers.%d.%s.weight", l, names[k]);
+            add_param(m, name, shapes[k][1] ? LOMO_PARAM_LINEAR : LOMO_PARAM_NORM, shapes[k][0],
+                      shapes[k][1], &off);
+        }
+    }
+    add_param(m, "model.norm.weight", LOMO_PARAM_NORM, C, 0, &off);
+    if (!c->tie_word_embeddings) add_param(m, "lm_head.weight", LOMO_PARAM_LINEAR, V, C, &off);
+    *total = off;
+}
+
+/* splitmix64: a small, well-mixed generator so init depends only on (seed, tensor). */
+static uint64_t splitmix64(uint64_t *s) {
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static double uniform01(uint64_t *s) { return ((splitmix64(s) >> 11) + 0.5) * (1.0 / 9007199254740992.0); }
+
+/* Norms start at 1; matrices ~ N(0, 0.02^2), as HF's LLaMA init does. Written in
+ * chunks so init never holds an f32 copy of a large tensor. */
+static void init_params(lomo_model *m, uint64_t seed) {
+    enum { CHUNK = 4096 };
+    float buf[CHUNK];
+    for (int p = 0; p < m->nparams; p++) {
+        const param_desc *d = &m->params[p];
+        uint64_t s = seed * 0x100000001b3ull + (uint64_t)p * 0x9e3779b97f4a7c15ull;
+        char *dst = param_ptr(m, p);
+        for (size_t i0 = 0; i0 < d->numel; i0 += CHUNK) {
+            size_t n = d->numel - i0 < CHUNK ? d->numel - i0 : CHUNK;
+            for (size_t i = 0; i < n; i += 2) {
+                /* Box-Muller gives two normals per draw */
+                double u1 = uniform01(&s), u2 = uniform01(&s);
+                double r = sqrt(-2.0 * log(u1)), th = 6.283185307179586 * u2;
+                buf[i] = d->kind == LOMO_PARAM_NORM ? 1.0f : (float)(0.02 * r * cos(th));
+                if (i + 1 < n) buf[i + 1] = d->kind == LOMO_PARAM_NORM ? 1.0f : (float)(0.02 * r * sin(th));
+            }
+            m->be->from_f32(dst + i0 * lomo_dtype_size(m->dtype), m->dtype, buf, n);
+        }
+    }
+}
+
+static void rope_tables(float *cosv, float *sinv, int max_pos, int hd, double theta) {
+    int half = hd / 2;
+    for (int t = 0; t < max_pos; t++) {
+        for (int j = 0; j < half; j++) {
+            double inv_freq = pow(theta, -2.0 * j / hd);
+            cosv[(size_t)t * half + j] = (float)cos(t * inv_freq);
+            sinv[(size_t)t * half + j] = (float)sin(t * inv_freq);
+        }
+    }
+}
+
+lomo_status lomo_model_create(lomo_model **out, lomo_ctx *ctx, const lomo_llama_config *cfg,
+                              const lomo_model_options *opts) {
+    if (!out || !ctx) return lomo_fail(ctx, LOMO_ERR_INVALID_ARG, "lomo_model_create: NULL argument");
+    *out = NULL;
+    lomo_status st = lomo_config_validate(ctx, cfg);
+    if (st) return st;
+    lomo_model_options o = opts ? *opts : (lomo_model_options){0};
+    if ((unsigned)o.dtype > LOMO_F16)
+        return lomo_fail(ctx, LOMO_ERR_INVALID_ARG, "model options: dtype: unknown value %d", (int)o.dtype);
+
+    lomo_model *m = calloc(1, sizeof *m);
+    if (!m) return lomo_fail(ctx, LOMO_ERR_OOM, "out of memory: model struct");
+    m->ctx = ctx;
+    m->be = ctx->be;
+    m->cfg = *cfg;
+    m->dtype = o.dtype;
+    m->checkpointing = o.checkpointing ? 1 : 0;
+    m->head_dim = cfg->hidden_size / cfg->num_attention_heads;
+    m->acts_layer = -1;
+    int max_params = 3 + cfg->num_hidden_layers * P_PER_LAYER;
+    m->params = calloc((size_t)max_params, sizeof *m->params);
+    if (!m->params) {
+        free(m);
+        return lomo_fail(ctx, LOMO_ERR_OOM, "out of memory: parameter table");
+    }
+    layout_params(m, &m->weights_bytes);
+    m->weights = lomo_dev_alloc(ctx, LOMO_MEM_WEIGHTS, m->weights_bytes, "model weights");
+    if (!m->weights) goto oom;
+
+    /* constant tables and the widening buffers */
+    int C = cfg->hidden_size, half = m->head_dim / 2;
+    size_t rope_n = (size_t)cfg->max_position_embeddings * half;
+    size_t max_linear = 0;
+    for (int p = 0; p < m->nparams; p++)
+        if (m->params[p].kind != LOMO_PARAM_NORM && m->params[p].numel > max_linear)
+            max_linear = m->params[p].numel;
+    size_t wbuf_n = m->dtype == LOMO_F32 ? 0 : max_linear;
+    m->const_bytes = (2 * rope_n + wbuf_n + (size_t)C) * sizeof(float);
+    float *cb = lomo_dev_alloc(ctx, LOMO_MEM_SCRATCH, m->const_bytes, "rope tables and f32 weight buffer");
+    if (!cb) goto oom;
+    m->rope_cos = cb;
+    m->rope_sin = cb + rope_n;
+    m->normw = cb + 2 * rope_n;
+    m->wbuf = wbuf_n ? m->normw + C : NULL;
+    float *hc = malloc(2 * rope_n * sizeof(float));
+    if (!hc) goto oom;
+    rope_tables(hc, hc + rope_n, cfg->max_position_embeddings, m->head_dim, cfg->rope_theta);
+    m->be->to_device(m->rope_cos, hc, 2 * rope_n * sizeof(float));
+    free(hc);
+
+    /* the one dense gradient buffer: embedding-sized, plus a norm-sized tail */
+    size_t V = (size_t)cfg->vocab_size;
+    m->gradbuf_bytes = (V * C + (size_t)C) * sizeof(float);
+    m->gradbuf = lomo_dev_alloc(ctx, LOMO_MEM_GRADIENTS, m->gradbuf_bytes, "dense gradient buffer");
+    if (!m->gradbuf) goto oom;
+    m->normgrad = m->gradbuf + V * C;
+
+    init_params(m, o.seed);
+    *out = m;
+    return LOMO_OK;
+oom:
+    st = LOMO_ERR_OOM;
+    if (!strstr(ctx->err, "out of memory")) lomo_fail(ctx, st, "out of memory creating the model");
+    lomo_model_destroy(m);
+    return st;
+}
+
+static void free_activations(lomo_model *m) {
+    lomo_dev_free(m->ctx, LOMO_MEM_ACTIVATIONS, m->act_mem, m->act_bytes);
+    free(m->x);
+    free(m->la);
+    m->act_mem = NULL;
+    m->x = NULL;
+    m->la = NULL;
+    m->act_bytes = 0;
+    m->B_cap = m->T_cap = 0;
+    m->have_forward = 0;
+    m->acts_layer = -1;
+}
+
+void lomo_model_destroy(lomo_model *m) {
+    if (!m) return;
+    free_activations(m);
+    lomo_dev_free(m->ctx, LOMO_MEM_GRADIENTS, m->gradbuf, m->gradbuf_bytes);
+    lomo_dev_free(m->ctx, LOMO_MEM_SCRATCH, m->rope_cos, m->const_bytes);
+    lomo_dev_free(m->ctx, LOMO_MEM_WEIGHTS, m->weights, m->weights_bytes);
+    free(m->params);
+    free(m);
+}
+
+/* Carves buffers out of one allocation: a first pass with base NULL only counts. */
+typedef struct carver { char *base; size_t off; } carver;
+static float *carve(carver *cv, size_t nfloats) {
+    float *p = cv->base ? (float *)(cv->base + cv->off) : NULL;
+    cv->off += (nfloats * sizeof(float) + 63) & ~(size_t)63;
+    return p;
+}
+
+static void carve_activations(lomo_model *m, carver *cv, int B, int T) {
+    const lomo_llama_config *c = &m->cfg;
+    size_t BT = (size_t)B * T, C = c->hidden_size, F = c->intermediate_size, V = c->vocab_size;
+    size_t qd = (size_t)c->num_attention_heads * m->head_dim;
+    size_t kvd = (size_t)c->num_key_value_heads * m->head_dim;
+    size_t attn = (size_t)B * c->num_attention_heads * T * T;
+    int L = c->num_hidden_layers, nsets = m->checkpointing ? 1 : L;
+    for (int l = 0; l <= L; l++) {
+        float *p = carve(cv, BT * C);
+        if (m->x) m->x[l] = p;
+    }
+    for (int l = 0; l < nsets; l++) {
+        layer_acts a = {0};
+        a.ln1 = carve(cv, BT * C);
+        a.rstd1 = carve(cv, BT);
+        a.q = carve(cv, BT * qd);
+        a.k = carve(cv, BT * kvd);
+        a.v = carve(cv, BT * kvd);
+        a.att = carve(cv, attn);
+        a.atty = carve(cv, BT * qd);
+        a.xmid = carve(cv, BT * C);
+        a.ln2 = carve(cv, BT * C);
+        a.rstd2 = carve(cv, BT);
+        a.gate = carve(cv, BT * F);
+        a.up = carve(cv, BT * F);
+        a.hmlp = carve(cv, BT * F);
+        if (m->la) m->la[l] = a;
+    }
+    m->lnf = carve(cv, BT * C);
+    m->rstdf = carve(cv, BT);
+    m->logits = carve(cv, BT * V);
+    m->losses = carve(cv, BT);
+    m->lse = carve(cv, BT);
+    m->tokens = (int32_t *)carve(cv, BT);
+    m->targets = (int32_t *)carve(cv, BT);
+    block_grads *g = &m->g;
+    g->dres = carve(cv, BT * C);
+    g->dln = carve(cv, BT * C);
+    g->dq = carve(cv, BT * qd);
+    g->dk = carve(cv, BT * kvd);
+    g->dv = carve(cv, BT * kvd);
+    g->datt = carve(cv, attn);
+    g->datty = carve(cv, BT * qd);
+    g->dh = carve(cv, BT * F);
+    g->dup = carve(cv, BT * F);
+}
+
+lomo_status lomo_model_reserve(lomo_model *m, int B, int T) {
+    if (!m) return LOMO_ERR_INVALID_ARG;
+    if (B <= 0 || T <= 0)
+        return lomo_fail(m->ctx, LOMO_ERR_INVALID_ARG, "batch %d x seq %d: both must be positive", B, T);
+    if (T > m->cfg.max_position_embeddings)
+        return lomo_fail(m->ctx, LOMO_ERR_INVALID_ARG, "seq %d exceeds max_position_embeddings %d", T,
+                         m->cfg.max_position_embeddings);
+    if (B <= m->B_cap && T <= m->T_cap) return LOMO_OK;
+    int nB = B > m->B_cap ? B : m->B_cap, nT = T > m->T_cap ? T : m->T_cap;
+    free_activations(m);
+    carver cv = {0};
+    carve_activations(m, &cv, nB, nT);
+    int L = m->cfg.num_hidden_layers;
+    m->x = calloc((size_t)L + 1, sizeof *m->x);
+    m->la = calloc(m->checkpointing ? 1 : (size_t)L, sizeof *m->la);
+    m->act_mem = lomo_dev_alloc(m->ctx, LOMO_MEM_ACTIVATIONS, cv.off, "activations");
+    if (!m->x || !m->la || !m->act_mem) {
+        size_t need = cv.off;
+        m->act_bytes = m->act_mem ? need : 0;
+        free_activations(m);
+        return lomo_fail(m->ctx, LOMO_ERR_OOM, "out of memory: activations for batch %d x seq %d need %zu bytes",
+                         nB, nT, need);
+    }
+    m->act_bytes = cv.off;
+    m->B_cap = nB;
+    m->T_cap = nT;
+    return LOMO_OK;
+}
+
+/* Activations are laid out for the (B, T) of each call; carving again is just arithmetic. */
+void model_layout_for(lomo_model *m, int B, int T) {
+    carver cv = {m->act_mem, 0};
+    carve_activations(m, &cv, B, T);
+}
+
+lomo_status lomo_model_set_checkpointing(lomo_model *m, int on) {
+    if (!m) return LOMO_ERR_INVALID_ARG;
+    on = on ? 1 : 0;
+    if (on == m->checkpointing) return LOMO_OK;
+    free_activations(m);
+    m->checkpointing = on;
+    return LOMO_OK;
+}
+
+const float *model_norm_weight(lomo_model *m, int p) {
+    if (m->dtype == LOMO_F32) return param_ptr(m, p);
+    m->be->to_f32(m->normw, param_ptr(m, p), m->dtype, m->params[p].numel);
+    return m->normw;
+}
+
+const lomo_llama_config *lomo_model_config(const lomo_model *m) { return &m->cfg; }
+int lomo_model_num_params(const lomo_model *m) { return m->nparams; }
+
+size_t lomo_model_num_weights(const lomo_model *m) {
+    size_t n = 0;
+    for (int p = 0; p < m->nparams; p++) n += m->params[p].numel;
+    return n;
+}
+
+lomo_status lomo_model_param(const lomo_model *m, int index, lomo_param_info *out) {
+    if (!m || !out) return LOMO_ERR_INVALID_ARG;
+    if (index < 0 || index >= m->nparams)
+        return lomo_fail(m->ctx, LOMO_ERR_INVALID_ARG, "parameter index %d out of range [0, %d)", index,
+                         m->nparams);
+    const param_desc *d = &m->params[index];
+    out->name = d->name;
+    out->kind = d->kind;
+    out->ndim = d->ndim;
+    out->shape[0] = d->shape[0];
+    out->shape[1] = d->shape[1];
+    out->numel = d->numel;
+    out->dtype = m->dtype;
+    out->data = param_ptr(m, index);
+    return LOMO_OK;
+}
+
+int lomo_model_find_param(const lomo_model *m, const char *name) {
+    if (!m || !name) return -1;
+    for (int p = 0; p < m->nparams; p++)
+        if (strcmp(m->params[p].name, name) == 0) return p;
+    return -1;
+}
+
+static lomo_status check_param_io(const lomo_model *m, int index, const void *buf, size_t n) {
+    if (!buf) return lomo_fail(m->ctx, LOMO_ERR_INVALID_ARG, "parameter buffer is NULL");
+    if (index < 0 || index >= m->nparams)
+        return lomo_fail(m->ctx, LOMO_ERR_INVALID_ARG, "parameter index %d out of range [0, %d)", index,
+                         m->nparams);
+    if (n != m->params[index].numel)
+        return lomo_fail(m->ctx, LOMO_ERR_INVALID_ARG, "%s: expected %zu values, got %zu",
+                         m->params[index].name, m->params[index].numel, n);
+    return LOMO_OK;
+}
+
+lomo_status lomo_model_set_param_f32(lomo_model *m, int index, const float *src, size_t n) {
+    if (!m) return LOMO_ERR_INVALID_ARG;
+    lomo_status st = check_param_io(m, index, src, n);
+    if (st) return st;
+    m->be->from_f32(param_ptr(m, index), m->dtype, src, n);
+    m->have_forward = 0;   /* saved activations no longer match the weights */
+    return LOMO_OK;
+}
+
+lomo_status lomo_model_get_param_f32(const lomo_model *m, int index, float *dst, size_t n) {
+    if (!m) return LOMO_ERR_INVALID_ARG;
+    lomo_status st = check_param_io(m, index, dst, n);
+    if (st) return st;
+    m->be->to_f32(dst, param_ptr(m, index), m->dtype, n);
+    return LOMO_OK;
+}

@@ -1,0 +1,102 @@
+/*
+ * model.h: the LLaMA model's internals, shared by its files (layout, forward,
+ * backward). Parameter order: embedding, then 9 per layer, then final norm,
+ * then the LM head when it is not tied.
+ */
+#ifndef LOMO_MODEL_H
+#define LOMO_MODEL_H
+
+#include "internal.h"
+
+enum { P_LN1, P_WQ, P_WK, P_WV, P_WO, P_LN2, P_WG, P_WU, P_WD, P_PER_LAYER };
+
+typedef struct param_desc {
+    char name[96];
+    lomo_param_kind kind;
+    int ndim;
+    int64_t shape[2];
+    size_t numel;
+    size_t offset;              /* bytes into the weights allocation */
+} param_desc;
+
+/* One block's saved activations, all f32. */
+typedef struct layer_acts {
+    float *ln1, *rstd1;         /* [BT, C], [BT] */
+    float *q, *k, *v;           /* [BT, NH*hd] post-RoPE, [BT, NKV*hd] post-RoPE, [BT, NKV*hd] */
+    float *att;                 /* [B, NH, T, T] softmax probabilities */
+    float *atty;                /* [BT, NH*hd] attention output before o_proj */
+    float *xmid;                /* [BT, C] residual after attention */
+    float *ln2, *rstd2;         /* [BT, C], [BT] */
+    float *gate, *up, *hmlp;    /* [BT, F] each; hmlp = silu(gate) * up */
+} layer_acts;
+
+/* Activation gradients for one block at a time (backward scratch), f32. */
+typedef struct block_grads {
+    float *dres;                /* [BT, C] gradient of the residual stream */
+    float *dln;                 /* [BT, C] gradient of a norm's output */
+    float *dq, *dk, *dv;        /* [BT, NH*hd], [BT, NKV*hd] x2 */
+    float *datt;                /* [B, NH, T, T] */
+    float *datty;               /* [BT, NH*hd] */
+    float *dh, *dup;            /* [BT, F]; dgate is written over dh */
+} block_grads;
+
+struct lomo_model {
+    lomo_ctx *ctx;
+    const lomo_backend *be;
+    lomo_llama_config cfg;
+    lomo_dtype dtype;
+    int checkpointing;
+    int head_dim;
+
+    int nparams;
+    param_desc *params;
+    void *weights;              /* every parameter, one allocation */
+    size_t weights_bytes;
+
+    float *rope_cos, *rope_sin; /* [max_pos, hd/2] */
+    float *wbuf;                /* f32 widening buffer for 16-bit linear weights; NULL for f32 */
+    float *normw;               /* [C] f32 copy of a 16-bit norm weight */
+    size_t const_bytes;         /* bytes of rope tables + wbuf + normw (scratch) */
+
+    /* dense gradient buffer: [V*C] for the embedding (and tied head), then [C] for norms */
+    float *gradbuf, *normgrad;
+    size_t gradbuf_bytes;
+
+    /* activations, sized for B_cap x T_cap */
+    int B_cap, T_cap;
+    void *act_mem;
+    size_t act_bytes;
+    float **x;                  /* [L+1] block inputs; x[L] is the final residual */
+    layer_acts *la;             /* L sets, or 1 with checkpointing */
+    float *lnf, *rstdf;         /* [BT, C], [BT] */
+    float *logits;              /* [BT, V]; turned into dlogits in place by backward */
+    float *losses, *lse;        /* [BT] */
+    int32_t *tokens, *targets;  /* [BT] */
+    block_grads g;
+
+    /* state of the last forward */
+    int B, T;
+    int have_forward, have_targets, logits_valid;
+    int acts_layer;             /* which layer la[0] holds under checkpointing; -1 none */
+    int n_valid;
+    float loss;
+};
+
+static inline int param_index(int layer, int which) { return 1 + layer * P_PER_LAYER + which; }
+static inline int param_norm(const lomo_model *m) { return 1 + m->cfg.num_hidden_layers * P_PER_LAYER; }
+/* The LM head's parameter: its own when untied, the embedding when tied. */
+static inline int param_head(const lomo_model *m) { return m->cfg.tie_word_embeddings ? 0 : param_norm(m) + 1; }
+static inline void *param_ptr(const lomo_model *m, int p) { return (char *)m->weights + m->params[p].offset; }
+
+/* A norm weight as f32: the weights themselves for f32 storage, else widened into normw. */
+const float *model_norm_weight(lomo_model *m, int p);
+
+/* Re-points the activation buffers for a (B, T) within the reserved capacity. */
+void model_layout_for(lomo_model *m, int B, int T);
+
+/* The logits [BT, V] from the final norm output, into m->logits. */
+void model_compute_logits(lomo_model *m);
+
+void model_block_forward(lomo_model *m, int l, const layer_acts *a, const float *x, float *out);
+
+#endif

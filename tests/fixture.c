@@ -1,0 +1,142 @@
+/* fixture.c: LOMOFIX1 reader and tolerance comparison for the tests. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "fixture.h"
+
+int test_failures = 0, test_checks = 0;
+
+int test_summary(const char *name) {
+    printf("%s: %d checks, %d failed\n", name, test_checks, test_failures);
+    return test_failures ? 1 : 0;
+}
+
+const char *fx_path(const char *file) {
+    static char buf[4096];
+    snprintf(buf, sizeof buf, "%s/%s", LOMO_FIXTURE_DIR, file);
+    return buf;
+}
+
+static int rd(FILE *f, void *p, size_t n) { return fread(p, 1, n, f) == n ? 0 : -1; }
+
+int fx_load(fixture *fx, const char *path) {
+    memset(fx, 0, sizeof *fx);
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "%s: cannot open\n", path);
+        return -1;
+    }
+    char magic[8];
+    uint32_t count;
+    if (rd(f, magic, 8) || memcmp(magic, "LOMOFIX1", 8) || rd(f, &count, 4) || count > 100000) goto bad;
+    fx->t = calloc(count, sizeof *fx->t);
+    if (!fx->t) goto bad;
+    for (uint32_t i = 0; i < count; i++) {
+        fx_tensor *t = &fx->t[i];
+        uint32_t len, dtype, ndim;
+        if (rd(f, &len, 4) || len > 4096) goto bad;
+        t->name = calloc(len + 1, 1);
+        fx->count = (int)i + 1;
+        if (!t->name || rd(f, t->name, len) || rd(f, &dtype, 4) || rd(f, &ndim, 4) || dtype > 1 || ndim > 8)
+            goto bad;
+        t->dtype = (int)dtype;
+        t->ndim = (int)ndim;
+        t->numel = 1;
+        for (uint32_t d = 0; d < ndim; d++) {
+            uint64_t v;
+            if (rd(f, &v, 8) || v > (1u << 30)) goto bad;
+            t->dims[d] = (int64_t)v;
+            t->numel *= v;
+        }
+        size_t bytes = t->numel * (dtype ? 4 : 8);
+        t->data = malloc(bytes ? bytes : 1);
+        if (!t->data || rd(f, t->data, bytes)) goto bad;
+    }
+    fclose(f);
+    return 0;
+bad:
+    fprintf(stderr, "%s: malformed fixture file\n", path);
+    fclose(f);
+    fx_free(fx);
+    return -1;
+}
+
+void fx_free(fixture *fx) {
+    for (int i = 0; i < fx->count; i++) {
+        free(fx->t[i].name);
+        free(fx->t[i].data);
+    }
+    free(fx->t);
+    memset(fx, 0, sizeof *fx);
+}
+
+const fx_tensor *fx_get(const fixture *fx, const char *name) {
+    for (int i = 0; i < fx->count; i++)
+        if (strcmp(fx->t[i].name, name) == 0) return &fx->t[i];
+    fprintf(stderr, "fixture has no record %s\n", name);
+    return NULL;
+}
+
+static const fx_tensor *typed(const fixture *fx, const char *name, int dtype, size_t n) {
+    const fx_tensor *t = fx_get(fx, name);
+    if (!t) return NULL;
+    if (t->dtype != dtype || (n && t->numel != n)) {
+        fprintf(stderr, "fixture record %s: dtype %d numel %zu, expected dtype %d numel %zu\n", name,
+                t->dtype, t->numel, dtype, n);
+        return NULL;
+    }
+    return t;
+}
+
+const double *fx_f64(const fixture *fx, const char *name, size_t n) {
+    const fx_tensor *t = typed(fx, name, 0, n);
+    return t ? t->data : NULL;
+}
+
+const int32_t *fx_i32(const fixture *fx, const char *name, size_t n) {
+    const fx_tensor *t = typed(fx, name, 1, n);
+    return t ? t->data : NULL;
+}
+
+double fx_scalar(const fixture *fx, const char *name) {
+    const fx_tensor *t = fx_get(fx, name);
+    if (!t) return NAN;
+    return t->dtype ? (double)*(const int32_t *)t->data : *(const double *)t->data;
+}
+
+float *fx_f32(const fixture *fx, const char *name, size_t n) {
+    const fx_tensor *t = typed(fx, name, 0, n);
+    if (!t) return NULL;
+    float *out = malloc(t->numel * sizeof(float));
+    for (size_t i = 0; out && i < t->numel; i++) out[i] = (float)((const double *)t->data)[i];
+    return out;
+}
+
+double fx_max_abs(const double *x, size_t n) {
+    double m = 0.0;
+    for (size_t i = 0; i < n; i++) m = fabs(x[i]) > m ? fabs(x[i]) : m;
+    return m;
+}
+
+size_t fx_compare(const char *what, const float *got, const double *want, size_t n, double atol, double rtol) {
+    if (!got || !want) {
+        fprintf(stderr, "  %s: missing data\n", what);
+        return 1;
+    }
+    size_t bad = 0, worst = 0;
+    double worst_ratio = -1.0;
+    for (size_t i = 0; i < n; i++) {
+        double err = fabs((double)got[i] - want[i]), lim = atol + rtol * fabs(want[i]);
+        double ratio = err / lim;
+        if (!(err <= lim)) bad++;          /* NaN counts as a failure */
+        if (!(ratio <= worst_ratio)) {
+            worst_ratio = ratio;
+            worst = i;
+        }
+    }
+    if (bad)
+        fprintf(stderr, "  %s: %zu of %zu outside tolerance; worst [%zu] got %.9g want %.9g (atol %.2g rtol %.2g)\n",
+                what, bad, n, worst, got[worst], want[worst], atol, rtol);
+    return bad;
+}

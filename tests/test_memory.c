@@ -1,0 +1,72 @@
+/*
+ * test_memory.c: the memory accounting is exact: weights equal the sum of the
+ * parameter sizes, activations follow the plan with and without checkpointing,
+ * and everything returns to zero when freed.
+ */
+#include <stdio.h>
+#include "fixture.h"
+#include "runtime/lomo.h"
+
+int main(void) {
+    lomo_ctx *ctx;
+    lomo_ctx_create(&ctx, NULL);
+    lomo_llama_config c = {.hidden_size = 64, .intermediate_size = 160, .num_hidden_layers = 4,
+                           .num_attention_heads = 4, .num_key_value_heads = 2, .vocab_size = 100,
+                           .max_position_embeddings = 32, .rms_norm_eps = 1e-5, .rope_theta = 1e4};
+    size_t act[2] = {0};
+    for (int dt = LOMO_F32; dt <= LOMO_F16; dt++) {
+        for (int ckpt = 0; ckpt <= 1; ckpt++) {
+            lomo_model *m;
+            lomo_model_options o = {.dtype = (lomo_dtype)dt, .checkpointing = ckpt, .seed = 3};
+            CHECK(lomo_model_create(&m, ctx, &c, &o) == LOMO_OK, "create");
+            lomo_mem_stats s;
+            lomo_mem_get_stats(ctx, &s);
+            size_t es = lomo_dtype_size((lomo_dtype)dt), expect = 0;
+            for (int p = 0; p < lomo_model_num_params(m); p++) {
+                lomo_param_info info;
+                lomo_model_param(m, p, &info);
+                expect += (info.numel * es + 63) / 64 * 64;
+                CHECK(((uintptr_t)info.data & 63) == 0, "%s not 64-byte aligned", info.name);
+            }
+            CHECK(s.current[LOMO_MEM_WEIGHTS] == expect, "weights %zu, expected %zu", s.current[LOMO_MEM_WEIGHTS],
+                  expect);
+            CHECK(lomo_model_num_weights(m) == (size_t)(100 * 64 + 4 * (64 * 2 + 64 * 64 * 2 + 32 * 64 * 2 + 3 * 64 * 160) + 64 + 100 * 64),
+                  "weight count %zu", lomo_model_num_weights(m));
+            /* the dense gradient buffer: embedding plus one norm, nothing else */
+            CHECK(s.current[LOMO_MEM_GRADIENTS] == (100 * 64 + 64) * sizeof(float), "gradient buffer %zu",
+                  s.current[LOMO_MEM_GRADIENTS]);
+            int32_t tok[2 * 16], tgt[2 * 16];
+            for (int i = 0; i < 32; i++) { tok[i] = (i * 13) % 100; tgt[i] = (i * 7) % 100; }
+            float loss;
+            CHECK(lomo_model_forward(m, tok, tgt, 2, 16, &loss, NULL) == LOMO_OK, "forward");
+            lomo_mem_get_stats(ctx, &s);
+            if (dt == LOMO_F32) act[ckpt] = s.current[LOMO_MEM_ACTIVATIONS];
+            else CHECK(act[ckpt] == s.current[LOMO_MEM_ACTIVATIONS], "activations depend on weight dtype");
+            CHECK(s.peak_total >= s.current_total && s.peak[LOMO_MEM_WEIGHTS] == s.current[LOMO_MEM_WEIGHTS],
+                  "peaks");
+            lomo_model_destroy(m);
+            lomo_mem_get_stats(ctx, &s);
+            CHECK(s.current_total == 0, "%zu bytes still accounted after destroy", s.current_total);
+            for (int k = 0; k < LOMO_MEM_COUNT; k++)
+                CHECK(s.current[k] == 0, "%s not back to zero", lomo_mem_category_name((lomo_mem_category)k));
+            lomo_mem_reset_peak(ctx);
+        }
+    }
+    /* checkpointing keeps one block's activations instead of four, plus the block inputs */
+    CHECK(act[1] < act[0], "checkpointing must use less activation memory (%zu vs %zu)", act[1], act[0]);
+    printf("activations: %zu bytes without checkpointing, %zu with\n", act[0], act[1]);
+
+    /* two contexts account independently */
+    lomo_ctx *ctx2;
+    lomo_ctx_create(&ctx2, NULL);
+    lomo_model *m;
+    lomo_model_create(&m, ctx2, &c, NULL);
+    lomo_mem_stats s1, s2;
+    lomo_mem_get_stats(ctx, &s1);
+    lomo_mem_get_stats(ctx2, &s2);
+    CHECK(s1.current_total == 0 && s2.current_total > 0, "contexts share accounting");
+    lomo_model_destroy(m);
+    lomo_ctx_destroy(ctx2);
+    lomo_ctx_destroy(ctx);
+    return test_summary("test_memory");
+}
