@@ -73,6 +73,7 @@ lomo_status lomo_model_backward(lomo_model *m, float loss_scale, const lomo_grad
         return lomo_fail(m->ctx, LOMO_ERR_INVALID_ARG, "backward: hook with both callbacks required");
     if (!m->have_forward || !m->have_targets)
         return lomo_fail(m->ctx, LOMO_ERR_STATE, "backward: needs a forward with targets first");
+    if (model_reserve_gradbuf(m)) return LOMO_ERR_OOM;
     lomo_ctx_apply_threads(m->ctx);
 
     const lomo_backend *be = m->be;

@@ -139,13 +139,6 @@ lomo_status lomo_model_create(lomo_model **out, lomo_ctx *ctx, const lomo_llama_
     m->be->to_device(m->rope_cos, hc, 2 * rope_n * sizeof(float));
     free(hc);
 
-    /* the one dense gradient buffer: embedding-sized, plus a norm-sized tail */
-    size_t V = (size_t)cfg->vocab_size;
-    m->gradbuf_bytes = (V * C + (size_t)C) * sizeof(float);
-    m->gradbuf = lomo_dev_alloc(ctx, LOMO_MEM_GRADIENTS, m->gradbuf_bytes, "dense gradient buffer");
-    if (!m->gradbuf) goto oom;
-    m->normgrad = m->gradbuf + V * C;
-
     init_params(m, o.seed);
     *out = m;
     return LOMO_OK;
@@ -275,6 +268,18 @@ lomo_status lomo_model_set_checkpointing(lomo_model *m, int on) {
     if (on == m->checkpointing) return LOMO_OK;
     free_activations(m);
     m->checkpointing = on;
+    return LOMO_OK;
+}
+
+/* The one dense gradient buffer: embedding-sized, plus a norm-sized tail.
+ * Made on the first backward, so inference never pays for it. */
+lomo_status model_reserve_gradbuf(lomo_model *m) {
+    if (m->gradbuf) return LOMO_OK;
+    size_t V = (size_t)m->cfg.vocab_size, C = (size_t)m->cfg.hidden_size;
+    m->gradbuf_bytes = (V * C + C) * sizeof(float);
+    m->gradbuf = lomo_dev_alloc(m->ctx, LOMO_MEM_GRADIENTS, m->gradbuf_bytes, "dense gradient buffer");
+    if (!m->gradbuf) return LOMO_ERR_OOM;
+    m->normgrad = m->gradbuf + V * C;
     return LOMO_OK;
 }
 

@@ -94,6 +94,9 @@ const float *model_norm_weight(lomo_model *m, int p);
 /* Re-points the activation buffers for a (B, T) within the reserved capacity. */
 void model_layout_for(lomo_model *m, int B, int T);
 
+/* Allocates the dense gradient buffer if it does not exist yet. */
+lomo_status model_reserve_gradbuf(lomo_model *m);
+
 /* The logits [BT, V] from the final norm output, into m->logits. */
 void model_compute_logits(lomo_model *m);
 

@@ -7,6 +7,12 @@
 #include "fixture.h"
 #include "runtime/lomo.h"
 
+static int nop_linear(void *u, int p, const float *d, const float *x, int BT) {
+    (void)u; (void)p; (void)d; (void)x; (void)BT;
+    return 0;
+}
+static int nop_dense(void *u, int p, float *g) { (void)u; (void)p; (void)g; return 0; }
+
 int main(void) {
     lomo_ctx *ctx;
     lomo_ctx_create(&ctx, NULL);
@@ -32,14 +38,18 @@ int main(void) {
                   expect);
             CHECK(lomo_model_num_weights(m) == (size_t)(100 * 64 + 4 * (64 * 2 + 64 * 64 * 2 + 32 * 64 * 2 + 3 * 64 * 160) + 64 + 100 * 64),
                   "weight count %zu", lomo_model_num_weights(m));
-            /* the dense gradient buffer: embedding plus one norm, nothing else */
-            CHECK(s.current[LOMO_MEM_GRADIENTS] == (100 * 64 + 64) * sizeof(float), "gradient buffer %zu",
-                  s.current[LOMO_MEM_GRADIENTS]);
             int32_t tok[2 * 16], tgt[2 * 16];
             for (int i = 0; i < 32; i++) { tok[i] = (i * 13) % 100; tgt[i] = (i * 7) % 100; }
             float loss;
             CHECK(lomo_model_forward(m, tok, tgt, 2, 16, &loss, NULL) == LOMO_OK, "forward");
             lomo_mem_get_stats(ctx, &s);
+            CHECK(s.peak[LOMO_MEM_GRADIENTS] == 0, "inference must not allocate gradient memory");
+            /* backward adds the one dense gradient buffer: embedding plus one norm, nothing else */
+            lomo_grad_hook nop = {NULL, nop_linear, nop_dense};
+            CHECK(lomo_model_backward(m, 1.0f, &nop) == LOMO_OK, "backward");
+            lomo_mem_get_stats(ctx, &s);
+            CHECK(s.peak[LOMO_MEM_GRADIENTS] == (100 * 64 + 64) * sizeof(float), "gradient buffer %zu",
+                  s.peak[LOMO_MEM_GRADIENTS]);
             if (dt == LOMO_F32) act[ckpt] = s.current[LOMO_MEM_ACTIVATIONS];
             else CHECK(act[ckpt] == s.current[LOMO_MEM_ACTIVATIONS], "activations depend on weight dtype");
             CHECK(s.peak_total >= s.current_total && s.peak[LOMO_MEM_WEIGHTS] == s.current[LOMO_MEM_WEIGHTS],

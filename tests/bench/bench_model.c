@@ -1,1 +1,196 @@
-int main(void){return 0;}
+/*
+ * bench_model.c: speed and memory of the model on the CPU backend.
+ *
+ * Each row runs in a forked child, so its peak RSS is its own. A row prints
+ * the accounted peak bytes by category, the process peak RSS, the median
+ * step time, tokens/s and effective GFLOP/s (model FLOPs: forward =
+ * 2 * matmul weights * tokens + 4 * B * T^2 * C * L for attention as full
+ * T^2; training = 3x forward, whatever checkpointing recomputes).
+ *
+ *   bench_model [--hidden 768 --layers 12 --heads 12 --kv-heads 12 --ffn 2048
+ *                --vocab 32000 --seq 256 --batch 2 --dtype f32 --threads 2 --steps 5]
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include "lomo.h"
+
+typedef struct opts {
+    lomo_llama_config cfg;
+    int B, T, threads, steps;
+    lomo_dtype dtype;
+} opts;
+
+typedef struct row {
+    char mode[32];
+    int ckpt;
+    double step_s, rss_mib, loss;
+    lomo_mem_stats mem;
+    int ok;
+} row;
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double forward_flops(const opts *o, size_t matmul_weights) {
+    double tokens = (double)o->B * o->T;
+    return 2.0 * matmul_weights * tokens +
+           4.0 * o->B * (double)o->T * o->T * o->cfg.hidden_size * o->cfg.num_hidden_layers;
+}
+
+/* Runs one mode in this process; "forward" is inference, "fwdbwd" keeps full gradients. */
+static void run_mode(const opts *o, const char *mode, int ckpt, row *r) {
+    lomo_ctx *ctx;
+    lomo_ctx_options co = {.num_threads = o->threads};
+    if (lomo_ctx_create(&ctx, &co)) return;
+    lomo_model *m = NULL;
+    lomo_model_options mo = {.dtype = o->dtype, .checkpointing = ckpt, .seed = 42};
+    if (lomo_model_create(&m, ctx, &o->cfg, &mo)) {
+        fprintf(stderr, "%s\n", lomo_last_error(ctx));
+        lomo_ctx_destroy(ctx);
+        return;
+    }
+    int n = o->B * o->T;
+    int32_t *tok = malloc(n * sizeof *tok), *tgt = malloc(n * sizeof *tgt);
+    uint64_t s = 12345;
+    for (int i = 0; i < n; i++) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        tok[i] = (int32_t)((s >> 33) % (uint64_t)o->cfg.vocab_size);
+    }
+    for (int i = 0; i < n; i++) tgt[i] = (i + 1) % o->T ? tok[i + 1] : -100;
+    lomo_grads *g = NULL;
+    int train = strcmp(mode, "forward") != 0;
+    if (train && lomo_grads_create(&g, m)) goto out;
+    lomo_grad_hook h = train ? lomo_grads_hook(g) : (lomo_grad_hook){0};
+    double *t = calloc((size_t)o->steps + 1, sizeof *t);
+    for (int i = 0; i <= o->steps; i++) {   /* step 0 warms up */
+        double t0 = now();
+        float loss;
+        if (lomo_model_forward(m, tok, tgt, o->B, o->T, &loss, NULL)) goto fail;
+        if (train && lomo_model_backward(m, 1.0f, &h)) goto fail;
+        t[i] = now() - t0;
+        r->loss = loss;
+    }
+    qsort(t + 1, (size_t)o->steps, sizeof *t, cmp_double);
+    r->step_s = t[1 + o->steps / 2];
+    lomo_mem_get_stats(ctx, &r->mem);
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    r->rss_mib = ru.ru_maxrss / 1024.0;
+    r->ok = 1;
+fail:
+    if (!r->ok) fprintf(stderr, "%s: %s\n", mode, lomo_last_error(ctx));
+    free(t);
+out:
+    lomo_grads_destroy(g);
+    free(tok);
+    free(tgt);
+    lomo_model_destroy(m);
+    lomo_ctx_destroy(ctx);
+}
+
+/* Forks so that the child's peak RSS belongs to this row alone. */
+static row run_isolated(const opts *o, const char *mode, int ckpt) {
+    row r = {0};
+    snprintf(r.mode, sizeof r.mode, "%s", mode);
+    r.ckpt = ckpt;
+    int fd[2];
+    if (pipe(fd)) return r;
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(fd[0]);
+        run_mode(o, mode, ckpt, &r);
+        ssize_t w = write(fd[1], &r, sizeof r);
+        _exit(w == (ssize_t)sizeof r ? 0 : 1);
+    }
+    close(fd[1]);
+    ssize_t got = pid > 0 ? read(fd[0], &r, sizeof r) : -1;
+    close(fd[0]);
+    if (pid > 0) waitpid(pid, NULL, 0);
+    if (got != (ssize_t)sizeof r) r.ok = 0;
+    return r;
+}
+
+static int arg_int(int argc, char **argv, const char *name, int def) {
+    for (int i = 1; i + 1 < argc; i++)
+        if (strcmp(argv[i], name) == 0) return atoi(argv[i + 1]);
+    return def;
+}
+
+static const char *arg_str(int argc, char **argv, const char *name, const char *def) {
+    for (int i = 1; i + 1 < argc; i++)
+        if (strcmp(argv[i], name) == 0) return argv[i + 1];
+    return def;
+}
+
+int main(int argc, char **argv) {
+    opts o = {0};
+    lomo_llama_config *c = &o.cfg;
+    c->hidden_size = arg_int(argc, argv, "--hidden", 768);
+    c->num_hidden_layers = arg_int(argc, argv, "--layers", 12);
+    c->num_attention_heads = arg_int(argc, argv, "--heads", 12);
+    c->num_key_value_heads = arg_int(argc, argv, "--kv-heads", c->num_attention_heads);
+    c->intermediate_size = arg_int(argc, argv, "--ffn", 2048);
+    c->vocab_size = arg_int(argc, argv, "--vocab", 32000);
+    c->rms_norm_eps = 1e-5;
+    c->rope_theta = 10000.0;
+    o.T = arg_int(argc, argv, "--seq", 256);
+    o.B = arg_int(argc, argv, "--batch", 2);
+    c->max_position_embeddings = o.T;
+    o.threads = arg_int(argc, argv, "--threads", 2);
+    o.steps = arg_int(argc, argv, "--steps", 5);
+    const char *dt = arg_str(argc, argv, "--dtype", "f32");
+    o.dtype = strcmp(dt, "bf16") == 0 ? LOMO_BF16 : strcmp(dt, "f16") == 0 ? LOMO_F16 : LOMO_F32;
+    if (o.steps < 1) o.steps = 1;
+
+    lomo_ctx *ctx;
+    lomo_ctx_create(&ctx, NULL);
+    if (lomo_config_validate(ctx, c)) {
+        fprintf(stderr, "%s\n", lomo_last_error(ctx));
+        return 2;
+    }
+    lomo_ctx_destroy(ctx);
+    size_t C = c->hidden_size, F = c->intermediate_size, V = c->vocab_size;
+    size_t hd = C / c->num_attention_heads, kvd = hd * c->num_key_value_heads;
+    size_t matmul_w = c->num_hidden_layers * (2 * C * C + 2 * C * kvd + 3 * C * F) + V * C;
+    size_t all_w = matmul_w + V * C + (2 * c->num_hidden_layers + 1) * C;
+    double ff = forward_flops(&o, matmul_w);
+    printf("shape: hidden %d, layers %d, heads %d/%d kv, ffn %d, vocab %d, seq %d, batch %d, %s, %d threads\n",
+           c->hidden_size, c->num_hidden_layers, c->num_attention_heads, c->num_key_value_heads,
+           c->intermediate_size, c->vocab_size, o.T, o.B, lomo_dtype_name(o.dtype), o.threads);
+    printf("parameters: %zu (%.1f MiB as %s); forward %.2f GFLOP per step\n", all_w,
+           all_w * lomo_dtype_size(o.dtype) / 1048576.0, lomo_dtype_name(o.dtype), ff / 1e9);
+    printf("%-8s %4s %9s %9s %9s %9s %9s %9s %8s %9s %8s %8s\n", "mode", "ckpt", "weights", "activ", "grads",
+           "scratch", "acct-peak", "peak-RSS", "step-ms", "tokens/s", "GFLOP/s", "loss");
+    const char *modes[] = {"forward", "fwdbwd"};
+    for (int mi = 0; mi < 2; mi++) {
+        for (int ckpt = 0; ckpt <= 1; ckpt++) {
+            row r = run_isolated(&o, modes[mi], ckpt);
+            if (!r.ok) {
+                printf("%-8s %4d failed\n", modes[mi], ckpt);
+                continue;
+            }
+            double mib = 1048576.0, flops = ff * (mi ? 3.0 : 1.0);
+            printf("%-8s %4d %9.1f %9.1f %9.1f %9.1f %9.1f %9.1f %8.1f %9.1f %8.1f %8.4f\n", r.mode, ckpt,
+                   r.mem.peak[LOMO_MEM_WEIGHTS] / mib, r.mem.peak[LOMO_MEM_ACTIVATIONS] / mib,
+                   r.mem.peak[LOMO_MEM_GRADIENTS] / mib, r.mem.peak[LOMO_MEM_SCRATCH] / mib,
+                   r.mem.peak_total / mib, r.rss_mib, r.step_s * 1e3, o.B * o.T / r.step_s,
+                   flops / r.step_s / 1e9, r.loss);
+        }
+    }
+    printf("(MiB; activations, grads and scratch are accounted peaks; fwdbwd keeps full f32 gradients)\n");
+    return 0;
+}

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The test command: installs what is missing (Debian packages), configures,
+# builds and runs every test with ctest. Extra arguments go to cmake, e.g.
+#   BUILD_DIR=build-asan tests/run.sh -DCMAKE_BUILD_TYPE=Debug -DLOMO_SANITIZE=ON
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(cmake make gcc libc6-dev libopenblas-openmp-dev)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo=sudo
+  echo "installing: ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
+fi
+
+build="${BUILD_DIR:-build}"
+cmake -S . -B "$build" -DLOMO_WERROR="${LOMO_WERROR:-OFF}" "$@"
+cmake --build "$build" -j"$(nproc)"
+ctest --test-dir "$build" --output-on-failure
