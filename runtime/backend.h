@@ -94,6 +94,42 @@ typedef struct lomo_backend {
      */
     void (*crossentropy_backward)(float *dlogits, const float *logits, const float *lse,
                                   const int32_t *targets, float dloss, int N, int V);
+
+    /* ---- optimizer math: f32 throughout, weights rounded to storage at the end ---- */
+
+    /* sum of x[i]^2 in double, bitwise reproducible for any thread count; NaN/inf propagate */
+    double (*sumsq)(const float *x, size_t n);
+    /* 1 if every x[i] is finite */
+    int (*all_finite)(const float *x, size_t n);
+    /* out (dt) [n] = round(src [n]); sr_seed 0: to nearest even, else stochastic, seeded */
+    void (*round_from_f32)(void *out, lomo_dtype dt, const float *src, size_t n, uint64_t sr_seed);
+    /*
+     * SGD / LOMO element update on a materialized gradient:
+     *   g' = clamp(g * gscale, -clip_value, clip_value) * coef  (no clamp if clip_value <= 0)
+     *   w  = round(w * (1 - lr*wd) - lr * g')
+     */
+    void (*sgd_update)(void *w, lomo_dtype dt, const float *g, size_t n, float lr, float wd, float gscale,
+                       float clip_value, float coef, uint64_t sr_seed);
+    /* g [n] = clamp(g * gscale, -clip_value, clip_value) * coef, in place */
+    void (*grad_prepare)(float *g, size_t n, float gscale, float clip_value, float coef);
+    /*
+     * AdaLomo (DESIGN.md 1): g [rows, cols] is overwritten. 2-D when cols > 0
+     * with row [rows], col [cols] factored second moments; 1-D when cols == 0
+     * with row [rows] the full second moment.
+     */
+    void (*adalomo_update)(void *w, lomo_dtype dt, float *g, float *row, float *col, int rows, int cols,
+                           float beta, float lr, float wd, float eps1, float eps2, float clip_threshold,
+                           uint64_t sr_seed);
+    /* AdamW with bias corrections bc1 = 1 - b1^t, bc2 = 1 - b2^t; m, v [n] f32 state */
+    void (*adamw_update)(void *w, lomo_dtype dt, const float *g, float *m, float *v, size_t n, float lr,
+                         float wd, float b1, float b2, float eps, float bc1, float bc2, uint64_t sr_seed);
+    /*
+     * Squared Frobenius norm of dW = dout^T inp [OC, IC] without forming it:
+     * <inp inp^T, dout dout^T> through two [BT, BT] Gram matrices in gram
+     * (2*BT*BT floats). If inp_gram_valid, gram already holds inp inp^T.
+     */
+    double (*linear_grad_sumsq_gram)(float *gram, int inp_gram_valid, const float *dout, const float *inp,
+                                     int BT, int IC, int OC);
 } lomo_backend;
 
 const lomo_backend *lomo_backend_cpu(void);

@@ -175,6 +175,75 @@ void lomo_grads_zero(lomo_grads *g);
 lomo_grad_hook lomo_grads_hook(lomo_grads *g);
 const float *lomo_grads_get(const lomo_grads *g, int param);   /* f32 [numel] */
 
+/* ---- optimizers: the LOMO engine (DESIGN.md 1) ----
+ *
+ * lomo and adalomo update each parameter inside backward, the moment its
+ * gradient is final, and keep no full gradients; sgd and adamw are baselines
+ * that keep full gradients (and, for adamw, moments) as PyTorch does.
+ *
+ * Non-finite values: a non-finite loss skips the step before backward. With
+ * a measuring pass (clip_grad_norm > 0, loss scaling, or guard_nonfinite)
+ * every gradient is checked before any weight changes, so an overflow skips
+ * the whole step. Without one, gradients are checked as they are applied; a
+ * non-finite one (possible only by f32 overflow inside backward, since the
+ * loss was finite) stops the step with LOMO_ERR_NONFINITE naming the
+ * parameter, and the parameters after it in backward order keep their old
+ * weights while those before it are updated. f16 storage always runs the
+ * measuring pass: it never applies half a step.
+ */
+typedef enum lomo_optim_kind {
+    LOMO_OPTIM_LOMO = 0,
+    LOMO_OPTIM_ADALOMO,
+    LOMO_OPTIM_SGD,
+    LOMO_OPTIM_ADAMW,
+} lomo_optim_kind;
+
+typedef enum lomo_norm_method {
+    LOMO_NORM_AUTO = 0,      /* per linear shape, whichever is faster, by measurement */
+    LOMO_NORM_FORM_GRAD,     /* form dW = dY^T X in scratch, sum its squares */
+    LOMO_NORM_GRAM,          /* <X X^T, dY dY^T>, two T x T Gram matrices */
+} lomo_norm_method;
+
+typedef struct lomo_optim_options {
+    lomo_optim_kind kind;
+    float weight_decay;        /* decoupled: w *= 1 - lr*wd */
+    float clip_grad_norm;      /* > 0: global-norm clipping with a measuring pass */
+    float clip_grad_value;     /* > 0: clamp every gradient element */
+    int loss_scaling;          /* -1: on for f16 storage (default), 0 off, 1 on */
+    float loss_scale_init;     /* 65536 */
+    int loss_scale_window;     /* clean steps before the scale doubles: 1000 */
+    int guard_nonfinite;       /* 1: always run the measuring pass (see above) */
+    int stochastic_rounding;   /* 16-bit storage: round updates stochastically */
+    uint64_t seed;             /* for stochastic rounding */
+    lomo_norm_method norm_method;
+    float adam_beta1, adam_beta2, adam_eps;           /* 0.9, 0.999, 1e-8 */
+    float adalomo_decay, adalomo_eps1, adalomo_eps2;  /* -0.8, 1e-30, 1e-3 */
+    float adalomo_clip;                                /* 1.0 */
+} lomo_optim_options;
+
+typedef struct lomo_step_result {
+    float loss;
+    float grad_norm;           /* global norm of the unscaled, unclipped gradient; NaN if not measured */
+    int skipped;               /* 1: no weight changed this step */
+    int nonfinite;             /* 1: a non-finite loss or gradient was found */
+    float loss_scale;          /* the scale this step used (1 without scaling) */
+} lomo_step_result;
+
+typedef struct lomo_optim lomo_optim;
+
+/* Fills the defaults above for that kind; the caller then edits fields. */
+void lomo_optim_options_default(lomo_optim_options *o, lomo_optim_kind kind);
+const char *lomo_optim_kind_name(lomo_optim_kind k);
+lomo_status lomo_optim_create(lomo_optim **out, lomo_model *m, const lomo_optim_options *opts);
+void lomo_optim_destroy(lomo_optim *o);
+/* One training step on tokens/targets [B, T] with learning rate lr. */
+lomo_status lomo_optim_step(lomo_optim *o, const int32_t *tokens, const int32_t *targets, int B, int T,
+                            float lr, lomo_step_result *result);
+float lomo_optim_loss_scale(const lomo_optim *o);
+int64_t lomo_optim_steps(const lomo_optim *o);          /* updates applied so far */
+/* Testing aid: the next step's gradient of `param` is treated as non-finite. */
+void lomo_optim_inject_nonfinite(lomo_optim *o, int param);
+
 #ifdef __cplusplus
 }
 #endif

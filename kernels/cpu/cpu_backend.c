@@ -36,6 +36,14 @@ static const lomo_backend cpu_backend = {
     .add_inplace = cpu_add_inplace,
     .crossentropy_forward = cpu_crossentropy_forward,
     .crossentropy_backward = cpu_crossentropy_backward,
+    .sumsq = cpu_sumsq,
+    .all_finite = cpu_all_finite,
+    .round_from_f32 = cpu_round_from_f32,
+    .sgd_update = cpu_sgd_update,
+    .grad_prepare = cpu_grad_prepare,
+    .adalomo_update = cpu_adalomo_update,
+    .adamw_update = cpu_adamw_update,
+    .linear_grad_sumsq_gram = cpu_linear_grad_sumsq_gram,
 };
 
 const lomo_backend *lomo_backend_cpu(void) { return &cpu_backend; }

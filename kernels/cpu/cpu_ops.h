@@ -45,4 +45,18 @@ void cpu_crossentropy_forward(float *losses, float *lse, const float *logits,
 void cpu_crossentropy_backward(float *dlogits, const float *logits, const float *lse,
                                const int32_t *targets, float dloss, int N, int V);
 
+double cpu_sumsq(const float *x, size_t n);
+int cpu_all_finite(const float *x, size_t n);
+void cpu_round_from_f32(void *out, lomo_dtype dt, const float *src, size_t n, uint64_t sr_seed);
+void cpu_sgd_update(void *w, lomo_dtype dt, const float *g, size_t n, float lr, float wd, float gscale,
+                    float clip_value, float coef, uint64_t sr_seed);
+void cpu_grad_prepare(float *g, size_t n, float gscale, float clip_value, float coef);
+void cpu_adalomo_update(void *w, lomo_dtype dt, float *g, float *row, float *col, int rows, int cols,
+                        float beta, float lr, float wd, float eps1, float eps2, float clip_threshold,
+                        uint64_t sr_seed);
+void cpu_adamw_update(void *w, lomo_dtype dt, const float *g, float *m, float *v, size_t n, float lr,
+                      float wd, float b1, float b2, float eps, float bc1, float bc2, uint64_t sr_seed);
+double cpu_linear_grad_sumsq_gram(float *gram, int inp_gram_valid, const float *dout, const float *inp,
+                                  int BT, int IC, int OC);
+
 #endif

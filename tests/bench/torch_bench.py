@@ -290,6 +290,7 @@ def bench(a):
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
         "loss_first": losses[0],
         "loss_last": losses[-1],
+        "step_s_all": times,
         "steps": a.steps, "warmup": a.warmup, "lr": a.lr,
         "n_params": n_params(a),
         "flops_per_step": flops,

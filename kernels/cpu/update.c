@@ -1,0 +1,140 @@
+/*
+ * update.c: optimizer element math on the CPU: norms, finiteness, rounding
+ * to the storage dtype (nearest or stochastic), the SGD/LOMO and AdamW
+ * updates, and the Gram-matrix gradient norm of a linear layer.
+ */
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include "cpu_ops.h"
+#include "../../runtime/dtype.h"
+
+/* Fixed-size chunks summed in order: the result does not depend on the thread count. */
+#define SUM_CHUNK 4096
+
+double cpu_sumsq(const float *x, size_t n) {
+    size_t nchunks = (n + SUM_CHUNK - 1) / SUM_CHUNK;
+    double stack[64], *part = nchunks <= 64 ? stack : malloc(nchunks * sizeof(double));
+    if (!part) return NAN;
+#pragma omp parallel for schedule(static)
+    for (size_t c = 0; c < nchunks; c++) {
+        size_t i0 = c * SUM_CHUNK, i1 = i0 + SUM_CHUNK < n ? i0 + SUM_CHUNK : n;
+        double s = 0.0;
+        for (size_t i = i0; i < i1; i++) s += (double)x[i] * x[i];
+        part[c] = s;
+    }
+    double total = 0.0;
+    for (size_t c = 0; c < nchunks; c++) total += part[c];
+    if (part != stack) free(part);
+    return total;
+}
+
+int cpu_all_finite(const float *x, size_t n) {
+    int ok = 1;
+#pragma omp parallel for schedule(static) reduction(&& : ok)
+    for (size_t i = 0; i < n; i++) ok = ok && isfinite(x[i]);
+    return ok;
+}
+
+static uint64_t mix64(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* Stochastic rounding: round up with probability equal to the distance from the
+ * lower neighbour, so the rounding is unbiased in expectation. The random bits
+ * depend only on (seed, index): reproducible for any thread count. */
+static inline uint16_t sr_bf16(float f, uint64_t seed, size_t i) {
+    uint32_t u = lomo_f32_bits(f);
+    if ((u & 0x7f800000u) == 0x7f800000u) return lomo_f32_to_bf16(f);   /* inf, NaN */
+    uint32_t r = (uint32_t)mix64(seed ^ (i * 0x9e3779b97f4a7c15ull)) & 0xffffu;
+    uint32_t s = u + r;
+    if ((s & 0x7f800000u) == 0x7f800000u) return lomo_f32_to_bf16(f);  /* would carry into inf */
+    return (uint16_t)(s >> 16);
+}
+
+static inline uint16_t sr_f16(float f, uint64_t seed, size_t i) {
+    uint16_t h = lomo_f32_to_f16(f);
+    float r = lomo_f16_to_f32(h);
+    if (r == f || !isfinite(r) || !isfinite(f)) return h;
+    /* the neighbour on the other side of f */
+    uint16_t other = (f > r) == !(h & 0x8000u) ? (uint16_t)(h + 1) : (uint16_t)(h - 1);
+    if ((h & 0x7fffu) == 0) other = (uint16_t)(f > 0 ? 0x0001 : 0x8001);
+    float o = lomo_f16_to_f32(other);
+    if (!isfinite(o)) return h;
+    double p = fabs((double)f - r) / fabs((double)o - r);   /* chance of taking `other` */
+    double u = (double)(mix64(seed ^ (i * 0x9e3779b97f4a7c15ull)) >> 11) * (1.0 / 9007199254740992.0);
+    return u < p ? other : h;
+}
+
+static inline void store(void *w, lomo_dtype dt, size_t i, float v, uint64_t seed) {
+    if (dt == LOMO_F32) ((float *)w)[i] = v;
+    else if (dt == LOMO_BF16) ((uint16_t *)w)[i] = seed ? sr_bf16(v, seed, i) : lomo_f32_to_bf16(v);
+    else ((uint16_t *)w)[i] = seed ? sr_f16(v, seed, i) : lomo_f32_to_f16(v);
+}
+
+static inline float load(const void *w, lomo_dtype dt, size_t i) {
+    if (dt == LOMO_F32) return ((const float *)w)[i];
+    if (dt == LOMO_BF16) return lomo_bf16_to_f32(((const uint16_t *)w)[i]);
+    return lomo_f16_to_f32(((const uint16_t *)w)[i]);
+}
+
+void cpu_round_from_f32(void *out, lomo_dtype dt, const float *src, size_t n, uint64_t sr_seed) {
+    if (!sr_seed || dt == LOMO_F32) {
+        cpu_from_f32(out, dt, src, n);
+        return;
+    }
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) store(out, dt, i, src[i], sr_seed);
+}
+
+static inline float prepare(float g, float gscale, float clip_value, float coef) {
+    g *= gscale;
+    if (clip_value > 0.0f) g = g > clip_value ? clip_value : g < -clip_value ? -clip_value : g;
+    return g * coef;
+}
+
+void cpu_sgd_update(void *w, lomo_dtype dt, const float *g, size_t n, float lr, float wd, float gscale,
+                    float clip_value, float coef, uint64_t sr_seed) {
+    float decay = 1.0f - lr * wd;
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++)
+        store(w, dt, i, load(w, dt, i) * decay - lr * prepare(g[i], gscale, clip_value, coef), sr_seed);
+}
+
+void cpu_grad_prepare(float *g, size_t n, float gscale, float clip_value, float coef) {
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) g[i] = prepare(g[i], gscale, clip_value, coef);
+}
+
+void cpu_adamw_update(void *w, lomo_dtype dt, const float *g, float *m, float *v, size_t n, float lr, float wd,
+                      float b1, float b2, float eps, float bc1, float bc2, uint64_t sr_seed) {
+    float decay = 1.0f - lr * wd, step = lr / bc1, sbc2 = sqrtf(bc2);
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        float gi = g[i];
+        m[i] = b1 * m[i] + (1.0f - b1) * gi;
+        v[i] = b2 * v[i] + (1.0f - b2) * gi * gi;
+        float denom = sqrtf(v[i]) / sbc2 + eps;   /* torch.optim.AdamW's formulation */
+        store(w, dt, i, load(w, dt, i) * decay - step * m[i] / denom, sr_seed);
+    }
+}
+
+/* <X X^T, dY dY^T> from the lower triangles of two symmetric [BT, BT] Grams. */
+double cpu_linear_grad_sumsq_gram(float *gram, int inp_gram_valid, const float *dout, const float *inp,
+                                  int BT, int IC, int OC) {
+    float *gx = gram, *gy = gram + (size_t)BT * BT;
+    if (!inp_gram_valid)
+        cblas_ssyrk(CblasRowMajor, CblasLower, CblasNoTrans, BT, IC, 1.0f, inp, IC, 0.0f, gx, BT);
+    cblas_ssyrk(CblasRowMajor, CblasLower, CblasNoTrans, BT, OC, 1.0f, dout, OC, 0.0f, gy, BT);
+    double total = 0.0;
+#pragma omp parallel for schedule(static) reduction(+ : total)
+    for (int i = 0; i < BT; i++) {
+        const float *a = gx + (size_t)i * BT, *b = gy + (size_t)i * BT;
+        double s = 0.0;
+        for (int j = 0; j < i; j++) s += (double)a[j] * b[j];
+        total += 2.0 * s + (double)a[i] * b[i];
+    }
+    return total;
+}

@@ -1,0 +1,180 @@
+/*
+ * optim_hooks.c: what the engine does with each gradient the moment backward
+ * hands it over: measure it (pass one), or apply it (lomo, adalomo), or, for
+ * the baselines, apply full gradients after backward.
+ */
+#include <math.h>
+#include <time.h>
+#include "optim.h"
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Stops backward at the first non-finite gradient (a finding the step reports). */
+static int found_nonfinite(lomo_optim *o, int p) {
+    if (o->nonfinite_param < 0) o->nonfinite_param = p;
+    return 1;
+}
+
+static int injected(const lomo_optim *o, int p) { return p == o->inject; }
+
+/* dW = dout^T inp into the scratch; [OC, IC] */
+static float *form_linear_grad(lomo_optim *o, const param_desc *d, const float *dout, const float *inp, int BT) {
+    o->be->matmul_backward_weight(o->gscratch, dout, inp, 1.0f, 0.0f, BT, (int)d->shape[1], (int)d->shape[0]);
+    return o->gscratch;
+}
+
+static double gram_sumsq(lomo_optim *o, const param_desc *d, const float *dout, const float *inp, int BT) {
+    size_t need = 2 * (size_t)BT * BT * sizeof(float);
+    if (need > o->gram_bytes) {
+        lomo_dev_free(o->ctx, LOMO_MEM_SCRATCH, o->gram, o->gram_bytes);
+        o->gram_bytes = 0;
+        o->gram = lomo_dev_alloc(o->ctx, LOMO_MEM_SCRATCH, need, "Gram matrices of the norm pass");
+        if (!o->gram) return NAN;
+        o->gram_bytes = need;
+        o->gram_inp = NULL;
+    }
+    /* q/k/v share ln1 and gate/up share ln2: their input Gram is formed once */
+    int valid = o->gram_inp == inp && o->gram_BT == BT;
+    double s = o->be->linear_grad_sumsq_gram(o->gram, valid, dout, inp, BT, (int)d->shape[1], (int)d->shape[0]);
+    o->gram_inp = inp;
+    o->gram_BT = BT;
+    return s;
+}
+
+/*
+ * Which way to take ||dW||^2 for this shape: decided by timing both the first
+ * time a shape is met at this token count (DESIGN.md: chosen by measurement).
+ */
+static double linear_sumsq(lomo_optim *o, int p, const float *dout, const float *inp, int BT) {
+    lomo_model *m = o->m;
+    const param_desc *d = &m->params[p];
+    lomo_norm_method how = o->o.norm_method ? o->o.norm_method : o->norm_choice[p];
+    if (how == LOMO_NORM_AUTO) {
+        for (int q = 0; q < m->nparams && !how; q++)
+            if (o->norm_choice[q] && m->params[q].shape[0] == d->shape[0] && m->params[q].shape[1] == d->shape[1])
+                how = o->norm_choice[q];
+    }
+    if (how == LOMO_NORM_AUTO) {
+        if (optim_reserve_gscratch(o)) return NAN;
+        o->gram_inp = NULL;   /* time the full Gram cost, input Gram included */
+        double t0 = now();
+        double sg = gram_sumsq(o, d, dout, inp, BT);
+        double t1 = now();
+        double sf = o->be->sumsq(form_linear_grad(o, d, dout, inp, BT), d->numel);
+        double t2 = now();
+        how = (t1 - t0) < (t2 - t1) ? LOMO_NORM_GRAM : LOMO_NORM_FORM_GRAD;
+        o->norm_choice[p] = how;
+        return how == LOMO_NORM_GRAM ? sg : sf;
+    }
+    o->norm_choice[p] = how;
+    if (how == LOMO_NORM_GRAM) return gram_sumsq(o, d, dout, inp, BT);
+    if (optim_reserve_gscratch(o)) return NAN;
+    return o->be->sumsq(form_linear_grad(o, d, dout, inp, BT), d->numel);
+}
+
+/* ---- pass one: the norm, and a vetting of every gradient ---- */
+
+static int measure_linear(void *user, int p, const float *dout, const float *inp, int BT) {
+    lomo_optim *o = user;
+    double s = linear_sumsq(o, p, dout, inp, BT);
+    if (!isfinite(s) || injected(o, p)) return found_nonfinite(o, p);
+    o->sumsq += s * (double)o->gscale * o->gscale;
+    return 0;
+}
+
+static int measure_dense(void *user, int p, float *grad) {
+    lomo_optim *o = user;
+    o->gram_inp = NULL;   /* a new block's inputs follow: the cached Gram is stale */
+    double s = o->be->sumsq(grad, o->m->params[p].numel);
+    if (!isfinite(s) || injected(o, p)) return found_nonfinite(o, p);
+    o->sumsq += s * (double)o->gscale * o->gscale;
+    return 0;
+}
+
+lomo_grad_hook optim_measure_hook(lomo_optim *o) {
+    return (lomo_grad_hook){.user = o, .on_linear = measure_linear, .on_dense = measure_dense};
+}
+
+/* ---- pass two: apply ---- */
+
+static void adalomo_apply(lomo_optim *o, int p, float *g) {
+    const param_desc *d = &o->m->params[p];
+    float *row = o->state + o->state_off[p];
+    int two_d = d->ndim == 2;
+    float beta = 1.0f - powf((float)(o->t + 1), o->o.adalomo_decay);
+    o->be->grad_prepare(g, d->numel, o->gscale, o->o.clip_grad_value, o->coef);
+    o->be->adalomo_update(param_ptr(o->m, p), o->m->dtype, g, row, two_d ? row + d->shape[0] : NULL,
+                          (int)d->shape[0], two_d ? (int)d->shape[1] : 0, beta, o->lr, o->o.weight_decay,
+                          o->o.adalomo_eps1, o->o.adalomo_eps2, o->o.adalomo_clip, optim_sr_seed(o, p));
+}
+
+static int update_linear(void *user, int p, const float *dout, const float *inp, int BT) {
+    lomo_optim *o = user;
+    lomo_model *m = o->m;
+    const param_desc *d = &m->params[p];
+    int OC = (int)d->shape[0], IC = (int)d->shape[1];
+    if (!o->checked && (injected(o, p) || !o->be->all_finite(dout, (size_t)BT * OC) ||
+                        !o->be->all_finite(inp, (size_t)BT * IC)))
+        return found_nonfinite(o, p);
+    void *w = param_ptr(m, p);
+    if (o->o.kind == LOMO_OPTIM_ADALOMO || o->o.clip_grad_value > 0) {
+        if (optim_reserve_gscratch(o)) return 1;
+        float *g = form_linear_grad(o, d, dout, inp, BT);
+        if (o->o.kind == LOMO_OPTIM_ADALOMO) adalomo_apply(o, p, g);
+        else o->be->sgd_update(w, m->dtype, g, d->numel, o->lr, o->o.weight_decay, o->gscale,
+                               o->o.clip_grad_value, o->coef, optim_sr_seed(o, p));
+        return 0;
+    }
+    /* the fused update: W <- (1 - lr*wd) W - (lr*coef/scale) dout^T inp, no gradient ever formed */
+    float alpha = -o->lr * o->coef * o->gscale, beta = 1.0f - o->lr * o->o.weight_decay;
+    if (m->dtype == LOMO_F32) {
+        o->be->matmul_backward_weight(w, dout, inp, alpha, beta, BT, IC, OC);
+    } else {
+        /* 16-bit storage: widen into the model's f32 weight buffer, update in f32, round back */
+        o->be->to_f32(m->wbuf, w, m->dtype, d->numel);
+        o->be->matmul_backward_weight(m->wbuf, dout, inp, alpha, beta, BT, IC, OC);
+        o->be->round_from_f32(w, m->dtype, m->wbuf, d->numel, optim_sr_seed(o, p));
+    }
+    return 0;
+}
+
+static int update_dense(void *user, int p, float *grad) {
+    lomo_optim *o = user;
+    const param_desc *d = &o->m->params[p];
+    if (!o->checked && (injected(o, p) || !o->be->all_finite(grad, d->numel))) return found_nonfinite(o, p);
+    if (o->o.kind == LOMO_OPTIM_ADALOMO) adalomo_apply(o, p, grad);
+    else o->be->sgd_update(param_ptr(o->m, p), o->m->dtype, grad, d->numel, o->lr, o->o.weight_decay, o->gscale,
+                           o->o.clip_grad_value, o->coef, optim_sr_seed(o, p));
+    return 0;
+}
+
+lomo_grad_hook optim_update_hook(lomo_optim *o) {
+    return (lomo_grad_hook){.user = o, .on_linear = update_linear, .on_dense = update_dense};
+}
+
+/* ---- baselines: full gradients, applied after backward ---- */
+
+void optim_apply_full(lomo_optim *o) {
+    lomo_model *m = o->m;
+    const lomo_optim_options *oo = &o->o;
+    float b1 = oo->adam_beta1, b2 = oo->adam_beta2;
+    float bc1 = 1.0f - powf(b1, (float)(o->t + 1)), bc2 = 1.0f - powf(b2, (float)(o->t + 1));
+    for (int p = 0; p < m->nparams; p++) {
+        const param_desc *d = &m->params[p];
+        float *g = (float *)lomo_grads_get(o->grads, p);   /* ours to overwrite */
+        void *w = param_ptr(m, p);
+        if (oo->kind == LOMO_OPTIM_SGD) {
+            o->be->sgd_update(w, m->dtype, g, d->numel, o->lr, oo->weight_decay, o->gscale, oo->clip_grad_value,
+                              o->coef, optim_sr_seed(o, p));
+        } else {
+            float *mv = o->state + o->state_off[p];
+            o->be->grad_prepare(g, d->numel, o->gscale, oo->clip_grad_value, o->coef);
+            o->be->adamw_update(w, m->dtype, g, mv, mv + d->numel, d->numel, o->lr, oo->weight_decay, b1, b2,
+                                oo->adam_eps, bc1, bc2, optim_sr_seed(o, p));
+        }
+    }
+}

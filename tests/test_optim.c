@@ -1,0 +1,419 @@
+/*
+ * test_optim.c: the LOMO engine against PyTorch float64 trajectories (5 steps,
+ * a new batch each step): LOMO == SGD, weight decay, clip by norm (both norm
+ * methods), clip by value, AdaLomo against a transcription of the algorithm,
+ * AdamW; LOMO against our own SGD baseline; checkpointing; the loss scaler;
+ * 16-bit storage; and the gradient memory LOMO keeps.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "fixture.h"
+#include "runtime/lomo.h"
+
+/*
+ * Five f32 steps against float64: per-step losses within rtol 1e-5, weights
+ * within rtol 1e-5 plus 1e-6 of the tensor's largest magnitude (the update is
+ * a small difference of f32 numbers whose rounding stays near the weights'
+ * scale, not the update's).
+ */
+#define RTOL 1e-5
+#define ATOL_REL 1e-6
+
+typedef struct run {
+    fixture fx;
+    lomo_llama_config cfg;
+    int B, T, steps;
+} run;
+
+static int load_run(run *r, const char *file) {
+    if (fx_load(&r->fx, fx_path(file))) return -1;
+    fixture *fx = &r->fx;
+    r->cfg = (lomo_llama_config){
+        .hidden_size = (int)fx_scalar(fx, "config.hidden_size"),
+        .intermediate_size = (int)fx_scalar(fx, "config.intermediate_size"),
+        .num_hidden_layers = (int)fx_scalar(fx, "config.num_hidden_layers"),
+        .num_attention_heads = (int)fx_scalar(fx, "config.num_attention_heads"),
+        .num_key_value_heads = (int)fx_scalar(fx, "config.num_key_value_heads"),
+        .vocab_size = (int)fx_scalar(fx, "config.vocab_size"),
+        .max_position_embeddings = (int)fx_scalar(fx, "config.max_position_embeddings"),
+        .tie_word_embeddings = (int)fx_scalar(fx, "config.tie_word_embeddings"),
+        .rms_norm_eps = fx_scalar(fx, "config.rms_norm_eps"),
+        .rope_theta = fx_scalar(fx, "config.rope_theta"),
+    };
+    r->B = (int)fx_scalar(fx, "batch");
+    r->T = (int)fx_scalar(fx, "seq");
+    r->steps = (int)fx_scalar(fx, "steps");
+    return 0;
+}
+
+static lomo_model *model_from(lomo_ctx *ctx, run *r, lomo_dtype dt, int ckpt) {
+    lomo_model *m;
+    lomo_model_options mo = {.dtype = dt, .checkpointing = ckpt};
+    if (lomo_model_create(&m, ctx, &r->cfg, &mo)) return NULL;
+    for (int p = 0; p < lomo_model_num_params(m); p++) {
+        lomo_param_info info;
+        lomo_model_param(m, p, &info);
+        float *w = fx_f32(&r->fx, info.name, info.numel);
+        if (w) lomo_model_set_param_f32(m, p, w, info.numel);
+        free(w);
+    }
+    return m;
+}
+
+/* Options of scenario S from its records. */
+static lomo_optim_options scenario_options(run *r, const char *s, lomo_optim_kind kind, float *lr) {
+    lomo_optim_options o;
+    lomo_optim_options_default(&o, kind);
+    char k[96];
+    snprintf(k, sizeof k, "%s.lr", s);
+    *lr = (float)fx_scalar(&r->fx, k);
+    snprintf(k, sizeof k, "%s.weight_decay", s);
+    o.weight_decay = (float)fx_scalar(&r->fx, k);
+    snprintf(k, sizeof k, "%s.clip_grad_norm", s);
+    o.clip_grad_norm = (float)fx_scalar(&r->fx, k);
+    snprintf(k, sizeof k, "%s.clip_grad_value", s);
+    o.clip_grad_value = (float)fx_scalar(&r->fx, k);
+    return o;
+}
+
+/* Runs all steps; records losses and grad norms. */
+static int train(run *r, lomo_model *m, lomo_optim *opt, float lr, float *losses, float *norms) {
+    size_t bt = (size_t)r->B * r->T;
+    const int32_t *tok = fx_i32(&r->fx, "tokens", bt * r->steps), *tgt = fx_i32(&r->fx, "targets", bt * r->steps);
+    (void)m;
+    for (int s = 0; s < r->steps; s++) {
+        lomo_step_result res;
+        if (lomo_optim_step(opt, tok + s * bt, tgt + s * bt, r->B, r->T, lr, &res)) return -1;
+        losses[s] = res.loss;
+        if (norms) norms[s] = res.grad_norm;
+        if (res.skipped) return -1;
+    }
+    return 0;
+}
+
+/*
+ * AdamW's update lr * m / sqrt(v) is scale-free in the gradient, so an element
+ * whose gradient is nearly zero moves by O(lr) whatever its f32 rounding: its
+ * f32 and f64 trajectories may differ by a small fraction of lr per step. For
+ * adamw the bound adds 1e-3 * lr * steps (seen: ~1e-3 of lr * steps on 1 of
+ * ~2500 elements).
+ */
+static int compare_weights(run *r, lomo_model *m, const char *scenario, double extra_atol) {
+    int bad = 0;
+    for (int p = 0; p < lomo_model_num_params(m); p++) {
+        lomo_param_info info;
+        lomo_model_param(m, p, &info);
+        char k[200];
+        snprintf(k, sizeof k, "%s.final.%s", scenario, info.name);
+        const double *want = fx_f64(&r->fx, k, info.numel);
+        float *got = malloc(info.numel * sizeof(float));
+        lomo_model_get_param_f32(m, p, got, info.numel);
+        bad += fx_compare(k, got, want, info.numel, ATOL_REL * fx_max_abs(want, info.numel) + extra_atol, RTOL) != 0;
+        free(got);
+    }
+    return bad;
+}
+
+static void compare_series(run *r, const char *name, const float *got) {
+    const double *want = fx_f64(&r->fx, name, (size_t)r->steps);
+    CHECK(want && fx_compare(name, got, want, (size_t)r->steps, 1e-6, RTOL) == 0, "%s differs", name);
+}
+
+/* One scenario with one optimizer kind (and options tweak) against the fixture. */
+static void scenario(run *r, const char *file, const char *s, lomo_optim_kind kind, lomo_norm_method nm, int ckpt) {
+    lomo_ctx *ctx;
+    lomo_ctx_create(&ctx, NULL);
+    lomo_model *m = model_from(ctx, r, LOMO_F32, ckpt);
+    float lr;
+    lomo_optim_options o = scenario_options(r, s, kind, &lr);
+    o.norm_method = nm;
+    lomo_optim *opt;
+    CHECK(lomo_optim_create(&opt, m, &o) == LOMO_OK, "optim_create: %s", lomo_last_error(ctx));
+    float losses[16], norms[16];
+    int ok = train(r, m, opt, lr, losses, norms) == 0;
+    CHECK(ok, "%s %s (%s): training failed: %s", file, s, lomo_optim_kind_name(kind), lomo_last_error(ctx));
+    char k[96];
+    snprintf(k, sizeof k, "%s.loss", s);
+    compare_series(r, k, losses);
+    if (o.clip_grad_norm > 0 || o.clip_grad_value > 0) {
+        snprintf(k, sizeof k, "%s.grad_norm", s);
+        if (o.clip_grad_norm > 0) compare_series(r, k, norms);
+    }
+    double extra = kind == LOMO_OPTIM_ADAMW ? 1e-3 * lr * r->steps : 0.0;
+    CHECK(compare_weights(r, m, s, extra) == 0, "%s %s (%s, norm method %d, ckpt %d): weights differ from PyTorch", file, s,
+          lomo_optim_kind_name(kind), (int)nm, ckpt);
+    CHECK(lomo_optim_steps(opt) == r->steps, "step count");
+    lomo_optim_destroy(opt);
+    lomo_model_destroy(m);
+    lomo_ctx_destroy(ctx);
+}
+
+/* Runs `kind` for all steps and returns a copy of all weights (f32) for cross-checks. */
+static float *trained_weights(run *r, lomo_optim_options *o, float lr, lomo_dtype dt, int ckpt, float *losses,
+                              size_t *n_out) {
+    lomo_ctx *ctx;
+    lomo_ctx_create(&ctx, NULL);
+    lomo_model *m = model_from(ctx, r, dt, ckpt);
+    lomo_optim *opt;
+    lomo_optim_create(&opt, m, o);
+    float tmp[16];
+    CHECK(train(r, m, opt, lr, losses ? losses : tmp, NULL) == 0, "training: %s", lomo_last_error(ctx));
+    size_t n = lomo_model_num_weights(m), off = 0;
+    float *w = malloc(n * sizeof(float));
+    for (int p = 0; p < lomo_model_num_params(m); p++) {
+        lomo_param_info info;
+        lomo_model_param(m, p, &info);
+        lomo_model_get_param_f32(m, p, w + off, info.numel);
+        off += info.numel;
+    }
+    *n_out = n;
+    lomo_optim_destroy(opt);
+    lomo_model_destroy(m);
+    lomo_ctx_destroy(ctx);
+    return w;
+}
+
+static double max_rel_diff(const float *a, const float *b, size_t n) {
+    double worst = 0, scale = 0;
+    for (size_t i = 0; i < n; i++) scale = fmax(scale, fabs(b[i]));
+    for (size_t i = 0; i < n; i++) worst = fmax(worst, fabs((double)a[i] - b[i]) / scale);
+    return worst;
+}
+
+static void cross_checks(run *r, const char *file) {
+    float lr;
+    /* LOMO equals our SGD baseline (full gradients, then update) */
+    lomo_optim_options lomo = scenario_options(r, "clip_norm", LOMO_OPTIM_LOMO, &lr);
+    lomo_optim_options sgd = lomo;
+    sgd.kind = LOMO_OPTIM_SGD;
+    size_t n;
+    float *a = trained_weights(r, &lomo, lr, LOMO_F32, 0, NULL, &n);
+    float *b = trained_weights(r, &sgd, lr, LOMO_F32, 0, NULL, &n);
+    double d = max_rel_diff(a, b, n);
+    CHECK(d <= 1e-6, "%s: lomo+clip vs sgd baseline+clip differ by %.3g (relative to max weight)", file, d);
+    /* checkpointing changes nothing, bit for bit */
+    float *c = trained_weights(r, &lomo, lr, LOMO_F32, 1, NULL, &n);
+    CHECK(memcmp(a, c, n * sizeof(float)) == 0, "%s: checkpointing changes the LOMO trajectory", file);
+    free(a); free(b); free(c);
+
+    /* 16-bit storage tracks f32 over the short run */
+    lomo_optim_options plain = scenario_options(r, "sgd", LOMO_OPTIM_LOMO, &lr);
+    float l32[16], l16[16];
+    float *w32 = trained_weights(r, &plain, lr, LOMO_F32, 0, l32, &n);
+    for (int dt = LOMO_BF16; dt <= LOMO_F16; dt++) {
+        for (int sr = 0; sr <= 1; sr++) {
+            plain.stochastic_rounding = sr;
+            plain.seed = 7;
+            float *w16 = trained_weights(r, &plain, lr, (lomo_dtype)dt, 0, l16, &n);
+            double tol = dt == LOMO_BF16 ? 2e-2 : 2e-3, worst = 0;
+            for (int s = 0; s < r->steps; s++) worst = fmax(worst, fabs(l16[s] - l32[s]) / fabs(l32[s]));
+            double wd = max_rel_diff(w16, w32, n);
+            printf("%s: %s%s vs f32 over %d steps: loss rel diff %.2e, weights rel diff %.2e\n", file,
+                   lomo_dtype_name((lomo_dtype)dt), sr ? " (stochastic rounding)" : "", r->steps, worst, wd);
+            CHECK(worst <= tol && wd <= 4 * tol, "%s: %s tracks f32 too loosely (loss %.3g, weights %.3g)", file,
+                  lomo_dtype_name((lomo_dtype)dt), worst, wd);
+            free(w16);
+        }
+    }
+    free(w32);
+}
+
+static int weights_snapshot(lomo_model *m, unsigned char **buf, size_t *len) {
+    size_t total = 0;
+    for (int p = 0; p < lomo_model_num_params(m); p++) {
+        lomo_param_info info;
+        lomo_model_param(m, p, &info);
+        total += info.numel * lomo_dtype_size(info.dtype);
+    }
+    *buf = malloc(total);
+    size_t off = 0;
+    for (int p = 0; p < lomo_model_num_params(m); p++) {
+        lomo_param_info info;
+        lomo_model_param(m, p, &info);
+        memcpy(*buf + off, info.data, info.numel * lomo_dtype_size(info.dtype));
+        off += info.numel * lomo_dtype_size(info.dtype);
+    }
+    *len = total;
+    return 0;
+}
+
+static void loss_scaler(run *r) {
+    lomo_ctx *ctx;
+    lomo_ctx_create(&ctx, NULL);
+    lomo_model *m = model_from(ctx, r, LOMO_F16, 0);
+    lomo_optim_options o;
+    lomo_optim_options_default(&o, LOMO_OPTIM_LOMO);
+    o.loss_scale_window = 3;
+    lomo_optim *opt;
+    lomo_optim_create(&opt, m, &o);
+    const int32_t *tok = fx_i32(&r->fx, "tokens", 0), *tgt = fx_i32(&r->fx, "targets", 0);
+    CHECK(lomo_optim_loss_scale(opt) == 65536.0f, "f16 starts at 2^16");
+    lomo_step_result res;
+    /* an overflow deep in backward (the embedding comes last): skipped, scale halved, weights untouched */
+    for (int victim = 0; victim < 2; victim++) {
+        unsigned char *before, *after;
+        size_t n1, n2;
+        weights_snapshot(m, &before, &n1);
+        float s0 = lomo_optim_loss_scale(opt);
+        lomo_optim_inject_nonfinite(opt, victim == 0 ? 0 : lomo_model_num_params(m) - 1);
+        CHECK(lomo_optim_step(opt, tok, tgt, r->B, r->T, 0.05f, &res) == LOMO_OK, "step");
+        weights_snapshot(m, &after, &n2);
+        CHECK(res.skipped && res.nonfinite && res.loss_scale == s0, "overflow not reported");
+        CHECK(lomo_optim_loss_scale(opt) == s0 / 2, "scale %g after overflow, want %g", lomo_optim_loss_scale(opt),
+              s0 / 2);
+        CHECK(n1 == n2 && memcmp(before, after, n1) == 0, "an overflowed step changed weights");
+        free(before);
+        free(after);
+    }
+    CHECK(lomo_optim_steps(opt) == 0, "skipped steps must not count");
+    /* growth after loss_scale_window clean steps */
+    for (int s = 0; s < 3; s++) lomo_optim_step(opt, tok, tgt, r->B, r->T, 0.05f, &res);
+    CHECK(!res.skipped && lomo_optim_loss_scale(opt) == 32768.0f, "scale %g after 3 clean steps, want 32768",
+          lomo_optim_loss_scale(opt));
+    lomo_optim_destroy(opt);
+
+    /* the floor is 1 */
+    o.loss_scale_init = 2.0f;
+    lomo_optim_create(&opt, m, &o);
+    for (int s = 0; s < 3; s++) {
+        lomo_optim_inject_nonfinite(opt, 3);
+        lomo_optim_step(opt, tok, tgt, r->B, r->T, 0.05f, &res);
+    }
+    CHECK(lomo_optim_loss_scale(opt) == 1.0f, "scale floor: %g", lomo_optim_loss_scale(opt));
+    lomo_optim_destroy(opt);
+
+    /* a non-finite loss skips the step in every mode */
+    lomo_model_destroy(m);
+    m = model_from(ctx, r, LOMO_F32, 0);
+    lomo_optim_options_default(&o, LOMO_OPTIM_LOMO);
+    lomo_optim_create(&opt, m, &o);
+    lomo_param_info info;
+    lomo_model_param(m, lomo_model_num_params(m) - 2, &info);   /* the final norm */
+    float *w = malloc(info.numel * sizeof(float));
+    for (size_t i = 0; i < info.numel; i++) w[i] = NAN;
+    lomo_model_set_param_f32(m, lomo_model_num_params(m) - 2, w, info.numel);
+    unsigned char *before, *after;
+    size_t n1, n2;
+    weights_snapshot(m, &before, &n1);
+    CHECK(lomo_optim_step(opt, tok, tgt, r->B, r->T, 0.05f, &res) == LOMO_OK && res.skipped && res.nonfinite,
+          "NaN loss must skip");
+    weights_snapshot(m, &after, &n2);
+    CHECK(memcmp(before, after, n1) == 0, "NaN loss step changed weights");
+    free(before); free(after); free(w);
+    /* without a measuring pass a non-finite gradient is reported by name; with the guard it skips cleanly */
+    lomo_model_destroy(m);
+    m = model_from(ctx, r, LOMO_F32, 0);
+    lomo_optim_destroy(opt);
+    lomo_optim_create(&opt, m, &o);
+    lomo_optim_inject_nonfinite(opt, 0);
+    CHECK(lomo_optim_step(opt, tok, tgt, r->B, r->T, 0.05f, &res) == LOMO_ERR_NONFINITE &&
+          strstr(lomo_last_error(ctx), "model.embed_tokens.weight"), "unguarded: %s", lomo_last_error(ctx));
+    lomo_optim_destroy(opt);
+    o.guard_nonfinite = 1;
+    lomo_optim_create(&opt, m, &o);
+    weights_snapshot(m, &before, &n1);
+    lomo_optim_inject_nonfinite(opt, 0);
+    CHECK(lomo_optim_step(opt, tok, tgt, r->B, r->T, 0.05f, &res) == LOMO_OK && res.skipped, "guarded skip");
+    weights_snapshot(m, &after, &n2);
+    CHECK(memcmp(before, after, n1) == 0, "guarded overflow changed weights");
+    free(before); free(after);
+    lomo_optim_destroy(opt);
+    lomo_model_destroy(m);
+    lomo_ctx_destroy(ctx);
+}
+
+/* LOMO keeps one dense gradient buffer (embedding-sized) and nothing else. */
+static void gradient_memory(run *r) {
+    for (int mode = 0; mode < 3; mode++) {
+        lomo_ctx *ctx;
+        lomo_ctx_create(&ctx, NULL);
+        lomo_model *m = model_from(ctx, r, LOMO_F32, 1);
+        lomo_optim_options o;
+        lomo_optim_options_default(&o, mode == 2 ? LOMO_OPTIM_ADALOMO : LOMO_OPTIM_LOMO);
+        if (mode == 1) { o.clip_grad_norm = 1.0f; o.norm_method = LOMO_NORM_GRAM; }
+        lomo_optim *opt;
+        lomo_optim_create(&opt, m, &o);
+        const int32_t *tok = fx_i32(&r->fx, "tokens", 0), *tgt = fx_i32(&r->fx, "targets", 0);
+        lomo_step_result res;
+        for (int s = 0; s < 2; s++) lomo_optim_step(opt, tok, tgt, r->B, r->T, 0.01f, &res);
+        lomo_mem_stats st;
+        lomo_mem_get_stats(ctx, &st);
+        size_t C = r->cfg.hidden_size, V = r->cfg.vocab_size, largest_linear = 0;
+        for (int p = 0; p < lomo_model_num_params(m); p++) {
+            lomo_param_info info;
+            lomo_model_param(m, p, &info);
+            if (info.kind == LOMO_PARAM_LINEAR && info.numel > largest_linear) largest_linear = info.numel;
+        }
+        size_t dense = (V * C + C) * sizeof(float);
+        size_t expect = dense + (mode == 2 ? largest_linear * sizeof(float) : 0);
+        printf("gradient memory, %s: peak %zu bytes (dense buffer %zu), optimizer state %zu, weights %zu\n",
+               mode == 0 ? "lomo" : mode == 1 ? "lomo+clip" : "adalomo", st.peak[LOMO_MEM_GRADIENTS], dense,
+               st.peak[LOMO_MEM_OPTIMIZER], st.peak[LOMO_MEM_WEIGHTS]);
+        CHECK(st.peak[LOMO_MEM_GRADIENTS] == expect, "mode %d: gradient peak %zu, expected %zu", mode,
+              st.peak[LOMO_MEM_GRADIENTS], expect);
+        if (mode < 2) CHECK(st.peak[LOMO_MEM_OPTIMIZER] == 0, "lomo keeps no optimizer state");
+        lomo_optim_destroy(opt);
+        lomo_model_destroy(m);
+        lomo_ctx_destroy(ctx);
+    }
+}
+
+static void bad_options(run *r) {
+    lomo_ctx *ctx;
+    lomo_ctx_create(&ctx, NULL);
+    lomo_model *m = model_from(ctx, r, LOMO_F32, 0);
+    lomo_optim_options o;
+    lomo_optim *opt = NULL;
+    lomo_optim_options_default(&o, LOMO_OPTIM_LOMO);
+    o.clip_grad_norm = -1;
+    CHECK(lomo_optim_create(&opt, m, &o) == LOMO_ERR_INVALID_ARG && strstr(lomo_last_error(ctx), "clip_grad_norm"),
+          "negative clip: %s", lomo_last_error(ctx));
+    lomo_optim_options_default(&o, LOMO_OPTIM_LOMO);
+    o.weight_decay = NAN;
+    CHECK(lomo_optim_create(&opt, m, &o) == LOMO_ERR_INVALID_ARG && strstr(lomo_last_error(ctx), "weight_decay"),
+          "NaN decay");
+    lomo_optim_options_default(&o, (lomo_optim_kind)9);
+    CHECK(lomo_optim_create(&opt, m, &o) == LOMO_ERR_INVALID_ARG && strstr(lomo_last_error(ctx), "kind"), "kind");
+    lomo_optim_options_default(&o, LOMO_OPTIM_LOMO);
+    lomo_optim_create(&opt, m, &o);
+    const int32_t *tok = fx_i32(&r->fx, "tokens", 0), *tgt = fx_i32(&r->fx, "targets", 0);
+    lomo_step_result res;
+    CHECK(lomo_optim_step(opt, tok, tgt, r->B, r->T, -1.0f, &res) == LOMO_ERR_INVALID_ARG, "negative lr");
+    CHECK(lomo_optim_step(opt, tok, NULL, r->B, r->T, 0.1f, &res) == LOMO_ERR_INVALID_ARG, "no targets");
+    lomo_optim_destroy(opt);
+    lomo_model_destroy(m);
+    lomo_ctx_destroy(ctx);
+}
+
+static void test_file(const char *file) {
+    printf("== %s\n", file);
+    run r;
+    if (load_run(&r, file)) {
+        CHECK(0, "cannot load %s", file);
+        return;
+    }
+    scenario(&r, file, "sgd", LOMO_OPTIM_LOMO, LOMO_NORM_AUTO, 0);
+    scenario(&r, file, "sgd", LOMO_OPTIM_SGD, LOMO_NORM_AUTO, 0);
+    scenario(&r, file, "sgd_wd", LOMO_OPTIM_LOMO, LOMO_NORM_AUTO, 0);
+    scenario(&r, file, "clip_norm", LOMO_OPTIM_LOMO, LOMO_NORM_GRAM, 0);
+    scenario(&r, file, "clip_norm", LOMO_OPTIM_LOMO, LOMO_NORM_FORM_GRAD, 1);
+    scenario(&r, file, "clip_norm", LOMO_OPTIM_LOMO, LOMO_NORM_AUTO, 1);
+    scenario(&r, file, "clip_norm", LOMO_OPTIM_SGD, LOMO_NORM_AUTO, 0);
+    scenario(&r, file, "clip_value", LOMO_OPTIM_LOMO, LOMO_NORM_AUTO, 0);
+    scenario(&r, file, "adalomo", LOMO_OPTIM_ADALOMO, LOMO_NORM_AUTO, 0);
+    scenario(&r, file, "adalomo", LOMO_OPTIM_ADALOMO, LOMO_NORM_AUTO, 1);
+    scenario(&r, file, "adamw", LOMO_OPTIM_ADAMW, LOMO_NORM_AUTO, 0);
+    cross_checks(&r, file);
+    loss_scaler(&r);
+    gradient_memory(&r);
+    bad_options(&r);
+    fx_free(&r.fx);
+}
+
+int main(void) {
+    test_file("train_gqa.bin");
+    test_file("train_tied.bin");
+    return test_summary("test_optim");
+}
