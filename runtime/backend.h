@@ -110,6 +110,15 @@ typedef struct lomo_backend {
      */
     void (*sgd_update)(void *w, lomo_dtype dt, const float *g, size_t n, float lr, float wd, float gscale,
                        float clip_value, float coef, uint64_t sr_seed);
+    /*
+     * sgd_update for a [V, C] tensor whose gradient is zero outside rows
+     * [nrows] (sorted), given as g [nrows, C]; other rows only decay. Same
+     * result as sgd_update on the dense gradient.
+     */
+    void (*sgd_update_rows)(void *w, lomo_dtype dt, const float *g, const int32_t *rows, int nrows, int V, int C,
+                            float lr, float wd, float gscale, float clip_value, float coef, uint64_t sr_seed);
+    /* dst [V, C] rows[i] += src [nrows, C] row i */
+    void (*rows_add)(float *dst, const float *src, const int32_t *rows, int nrows, int C);
     /* g [n] = clamp(g * gscale, -clip_value, clip_value) * coef, in place */
     void (*grad_prepare)(float *g, size_t n, float gscale, float clip_value, float coef);
     /*

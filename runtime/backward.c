@@ -4,6 +4,8 @@
  * a linear layer dX is always formed with the old weight before the hook runs,
  * so the hook is free to update that weight in place.
  */
+#include <stdlib.h>
+#include <string.h>
 #include "model.h"
 
 typedef struct bwd {
@@ -67,13 +69,43 @@ static int block_backward(bwd *b, int l, const layer_acts *a, const float *x) {
     return dense_grad(b, param_index(l, P_LN1), m->normgrad);
 }
 
+static int cmp_i32(const void *a, const void *b) {
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* The distinct tokens of the batch, sorted, into erows; each position's row in emap. */
+static int embedding_rows(lomo_model *m, int BT) {
+    int32_t *rows = malloc((size_t)BT * sizeof *rows), *map = malloc((size_t)BT * sizeof *map);
+    if (!rows || !map) {
+        free(rows);
+        free(map);
+        return -1;
+    }
+    memcpy(rows, m->tokens_host, (size_t)BT * sizeof *rows);
+    qsort(rows, (size_t)BT, sizeof *rows, cmp_i32);
+    int n = 0;
+    for (int i = 0; i < BT; i++)
+        if (i == 0 || rows[i] != rows[n - 1]) rows[n++] = rows[i];
+    for (int i = 0; i < BT; i++) {
+        int32_t *hit = bsearch(&m->tokens_host[i], rows, (size_t)n, sizeof *rows, cmp_i32);
+        map[i] = (int32_t)(hit - rows);
+    }
+    m->be->to_device(m->erows, rows, (size_t)n * sizeof *rows);
+    m->be->to_device(m->emap, map, (size_t)BT * sizeof *map);
+    free(rows);
+    free(map);
+    return n;
+}
+
 lomo_status lomo_model_backward(lomo_model *m, float loss_scale, const lomo_grad_hook *hook) {
     if (!m) return LOMO_ERR_INVALID_ARG;
     if (!hook || !hook->on_linear || !hook->on_dense)
         return lomo_fail(m->ctx, LOMO_ERR_INVALID_ARG, "backward: hook with both callbacks required");
     if (!m->have_forward || !m->have_targets)
         return lomo_fail(m->ctx, LOMO_ERR_STATE, "backward: needs a forward with targets first");
-    if (model_reserve_gradbuf(m)) return LOMO_ERR_OOM;
+    int sparse = hook->on_rows && !m->cfg.tie_word_embeddings;
+    if (model_reserve_gradbuf(m, !sparse)) return LOMO_ERR_OOM;
     lomo_ctx_apply_threads(m->ctx);
 
     const lomo_backend *be = m->be;
@@ -111,6 +143,15 @@ lomo_status lomo_model_backward(lomo_model *m, float loss_scale, const lomo_grad
         if (block_backward(&b, l, a, m->x[l])) goto hook_failed;
     }
 
+    if (sparse) {
+        int nrows = embedding_rows(m, BT);
+        if (nrows < 0) return lomo_fail(m->ctx, LOMO_ERR_OOM, "out of memory: embedding rows");
+        be->memset0(m->gradbuf, (size_t)nrows * C * sizeof(float));
+        be->embedding_backward(m->gradbuf, m->g.dres, m->emap, BT, C);
+        if (!b.failed && hook->on_rows(hook->user, 0, m->erows, nrows, m->gradbuf)) b.failed = 1;
+        if (b.failed) goto hook_failed;
+        return LOMO_OK;
+    }
     if (!c->tie_word_embeddings) be->memset0(m->gradbuf, (size_t)V * C * sizeof(float));
     be->embedding_backward(m->gradbuf, m->g.dres, m->tokens, BT, C);
     if (dense_grad(&b, 0, m->gradbuf)) goto hook_failed;

@@ -1,6 +1,7 @@
 /* forward.c: the LLaMA forward pass and the loss. */
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 #include "model.h"
 
 /*
@@ -75,6 +76,7 @@ lomo_status lomo_model_forward(lomo_model *m, const int32_t *tokens, const int32
     m->T = T;
     model_layout_for(m, B, T);
     be->to_device(m->tokens, tokens, (size_t)BT * sizeof(int32_t));
+    memcpy(m->tokens_host, tokens, (size_t)BT * sizeof(int32_t));
 
     be->embedding_forward(m->x[0], m->tokens, param_ptr(m, 0), m->dtype, BT, C);
     for (int l = 0; l < L; l++)

@@ -60,6 +60,12 @@ static int on_dense(void *user, int p, float *grad) {
     return 0;
 }
 
+static int on_rows(void *user, int p, const int32_t *rows, int nrows, float *grad) {
+    lomo_grads *g = user;
+    g->m->be->rows_add(g->mem + g->offset[p], grad, rows, nrows, (int)g->m->params[p].shape[1]);
+    return 0;
+}
+
 lomo_grad_hook lomo_grads_hook(lomo_grads *g) {
-    return (lomo_grad_hook){.user = g, .on_linear = on_linear, .on_dense = on_dense};
+    return (lomo_grad_hook){.user = g, .on_linear = on_linear, .on_dense = on_dense, .on_rows = on_rows};
 }

@@ -111,12 +111,18 @@ typedef struct lomo_param_info {
  *   form dW or fuse it into an update (dW never needs to exist).
  * on_dense: any other gradient, materialized: grad is f32 [numel], device
  *   memory owned by the model that the hook may overwrite.
+ * on_rows (optional): a gradient that is zero outside a few rows, given as
+ *   those rows only: rows [nrows] sorted ascending (device), grad [nrows, cols]
+ *   f32 (device, the hook may overwrite). The untied embedding uses it, so
+ *   its gradient costs B*T rows instead of the vocabulary. When NULL, the
+ *   model hands over the dense gradient through on_dense instead.
  * Return 0 to continue; non-zero aborts backward with LOMO_ERR_CALLBACK.
  */
 typedef struct lomo_grad_hook {
     void *user;
     int (*on_linear)(void *user, int param, const float *dout, const float *inp, int BT);
     int (*on_dense)(void *user, int param, float *grad);
+    int (*on_rows)(void *user, int param, const int32_t *rows, int nrows, float *grad);
 } lomo_grad_hook;
 
 /* ---- context ---- */

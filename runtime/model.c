@@ -151,6 +151,8 @@ oom:
 
 static void free_activations(lomo_model *m) {
     lomo_dev_free(m->ctx, LOMO_MEM_ACTIVATIONS, m->act_mem, m->act_bytes);
+    free(m->tokens_host);
+    m->tokens_host = NULL;
     free(m->x);
     free(m->la);
     m->act_mem = NULL;
@@ -165,7 +167,8 @@ static void free_activations(lomo_model *m) {
 void lomo_model_destroy(lomo_model *m) {
     if (!m) return;
     free_activations(m);
-    lomo_dev_free(m->ctx, LOMO_MEM_GRADIENTS, m->gradbuf, m->gradbuf_bytes);
+    lomo_dev_free(m->ctx, LOMO_MEM_GRADIENTS, m->normgrad, m->gradbuf_bytes);
+    free(m->tokens_host);
     lomo_dev_free(m->ctx, LOMO_MEM_SCRATCH, m->rope_cos, m->const_bytes);
     lomo_dev_free(m->ctx, LOMO_MEM_WEIGHTS, m->weights, m->weights_bytes);
     free(m->params);
@@ -243,7 +246,8 @@ lomo_status lomo_model_reserve(lomo_model *m, int B, int T) {
     m->x = calloc((size_t)L + 1, sizeof *m->x);
     m->la = calloc(m->checkpointing ? 1 : (size_t)L, sizeof *m->la);
     m->act_mem = lomo_dev_alloc(m->ctx, LOMO_MEM_ACTIVATIONS, cv.off, "activations");
-    if (!m->x || !m->la || !m->act_mem) {
+    m->tokens_host = malloc((size_t)nB * nT * sizeof(int32_t));
+    if (!m->x || !m->la || !m->act_mem || !m->tokens_host) {
         size_t need = cv.off;
         m->act_bytes = m->act_mem ? need : 0;
         free_activations(m);
@@ -271,15 +275,24 @@ lomo_status lomo_model_set_checkpointing(lomo_model *m, int on) {
     return LOMO_OK;
 }
 
-/* The one dense gradient buffer: embedding-sized, plus a norm-sized tail.
- * Made on the first backward, so inference never pays for it. */
-lomo_status model_reserve_gradbuf(lomo_model *m) {
-    if (m->gradbuf) return LOMO_OK;
-    size_t V = (size_t)m->cfg.vocab_size, C = (size_t)m->cfg.hidden_size;
-    m->gradbuf_bytes = (V * C + C) * sizeof(float);
-    m->gradbuf = lomo_dev_alloc(m->ctx, LOMO_MEM_GRADIENTS, m->gradbuf_bytes, "dense gradient buffer");
-    if (!m->gradbuf) return LOMO_ERR_OOM;
-    m->normgrad = m->gradbuf + V * C;
+/* The gradient buffer, made on the first backward so inference never pays for
+ * it, and remade only when its layout or row capacity must change. */
+lomo_status model_reserve_gradbuf(lomo_model *m, int dense) {
+    int BT = m->B * m->T;
+    if (m->gradbuf && m->gradbuf_dense == dense && (dense || BT <= m->gradbuf_rows)) return LOMO_OK;
+    lomo_dev_free(m->ctx, LOMO_MEM_GRADIENTS, m->normgrad, m->gradbuf_bytes);
+    m->normgrad = m->gradbuf = NULL;
+    size_t C = (size_t)m->cfg.hidden_size, rows = dense ? (size_t)m->cfg.vocab_size : (size_t)BT;
+    size_t fl = (C + 15) & ~(size_t)15;
+    m->gradbuf_bytes = (fl + rows * C) * sizeof(float) + (dense ? 0 : 2 * rows * sizeof(int32_t));
+    m->normgrad = lomo_dev_alloc(m->ctx, LOMO_MEM_GRADIENTS, m->gradbuf_bytes,
+                                 dense ? "dense embedding gradient" : "embedding gradient rows");
+    if (!m->normgrad) return LOMO_ERR_OOM;
+    m->gradbuf = m->normgrad + fl;
+    m->erows = dense ? NULL : (int32_t *)(m->gradbuf + rows * C);
+    m->emap = dense ? NULL : m->erows + rows;
+    m->gradbuf_dense = dense;
+    m->gradbuf_rows = (int)rows;
     return LOMO_OK;
 }
 

@@ -58,9 +58,17 @@ struct lomo_model {
     float *normw;               /* [C] f32 copy of a 16-bit norm weight */
     size_t const_bytes;         /* bytes of rope tables + wbuf + normw (scratch) */
 
-    /* dense gradient buffer: [V*C] for the embedding (and tied head), then [C] for norms */
-    float *gradbuf, *normgrad;
+    /*
+     * The gradient buffer: [C] for norms, then either the dense [V, C]
+     * embedding (and tied head) gradient, or, for a hook with on_rows, the
+     * embedding's touched rows [<= BT, C] with their ids and a token -> row map.
+     */
+    float *normgrad, *gradbuf;
+    int32_t *erows, *emap;      /* [BT] each (sparse layout only) */
     size_t gradbuf_bytes;
+    int gradbuf_dense;
+    int gradbuf_rows;           /* row capacity of the sparse layout */
+    int32_t *tokens_host;       /* [BT] host copy of the last forward's tokens */
 
     /* activations, sized for B_cap x T_cap */
     int B_cap, T_cap;
@@ -94,8 +102,8 @@ const float *model_norm_weight(lomo_model *m, int p);
 /* Re-points the activation buffers for a (B, T) within the reserved capacity. */
 void model_layout_for(lomo_model *m, int B, int T);
 
-/* Allocates the dense gradient buffer if it does not exist yet. */
-lomo_status model_reserve_gradbuf(lomo_model *m);
+/* Makes the gradient buffer fit this backward: dense, or sparse for BT rows. */
+lomo_status model_reserve_gradbuf(lomo_model *m, int dense);
 
 /* The logits [BT, V] from the final norm output, into m->logits. */
 void model_compute_logits(lomo_model *m);

@@ -95,8 +95,18 @@ static int measure_dense(void *user, int p, float *grad) {
     return 0;
 }
 
+static int measure_rows(void *user, int p, const int32_t *rows, int nrows, float *grad) {
+    lomo_optim *o = user;
+    (void)rows;
+    double s = o->be->sumsq(grad, (size_t)nrows * o->m->params[p].shape[1]);
+    if (!isfinite(s) || injected(o, p)) return found_nonfinite(o, p);
+    o->sumsq += s * (double)o->gscale * o->gscale;
+    return 0;
+}
+
 lomo_grad_hook optim_measure_hook(lomo_optim *o) {
-    return (lomo_grad_hook){.user = o, .on_linear = measure_linear, .on_dense = measure_dense};
+    return (lomo_grad_hook){.user = o, .on_linear = measure_linear, .on_dense = measure_dense,
+                            .on_rows = measure_rows};
 }
 
 /* ---- pass two: apply ---- */
@@ -152,8 +162,20 @@ static int update_dense(void *user, int p, float *grad) {
     return 0;
 }
 
+static int update_rows(void *user, int p, const int32_t *rows, int nrows, float *grad) {
+    lomo_optim *o = user;
+    const param_desc *d = &o->m->params[p];
+    int C = (int)d->shape[1];
+    if (!o->checked && (injected(o, p) || !o->be->all_finite(grad, (size_t)nrows * C))) return found_nonfinite(o, p);
+    o->be->sgd_update_rows(param_ptr(o->m, p), o->m->dtype, grad, rows, nrows, (int)d->shape[0], C, o->lr,
+                           o->o.weight_decay, o->gscale, o->o.clip_grad_value, o->coef, optim_sr_seed(o, p));
+    return 0;
+}
+
+/* AdaLomo's factored moments need every row of the embedding gradient: it takes it dense. */
 lomo_grad_hook optim_update_hook(lomo_optim *o) {
-    return (lomo_grad_hook){.user = o, .on_linear = update_linear, .on_dense = update_dense};
+    return (lomo_grad_hook){.user = o, .on_linear = update_linear, .on_dense = update_dense,
+                            .on_rows = o->o.kind == LOMO_OPTIM_ADALOMO ? NULL : update_rows};
 }
 
 /* ---- baselines: full gradients, applied after backward ---- */

@@ -227,7 +227,7 @@ static void test_fixture(const char *file) {
     /* hook order: each parameter once, blocks last to first, embedding last */
     {
         order_rec *r = calloc(1, sizeof *r);
-        lomo_grad_hook h = {r, rec_linear, rec_dense};
+        lomo_grad_hook h = {r, rec_linear, rec_dense, NULL};
         float l;
         lomo_model_forward(m, s.tokens, s.targets, s.B, s.T, &l, NULL);
         lomo_model_backward(m, 1.0f, &h);
@@ -249,7 +249,7 @@ static void test_fixture(const char *file) {
 
     /* a failing hook stops backward with a status naming the parameter */
     {
-        lomo_grad_hook h = {NULL, ok_linear, fail_on_6};
+        lomo_grad_hook h = {NULL, ok_linear, fail_on_6, NULL};
         float l;
         lomo_model_forward(m, s.tokens, s.targets, s.B, s.T, &l, NULL);
         lomo_param_info info;
@@ -315,7 +315,7 @@ static void test_errors(void) {
     /* inference only (no targets) then backward: refused */
     CHECK(lomo_model_forward(m, tok, NULL, 1, 4, NULL, NULL) == LOMO_OK, "inference forward");
     CHECK(lomo_model_backward(m, 1.0f, &h) == LOMO_ERR_STATE, "backward after inference forward");
-    lomo_grad_hook half = {NULL, NULL, NULL};
+    lomo_grad_hook half = {NULL, NULL, NULL, NULL};
     CHECK(lomo_model_backward(m, 1.0f, &half) == LOMO_ERR_INVALID_ARG, "hook without callbacks");
     /* all targets ignored: loss 0, zero gradients, no NaN */
     int32_t none[4] = {-100, -100, -100, -100};

@@ -346,9 +346,13 @@ static void gradient_memory(run *r) {
             lomo_model_param(m, p, &info);
             if (info.kind == LOMO_PARAM_LINEAR && info.numel > largest_linear) largest_linear = info.numel;
         }
-        size_t dense = (V * C + C) * sizeof(float);
+        /* the untied embedding's gradient is its touched rows (at most B*T) for lomo; adalomo,
+         * and any tied head, need it dense */
+        size_t BT = (size_t)r->B * r->T, Cp = (C + 15) / 16 * 16;
+        int sparse = mode < 2 && !r->cfg.tie_word_embeddings;
+        size_t dense = sparse ? (Cp + BT * C) * sizeof(float) + 2 * BT * sizeof(int32_t) : (Cp + V * C) * sizeof(float);
         size_t expect = dense + (mode == 2 ? largest_linear * sizeof(float) : 0);
-        printf("gradient memory, %s: peak %zu bytes (dense buffer %zu), optimizer state %zu, weights %zu\n",
+        printf("gradient memory, %s: peak %zu bytes (embedding+norm buffer %zu), optimizer state %zu, weights %zu\n",
                mode == 0 ? "lomo" : mode == 1 ? "lomo+clip" : "adalomo", st.peak[LOMO_MEM_GRADIENTS], dense,
                st.peak[LOMO_MEM_OPTIMIZER], st.peak[LOMO_MEM_WEIGHTS]);
         CHECK(st.peak[LOMO_MEM_GRADIENTS] == expect, "mode %d: gradient peak %zu, expected %zu", mode,

@@ -50,6 +50,9 @@ int cpu_all_finite(const float *x, size_t n);
 void cpu_round_from_f32(void *out, lomo_dtype dt, const float *src, size_t n, uint64_t sr_seed);
 void cpu_sgd_update(void *w, lomo_dtype dt, const float *g, size_t n, float lr, float wd, float gscale,
                     float clip_value, float coef, uint64_t sr_seed);
+void cpu_sgd_update_rows(void *w, lomo_dtype dt, const float *g, const int32_t *rows, int nrows, int V, int C,
+                         float lr, float wd, float gscale, float clip_value, float coef, uint64_t sr_seed);
+void cpu_rows_add(float *dst, const float *src, const int32_t *rows, int nrows, int C);
 void cpu_grad_prepare(float *g, size_t n, float gscale, float clip_value, float coef);
 void cpu_adalomo_update(void *w, lomo_dtype dt, float *g, float *row, float *col, int rows, int cols,
                         float beta, float lr, float wd, float eps1, float eps2, float clip_threshold,

@@ -89,6 +89,11 @@ void cpu_round_from_f32(void *out, lomo_dtype dt, const float *src, size_t n, ui
     for (size_t i = 0; i < n; i++) store(out, dt, i, src[i], sr_seed);
 }
 
+static int cmp_row(const void *a, const void *b) {
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
 static inline float prepare(float g, float gscale, float clip_value, float coef) {
     g *= gscale;
     if (clip_value > 0.0f) g = g > clip_value ? clip_value : g < -clip_value ? -clip_value : g;
@@ -101,6 +106,33 @@ void cpu_sgd_update(void *w, lomo_dtype dt, const float *g, size_t n, float lr, 
 #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < n; i++)
         store(w, dt, i, load(w, dt, i) * decay - lr * prepare(g[i], gscale, clip_value, coef), sr_seed);
+}
+
+void cpu_sgd_update_rows(void *w, lomo_dtype dt, const float *g, const int32_t *rows, int nrows, int V, int C,
+                         float lr, float wd, float gscale, float clip_value, float coef, uint64_t sr_seed) {
+    float decay = 1.0f - lr * wd;
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < V; r++) {
+        const int32_t *hit = bsearch(&r, rows, (size_t)nrows, sizeof *rows, cmp_row);
+        size_t base = (size_t)r * C;
+        if (hit) {
+            const float *gr = g + (size_t)(hit - rows) * C;
+            for (int c = 0; c < C; c++)
+                store(w, dt, base + c, load(w, dt, base + c) * decay - lr * prepare(gr[c], gscale, clip_value, coef),
+                      sr_seed);
+        } else if (wd != 0.0f) {
+            /* a zero gradient: exactly what sgd_update computes there */
+            for (int c = 0; c < C; c++)
+                store(w, dt, base + c, load(w, dt, base + c) * decay - lr * prepare(0.0f, gscale, clip_value, coef),
+                      sr_seed);
+        }
+    }
+}
+
+void cpu_rows_add(float *dst, const float *src, const int32_t *rows, int nrows, int C) {
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < nrows; i++)
+        for (int c = 0; c < C; c++) dst[(size_t)rows[i] * C + c] += src[(size_t)i * C + c];
 }
 
 void cpu_grad_prepare(float *g, size_t n, float gscale, float clip_value, float coef) {

@@ -7,8 +7,14 @@
  * 2 * matmul weights * tokens + 4 * B * T^2 * C * L for attention as full
  * T^2; training = 3x forward, whatever checkpointing recomputes).
  *
+ * Rows: forward (inference), fwdbwd (backward into full gradients, no
+ * update), and one per optimizer: lomo, lomo-clip (norm clipping at 1.0),
+ * adalomo, sgd, adamw.
+ *
  *   bench_model [--hidden 768 --layers 12 --heads 12 --kv-heads 12 --ffn 2048
- *                --vocab 32000 --seq 256 --batch 2 --dtype f32 --threads 2 --steps 5]
+ *                --vocab 32000 --seq 256 --batch 2 --threads 2 --steps 5
+ *                --dtypes f32,bf16 --ckpt 0,1
+ *                --modes forward,fwdbwd,lomo,lomo-clip,adalomo,sgd,adamw]
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +30,20 @@ typedef struct opts {
     int B, T, threads, steps;
     lomo_dtype dtype;
 } opts;
+
+/* An optimizer row's options, or 0 for forward / fwdbwd. */
+static int optim_for(const char *mode, lomo_optim_options *o) {
+    static const struct { const char *name; lomo_optim_kind kind; float clip; } rows[] = {
+        {"lomo", LOMO_OPTIM_LOMO, 0}, {"lomo-clip", LOMO_OPTIM_LOMO, 1.0f}, {"adalomo", LOMO_OPTIM_ADALOMO, 0},
+        {"sgd", LOMO_OPTIM_SGD, 0}, {"adamw", LOMO_OPTIM_ADAMW, 0}};
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        if (strcmp(mode, rows[i].name)) continue;
+        lomo_optim_options_default(o, rows[i].kind);
+        o->clip_grad_norm = rows[i].clip;
+        return 1;
+    }
+    return 0;
+}
 
 typedef struct row {
     char mode[32];
@@ -50,7 +70,7 @@ static double forward_flops(const opts *o, size_t matmul_weights) {
            4.0 * o->B * (double)o->T * o->T * o->cfg.hidden_size * o->cfg.num_hidden_layers;
 }
 
-/* Runs one mode in this process; "forward" is inference, "fwdbwd" keeps full gradients. */
+/* Runs one mode in this process. */
 static void run_mode(const opts *o, const char *mode, int ckpt, row *r) {
     lomo_ctx *ctx;
     lomo_ctx_options co = {.num_threads = o->threads};
@@ -71,15 +91,24 @@ static void run_mode(const opts *o, const char *mode, int ckpt, row *r) {
     }
     for (int i = 0; i < n; i++) tgt[i] = (i + 1) % o->T ? tok[i + 1] : -100;
     lomo_grads *g = NULL;
-    int train = strcmp(mode, "forward") != 0;
-    if (train && lomo_grads_create(&g, m)) goto out;
-    lomo_grad_hook h = train ? lomo_grads_hook(g) : (lomo_grad_hook){0};
+    lomo_optim *opt = NULL;
+    lomo_optim_options oo;
+    int use_optim = optim_for(mode, &oo), fwdbwd = strcmp(mode, "fwdbwd") == 0;
     double *t = calloc((size_t)o->steps + 1, sizeof *t);
+    if (fwdbwd && lomo_grads_create(&g, m)) goto fail;
+    if (use_optim && lomo_optim_create(&opt, m, &oo)) goto fail;
+    lomo_grad_hook h = fwdbwd ? lomo_grads_hook(g) : (lomo_grad_hook){0};
     for (int i = 0; i <= o->steps; i++) {   /* step 0 warms up */
         double t0 = now();
         float loss;
-        if (lomo_model_forward(m, tok, tgt, o->B, o->T, &loss, NULL)) goto fail;
-        if (train && lomo_model_backward(m, 1.0f, &h)) goto fail;
+        if (use_optim) {
+            lomo_step_result res;
+            if (lomo_optim_step(opt, tok, tgt, o->B, o->T, 1e-4f, &res)) goto fail;
+            loss = res.loss;
+        } else {
+            if (lomo_model_forward(m, tok, tgt, o->B, o->T, &loss, NULL)) goto fail;
+            if (fwdbwd && lomo_model_backward(m, 1.0f, &h)) goto fail;
+        }
         t[i] = now() - t0;
         r->loss = loss;
     }
@@ -93,7 +122,7 @@ static void run_mode(const opts *o, const char *mode, int ckpt, row *r) {
 fail:
     if (!r->ok) fprintf(stderr, "%s: %s\n", mode, lomo_last_error(ctx));
     free(t);
-out:
+    lomo_optim_destroy(opt);
     lomo_grads_destroy(g);
     free(tok);
     free(tgt);
@@ -152,8 +181,9 @@ int main(int argc, char **argv) {
     c->max_position_embeddings = o.T;
     o.threads = arg_int(argc, argv, "--threads", 2);
     o.steps = arg_int(argc, argv, "--steps", 5);
-    const char *dt = arg_str(argc, argv, "--dtype", "f32");
-    o.dtype = strcmp(dt, "bf16") == 0 ? LOMO_BF16 : strcmp(dt, "f16") == 0 ? LOMO_F16 : LOMO_F32;
+    const char *dtypes = arg_str(argc, argv, "--dtypes", "f32");
+    const char *ckpts = arg_str(argc, argv, "--ckpt", "0,1");
+    const char *modes = arg_str(argc, argv, "--modes", "forward,fwdbwd");
     if (o.steps < 1) o.steps = 1;
 
     lomo_ctx *ctx;
@@ -168,29 +198,44 @@ int main(int argc, char **argv) {
     size_t matmul_w = c->num_hidden_layers * (2 * C * C + 2 * C * kvd + 3 * C * F) + V * C;
     size_t all_w = matmul_w + V * C + (2 * c->num_hidden_layers + 1) * C;
     double ff = forward_flops(&o, matmul_w);
-    printf("shape: hidden %d, layers %d, heads %d/%d kv, ffn %d, vocab %d, seq %d, batch %d, %s, %d threads\n",
+    printf("shape: hidden %d, layers %d, heads %d/%d kv, ffn %d, vocab %d, seq %d, batch %d, %d threads\n",
            c->hidden_size, c->num_hidden_layers, c->num_attention_heads, c->num_key_value_heads,
-           c->intermediate_size, c->vocab_size, o.T, o.B, lomo_dtype_name(o.dtype), o.threads);
-    printf("parameters: %zu (%.1f MiB as %s); forward %.2f GFLOP per step\n", all_w,
-           all_w * lomo_dtype_size(o.dtype) / 1048576.0, lomo_dtype_name(o.dtype), ff / 1e9);
-    printf("%-8s %4s %9s %9s %9s %9s %9s %9s %8s %9s %8s %8s\n", "mode", "ckpt", "weights", "activ", "grads",
-           "scratch", "acct-peak", "peak-RSS", "step-ms", "tokens/s", "GFLOP/s", "loss");
-    const char *modes[] = {"forward", "fwdbwd"};
-    for (int mi = 0; mi < 2; mi++) {
-        for (int ckpt = 0; ckpt <= 1; ckpt++) {
-            row r = run_isolated(&o, modes[mi], ckpt);
-            if (!r.ok) {
-                printf("%-8s %4d failed\n", modes[mi], ckpt);
-                continue;
+           c->intermediate_size, c->vocab_size, o.T, o.B, o.threads);
+    printf("parameters: %zu; forward %.2f GFLOP per step (training rows count 3x)\n", all_w, ff / 1e9);
+    printf("%-9s %-4s %4s %8s %8s %8s %8s %8s %9s %9s %8s %9s %8s %8s\n", "mode", "dtype", "ckpt", "weights", "activ",
+           "grads", "optim", "scratch", "acct-peak", "peak-RSS", "step-ms", "tokens/s", "GFLOP/s", "loss");
+    char dbuf[64], cbuf[64], mbuf[256];
+    snprintf(dbuf, sizeof dbuf, "%s", dtypes);
+    /* the lists are parsed into arrays first: strtok is not reentrant */
+    const char *dlist[4]; int nd = 0;
+    for (char *p = strtok(dbuf, ","); p && nd < 4; p = strtok(NULL, ",")) dlist[nd++] = p;
+    int clist[2], nc = 0;
+    snprintf(cbuf, sizeof cbuf, "%s", ckpts);
+    for (char *p = strtok(cbuf, ","); p && nc < 2; p = strtok(NULL, ",")) clist[nc++] = atoi(p);
+    const char *mlist[16]; int nm = 0;
+    snprintf(mbuf, sizeof mbuf, "%s", modes);
+    for (char *p = strtok(mbuf, ","); p && nm < 16; p = strtok(NULL, ",")) mlist[nm++] = p;
+    for (int di = 0; di < nd; di++) {
+        o.dtype = strcmp(dlist[di], "bf16") == 0 ? LOMO_BF16 : strcmp(dlist[di], "f16") == 0 ? LOMO_F16 : LOMO_F32;
+        for (int ci = 0; ci < nc; ci++) {
+            for (int mi = 0; mi < nm; mi++) {
+                row r = run_isolated(&o, mlist[mi], clist[ci]);
+                if (!r.ok) {
+                    printf("%-9s %-4s %4d failed\n", mlist[mi], lomo_dtype_name(o.dtype), clist[ci]);
+                    continue;
+                }
+                double mib = 1048576.0, flops = ff * (strcmp(mlist[mi], "forward") ? 3.0 : 1.0);
+                printf("%-9s %-4s %4d %8.1f %8.1f %8.1f %8.1f %8.1f %9.1f %9.1f %8.1f %9.1f %8.1f %8.4f\n", r.mode,
+                       lomo_dtype_name(o.dtype), clist[ci], r.mem.peak[LOMO_MEM_WEIGHTS] / mib,
+                       r.mem.peak[LOMO_MEM_ACTIVATIONS] / mib, r.mem.peak[LOMO_MEM_GRADIENTS] / mib,
+                       r.mem.peak[LOMO_MEM_OPTIMIZER] / mib, r.mem.peak[LOMO_MEM_SCRATCH] / mib,
+                       r.mem.peak_total / mib, r.rss_mib, r.step_s * 1e3, o.B * o.T / r.step_s,
+                       flops / r.step_s / 1e9, r.loss);
+                fflush(stdout);
             }
-            double mib = 1048576.0, flops = ff * (mi ? 3.0 : 1.0);
-            printf("%-8s %4d %9.1f %9.1f %9.1f %9.1f %9.1f %9.1f %8.1f %9.1f %8.1f %8.4f\n", r.mode, ckpt,
-                   r.mem.peak[LOMO_MEM_WEIGHTS] / mib, r.mem.peak[LOMO_MEM_ACTIVATIONS] / mib,
-                   r.mem.peak[LOMO_MEM_GRADIENTS] / mib, r.mem.peak[LOMO_MEM_SCRATCH] / mib,
-                   r.mem.peak_total / mib, r.rss_mib, r.step_s * 1e3, o.B * o.T / r.step_s,
-                   flops / r.step_s / 1e9, r.loss);
         }
     }
-    printf("(MiB; activations, grads and scratch are accounted peaks; fwdbwd keeps full f32 gradients)\n");
+    printf("(MiB; accounted peaks by category, and the process peak RSS; median step of %d after a warm-up)\n",
+           o.steps);
     return 0;
 }
