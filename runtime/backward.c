@@ -12,7 +12,21 @@ typedef struct bwd {
     lomo_model *m;
     const lomo_grad_hook *hook;
     int failed;
+    int record;                 /* copy boundary gradients into m->rec */
 } bwd;
+
+/* The record's pieces: residual gradient at block input l (0..L), after block l's
+ * attention, and norm gradient k (2l: input norm of block l, 2l+1: post-attention
+ * norm, 2L: the final norm). */
+static float *rec_in(lomo_model *m, int l) { return m->rec + (size_t)l * m->B * m->T * m->cfg.hidden_size; }
+static float *rec_mid(lomo_model *m, int l) { return rec_in(m, m->cfg.num_hidden_layers + 1 + l); }
+static float *rec_norm(lomo_model *m, int k) {
+    return rec_in(m, 2 * m->cfg.num_hidden_layers + 1) + (size_t)k * m->cfg.hidden_size;
+}
+
+static void record(bwd *b, float *dst, const float *src, size_t n) {
+    if (b->record) b->m->be->memcpy_d2d(dst, src, n * sizeof(float));
+}
 
 static int linear_grad(bwd *b, int p, const float *dout, const float *inp) {
     if (b->failed) return 1;
@@ -48,6 +62,8 @@ static int block_backward(bwd *b, int l, const layer_acts *a, const float *x) {
     be->memset0(m->normgrad, (size_t)C * sizeof(float));
     be->rmsnorm_backward(g->dres, m->normgrad, g->dln, a->xmid, model_norm_weight(m, param_index(l, P_LN2)),
                          a->rstd2, BT, C);
+    record(b, rec_mid(m, l), g->dres, (size_t)BT * C);
+    record(b, rec_norm(m, 2 * l + 1), m->normgrad, (size_t)C);
     if (dense_grad(b, param_index(l, P_LN2), m->normgrad)) return 1;
 
     /* attention: xmid = x + o(attn(rope(q(ln1)), rope(k(ln1)), v(ln1))) */
@@ -66,7 +82,57 @@ static int block_backward(bwd *b, int l, const layer_acts *a, const float *x) {
     be->memset0(m->normgrad, (size_t)C * sizeof(float));
     be->rmsnorm_backward(g->dres, m->normgrad, g->dln, x, model_norm_weight(m, param_index(l, P_LN1)), a->rstd1,
                          BT, C);
+    record(b, rec_in(m, l), g->dres, (size_t)BT * C);
+    record(b, rec_norm(m, 2 * l), m->normgrad, (size_t)C);
     return dense_grad(b, param_index(l, P_LN1), m->normgrad);
+}
+
+/*
+ * Replays block l from a record: the residual gradients at its output and
+ * after its attention are known, so only the down and o projections' dX are
+ * formed (to reach SwiGLU and attention); the norm gradients come recorded.
+ */
+static int block_replay(bwd *b, int l, const layer_acts *a) {
+    lomo_model *m = b->m;
+    const lomo_backend *be = m->be;
+    const lomo_llama_config *c = &m->cfg;
+    int B = m->B, T = m->T, BT = B * T, C = c->hidden_size, F = c->intermediate_size;
+    int NH = c->num_attention_heads, NKV = c->num_key_value_heads, hd = m->head_dim;
+    lomo_dtype dt = m->dtype;
+    const block_grads *g = &m->g;
+    float *dgate = g->dh;
+    const float *dout = rec_in(m, l + 1), *dmid = rec_mid(m, l);
+
+    be->matmul_backward_input(g->dh, dout, param_ptr(m, param_index(l, P_WD)), dt, m->wbuf, 0.0f, BT, F, C);
+    if (linear_grad(b, param_index(l, P_WD), dout, a->hmlp)) return 1;
+    be->swiglu_backward(dgate, g->dup, g->dh, a->gate, a->up, (size_t)BT * F);
+    if (linear_grad(b, param_index(l, P_WG), dgate, a->ln2)) return 1;
+    if (linear_grad(b, param_index(l, P_WU), g->dup, a->ln2)) return 1;
+    be->memcpy_d2d(m->normgrad, rec_norm(m, 2 * l + 1), (size_t)C * sizeof(float));
+    if (dense_grad(b, param_index(l, P_LN2), m->normgrad)) return 1;
+
+    be->matmul_backward_input(g->datty, dmid, param_ptr(m, param_index(l, P_WO)), dt, m->wbuf, 0.0f, BT, NH * hd, C);
+    if (linear_grad(b, param_index(l, P_WO), dmid, a->atty)) return 1;
+    be->attention_backward(g->dq, g->dk, g->dv, g->datt, g->datty, a->att, a->q, a->k, a->v, B, T, NH, NKV, hd);
+    be->rope(g->dq, m->rope_cos, m->rope_sin, B, T, NH, hd, 0, 1);
+    be->rope(g->dk, m->rope_cos, m->rope_sin, B, T, NKV, hd, 0, 1);
+    if (linear_grad(b, param_index(l, P_WQ), g->dq, a->ln1)) return 1;
+    if (linear_grad(b, param_index(l, P_WK), g->dk, a->ln1)) return 1;
+    if (linear_grad(b, param_index(l, P_WV), g->dv, a->ln1)) return 1;
+    be->memcpy_d2d(m->normgrad, rec_norm(m, 2 * l), (size_t)C * sizeof(float));
+    return dense_grad(b, param_index(l, P_LN1), m->normgrad);
+}
+
+static lomo_status reserve_record(lomo_model *m) {
+    int BT = m->B * m->T, L = m->cfg.num_hidden_layers;
+    if (m->rec && m->rec_BT >= BT) return LOMO_OK;
+    lomo_dev_free(m->ctx, LOMO_MEM_ACTIVATIONS, m->rec, m->rec_bytes);
+    size_t C = (size_t)m->cfg.hidden_size;
+    m->rec_bytes = ((size_t)(2 * L + 1) * BT * C + (size_t)(2 * L + 1) * C) * sizeof(float);
+    m->rec = lomo_dev_alloc(m->ctx, LOMO_MEM_ACTIVATIONS, m->rec_bytes, "recorded backward");
+    m->rec_BT = m->rec ? BT : 0;
+    if (!m->rec) m->rec_bytes = 0;
+    return m->rec ? LOMO_OK : LOMO_ERR_OOM;
 }
 
 static int cmp_i32(const void *a, const void *b) {
@@ -99,39 +165,55 @@ static int embedding_rows(lomo_model *m, int BT) {
 }
 
 lomo_status lomo_model_backward(lomo_model *m, float loss_scale, const lomo_grad_hook *hook) {
+    return model_backward(m, loss_scale, hook, BWD_PLAIN);
+}
+
+lomo_status model_backward(lomo_model *m, float loss_scale, const lomo_grad_hook *hook, bwd_mode mode) {
     if (!m) return LOMO_ERR_INVALID_ARG;
     if (!hook || !hook->on_linear || !hook->on_dense)
         return lomo_fail(m->ctx, LOMO_ERR_INVALID_ARG, "backward: hook with both callbacks required");
     if (!m->have_forward || !m->have_targets)
         return lomo_fail(m->ctx, LOMO_ERR_STATE, "backward: needs a forward with targets first");
+    if (mode == BWD_REPLAY && !(m->rec_valid && m->rec_scale == loss_scale))
+        return lomo_fail(m->ctx, LOMO_ERR_STATE, "backward: no recorded pass at this loss scale to replay");
     int sparse = hook->on_rows && !m->cfg.tie_word_embeddings;
     if (model_reserve_gradbuf(m, !sparse)) return LOMO_ERR_OOM;
+    if (mode == BWD_RECORD && reserve_record(m)) return LOMO_ERR_OOM;
     lomo_ctx_apply_threads(m->ctx);
 
     const lomo_backend *be = m->be;
     const lomo_llama_config *c = &m->cfg;
     int BT = m->B * m->T, C = c->hidden_size, V = c->vocab_size, L = c->num_hidden_layers;
-    bwd b = {m, hook, 0};
+    bwd b = {m, hook, 0, mode == BWD_RECORD};
     model_layout_for(m, m->B, m->T);
+    m->rec_valid = 0;   /* a replay's hook changes the weights; a new record is not complete yet */
 
-    /* a previous backward turned the logits into dlogits: form them again */
-    if (!m->logits_valid) model_compute_logits(m);
-    float dloss = m->n_valid ? loss_scale / (float)m->n_valid : 0.0f;
     float *dlogits = m->logits;
-    be->crossentropy_backward(dlogits, m->logits, m->lse, m->targets, dloss, BT, V);
-    m->logits_valid = 0;
-
-    /* LM head: dlnf = dlogits @ W; the tied head's dW waits in gradbuf for the embedding's part */
-    be->matmul_backward_input(m->g.dln, dlogits, param_ptr(m, param_head(m)), m->dtype, m->wbuf, 0.0f, BT, C, V);
+    if (mode != BWD_REPLAY) {
+        /* a previous backward turned the logits into dlogits: form them again */
+        if (!m->logits_valid) model_compute_logits(m);
+        float dloss = m->n_valid ? loss_scale / (float)m->n_valid : 0.0f;
+        be->crossentropy_backward(dlogits, m->logits, m->lse, m->targets, dloss, BT, V);
+        m->logits_valid = 0;
+        /* LM head: dlnf = dlogits @ W */
+        be->matmul_backward_input(m->g.dln, dlogits, param_ptr(m, param_head(m)), m->dtype, m->wbuf, 0.0f, BT, C, V);
+    }
+    /* the tied head's dW waits in gradbuf for the embedding's part */
     if (c->tie_word_embeddings)
         be->matmul_backward_weight(m->gradbuf, dlogits, m->lnf, 1.0f, 0.0f, BT, C, V);
     else if (linear_grad(&b, param_head(m), dlogits, m->lnf))
         goto hook_failed;
 
-    be->memset0(m->g.dres, (size_t)BT * C * sizeof(float));
-    be->memset0(m->normgrad, (size_t)C * sizeof(float));
-    be->rmsnorm_backward(m->g.dres, m->normgrad, m->g.dln, m->x[L], model_norm_weight(m, param_norm(m)),
-                         m->rstdf, BT, C);
+    if (mode == BWD_REPLAY) {
+        be->memcpy_d2d(m->normgrad, rec_norm(m, 2 * L), (size_t)C * sizeof(float));
+    } else {
+        be->memset0(m->g.dres, (size_t)BT * C * sizeof(float));
+        be->memset0(m->normgrad, (size_t)C * sizeof(float));
+        be->rmsnorm_backward(m->g.dres, m->normgrad, m->g.dln, m->x[L], model_norm_weight(m, param_norm(m)),
+                             m->rstdf, BT, C);
+        record(&b, rec_in(m, L), m->g.dres, (size_t)BT * C);
+        record(&b, rec_norm(m, 2 * L), m->normgrad, (size_t)C);
+    }
     if (dense_grad(&b, param_norm(m), m->normgrad)) goto hook_failed;
 
     for (int l = L - 1; l >= 0; l--) {
@@ -140,20 +222,25 @@ lomo_status lomo_model_backward(lomo_model *m, float loss_scale, const lomo_grad
             model_block_forward(m, l, a, m->x[l], NULL);
             m->acts_layer = l;
         }
-        if (block_backward(&b, l, a, m->x[l])) goto hook_failed;
+        if (mode == BWD_REPLAY ? block_replay(&b, l, a) : block_backward(&b, l, a, m->x[l])) goto hook_failed;
+    }
+    const float *dx0 = mode == BWD_REPLAY ? rec_in(m, 0) : m->g.dres;
+    if (mode == BWD_RECORD) {
+        m->rec_valid = 1;
+        m->rec_scale = loss_scale;
     }
 
     if (sparse) {
         int nrows = embedding_rows(m, BT);
         if (nrows < 0) return lomo_fail(m->ctx, LOMO_ERR_OOM, "out of memory: embedding rows");
         be->memset0(m->gradbuf, (size_t)nrows * C * sizeof(float));
-        be->embedding_backward(m->gradbuf, m->g.dres, m->emap, BT, C);
+        be->embedding_backward(m->gradbuf, dx0, m->emap, BT, C);
         if (!b.failed && hook->on_rows(hook->user, 0, m->erows, nrows, m->gradbuf)) b.failed = 1;
         if (b.failed) goto hook_failed;
         return LOMO_OK;
     }
     if (!c->tie_word_embeddings) be->memset0(m->gradbuf, (size_t)V * C * sizeof(float));
-    be->embedding_backward(m->gradbuf, m->g.dres, m->tokens, BT, C);
+    be->embedding_backward(m->gradbuf, dx0, m->tokens, BT, C);
     if (dense_grad(&b, 0, m->gradbuf)) goto hook_failed;
     return LOMO_OK;
 

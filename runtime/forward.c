@@ -87,6 +87,7 @@ lomo_status lomo_model_forward(lomo_model *m, const int32_t *tokens, const int32
     model_compute_logits(m);
     if (logits_out) be->to_host(logits_out, m->logits, (size_t)BT * c->vocab_size * sizeof(float));
 
+    m->rec_valid = 0;
     m->have_targets = targets != NULL;
     m->have_forward = 1;
     if (!targets) return LOMO_OK;

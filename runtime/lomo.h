@@ -205,7 +205,8 @@ typedef enum lomo_optim_kind {
 } lomo_optim_kind;
 
 typedef enum lomo_norm_method {
-    LOMO_NORM_AUTO = 0,      /* per linear shape, whichever is faster, by measurement */
+    LOMO_NORM_AUTO = 0,      /* per linear shape, whichever is faster, by measurement; the two
+                                differ in the last bits, so pick one for bitwise-reproducible runs */
     LOMO_NORM_FORM_GRAD,     /* form dW = dY^T X in scratch, sum its squares */
     LOMO_NORM_GRAM,          /* <X X^T, dY dY^T>, two T x T Gram matrices */
 } lomo_norm_method;

@@ -151,6 +151,11 @@ oom:
 
 static void free_activations(lomo_model *m) {
     lomo_dev_free(m->ctx, LOMO_MEM_ACTIVATIONS, m->act_mem, m->act_bytes);
+    lomo_dev_free(m->ctx, LOMO_MEM_ACTIVATIONS, m->rec, m->rec_bytes);
+    m->rec = NULL;
+    m->rec_bytes = 0;
+    m->rec_BT = 0;
+    m->rec_valid = 0;
     free(m->tokens_host);
     m->tokens_host = NULL;
     free(m->x);
@@ -351,7 +356,8 @@ lomo_status lomo_model_set_param_f32(lomo_model *m, int index, const float *src,
     lomo_status st = check_param_io(m, index, src, n);
     if (st) return st;
     m->be->from_f32(param_ptr(m, index), m->dtype, src, n);
-    m->have_forward = 0;   /* saved activations no longer match the weights */
+    m->have_forward = 0;
+    m->rec_valid = 0;   /* saved activations no longer match the weights */
     return LOMO_OK;
 }
 

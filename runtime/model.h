@@ -82,6 +82,18 @@ struct lomo_model {
     int32_t *tokens, *targets;  /* [BT] */
     block_grads g;
 
+    /*
+     * A recorded backward (the LOMO norm pass) for replay: the residual-stream
+     * gradient at every block input [L+1][BT, C] and after every attention
+     * [L][BT, C], then the norm weights' gradients [2L+1][C]. Replaying needs
+     * no dX GEMM except the down and o projections' (to reach SwiGLU and
+     * attention inside the block); the logits buffer still holds dlogits.
+     */
+    float *rec;
+    size_t rec_bytes;
+    int rec_BT, rec_valid;
+    float rec_scale;
+
     /* state of the last forward */
     int B, T;
     int have_forward, have_targets, logits_valid;
@@ -101,6 +113,11 @@ const float *model_norm_weight(lomo_model *m, int p);
 
 /* Re-points the activation buffers for a (B, T) within the reserved capacity. */
 void model_layout_for(lomo_model *m, int B, int T);
+
+typedef enum bwd_mode { BWD_PLAIN = 0, BWD_RECORD, BWD_REPLAY } bwd_mode;
+/* lomo_model_backward, optionally recording the pass or replaying a recorded one
+ * (same result, bit for bit, as a plain backward with the same weights). */
+lomo_status model_backward(lomo_model *m, float loss_scale, const lomo_grad_hook *hook, bwd_mode mode);
 
 /* Makes the gradient buffer fit this backward: dense, or sparse for BT rows. */
 lomo_status model_reserve_gradbuf(lomo_model *m, int dense);

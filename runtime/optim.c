@@ -178,12 +178,11 @@ static void release_unneeded_scratch(lomo_optim *o) {
     o->gscratch_bytes = 0;
 }
 
-static lomo_status backward_pass(lomo_optim *o, int measuring, lomo_grad_hook h) {
-    o->measuring = measuring;
+static lomo_status backward_pass(lomo_optim *o, bwd_mode mode, lomo_grad_hook h) {
     o->sumsq = 0.0;
     o->gram_inp = NULL;
     o->nonfinite_param = -1;
-    lomo_status st = lomo_model_backward(o->m, o->scale, &h);
+    lomo_status st = model_backward(o->m, o->scale, &h, mode);
     /* the hook stopped backward on a non-finite gradient: that is a finding, not a failure */
     if (st == LOMO_ERR_CALLBACK && o->nonfinite_param >= 0) return LOMO_OK;
     return st;
@@ -192,7 +191,7 @@ static lomo_status backward_pass(lomo_optim *o, int measuring, lomo_grad_hook h)
 static lomo_status full_gradient_step(lomo_optim *o, lomo_step_result *r) {
     lomo_model *m = o->m;
     lomo_grads_zero(o->grads);
-    lomo_status st = backward_pass(o, 0, lomo_grads_hook(o->grads));
+    lomo_status st = backward_pass(o, BWD_PLAIN, lomo_grads_hook(o->grads));
     if (st) return st;
     double sumsq = 0.0;
     int finite = 1;
@@ -238,7 +237,8 @@ lomo_status lomo_optim_step(lomo_optim *o, const int32_t *tokens, const int32_t 
             memset(o->norm_choice, 0, (size_t)o->m->nparams * sizeof *o->norm_choice);
             o->norm_BT = B * T;
         }
-        st = backward_pass(o, 1, optim_measure_hook(o));
+        /* pass one records the residual gradients, so pass two replays it without most dX GEMMs */
+        st = backward_pass(o, BWD_RECORD, optim_measure_hook(o));
         if (st) goto done;
         if (o->nonfinite_param >= 0 || !isfinite(o->sumsq)) {
             overflow(o, &r);
@@ -249,7 +249,7 @@ lomo_status lomo_optim_step(lomo_optim *o, const int32_t *tokens, const int32_t 
         if (o->o.clip_grad_norm > 0) o->coef = fminf(1.0f, o->o.clip_grad_norm / (r.grad_norm + 1e-6f));
         o->checked = 1;
     }
-    st = backward_pass(o, 0, optim_update_hook(o));
+    st = backward_pass(o, o->checked ? BWD_REPLAY : BWD_PLAIN, optim_update_hook(o));
     if (st) goto done;
     if (o->nonfinite_param >= 0) {
         r.nonfinite = 1;

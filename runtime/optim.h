@@ -19,7 +19,6 @@ struct lomo_optim {
 
     /* this step */
     float lr, coef, gscale;     /* gscale = 1 / loss scale */
-    int measuring;              /* 1: pass one, only the norm */
     int checked;                /* 1: a measuring pass vetted every gradient already */
     double sumsq;
     int nonfinite_param;        /* first parameter found non-finite, or -1 */

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "fixture.h"
+#include "lomo.h"
 
 int test_failures = 0, test_checks = 0;
 
@@ -139,4 +140,19 @@ size_t fx_compare(const char *what, const float *got, const double *want, size_t
         fprintf(stderr, "  %s: %zu of %zu outside tolerance; worst [%zu] got %.9g want %.9g (atol %.2g rtol %.2g)\n",
                 what, bad, n, worst, got[worst], want[worst], atol, rtol);
     return bad;
+}
+
+void fx_llama_config(const fixture *fx, lomo_llama_config *c) {
+    *c = (lomo_llama_config){
+        .hidden_size = (int)fx_scalar(fx, "config.hidden_size"),
+        .intermediate_size = (int)fx_scalar(fx, "config.intermediate_size"),
+        .num_hidden_layers = (int)fx_scalar(fx, "config.num_hidden_layers"),
+        .num_attention_heads = (int)fx_scalar(fx, "config.num_attention_heads"),
+        .num_key_value_heads = (int)fx_scalar(fx, "config.num_key_value_heads"),
+        .vocab_size = (int)fx_scalar(fx, "config.vocab_size"),
+        .max_position_embeddings = (int)fx_scalar(fx, "config.max_position_embeddings"),
+        .tie_word_embeddings = (int)fx_scalar(fx, "config.tie_word_embeddings"),
+        .rms_norm_eps = fx_scalar(fx, "config.rms_norm_eps"),
+        .rope_theta = fx_scalar(fx, "config.rope_theta"),
+    };
 }

@@ -41,6 +41,10 @@ size_t fx_compare(const char *what, const float *got, const double *want, size_t
                   double rtol);
 double fx_max_abs(const double *x, size_t n);
 
+/* The config.* records of a model or training fixture. */
+struct lomo_llama_config;
+void fx_llama_config(const fixture *fx, struct lomo_llama_config *cfg);
+
 /* A tiny test harness: CHECK records failures; test_summary prints the closing line. */
 extern int test_failures, test_checks;
 #define CHECK(cond, ...)                                                   \

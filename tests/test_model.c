@@ -10,6 +10,7 @@
 #include <string.h>
 #include "fixture.h"
 #include "runtime/lomo.h"
+#include "runtime/model.h"   /* model_backward: record and replay */
 
 /*
  * f32 against float64 through a whole model: rtol 1e-5 as DESIGN.md asks,
@@ -33,18 +34,7 @@ typedef struct setup {
 static int load_setup(setup *s, const char *file) {
     if (fx_load(&s->fx, fx_path(file))) return -1;
     fixture *fx = &s->fx;
-    s->cfg = (lomo_llama_config){
-        .hidden_size = (int)fx_scalar(fx, "config.hidden_size"),
-        .intermediate_size = (int)fx_scalar(fx, "config.intermediate_size"),
-        .num_hidden_layers = (int)fx_scalar(fx, "config.num_hidden_layers"),
-        .num_attention_heads = (int)fx_scalar(fx, "config.num_attention_heads"),
-        .num_key_value_heads = (int)fx_scalar(fx, "config.num_key_value_heads"),
-        .vocab_size = (int)fx_scalar(fx, "config.vocab_size"),
-        .max_position_embeddings = (int)fx_scalar(fx, "config.max_position_embeddings"),
-        .tie_word_embeddings = (int)fx_scalar(fx, "config.tie_word_embeddings"),
-        .rms_norm_eps = fx_scalar(fx, "config.rms_norm_eps"),
-        .rope_theta = fx_scalar(fx, "config.rope_theta"),
-    };
+    fx_llama_config(fx, &s->cfg);
     s->B = (int)fx_scalar(fx, "batch");
     s->T = (int)fx_scalar(fx, "seq");
     s->tokens = fx_i32(fx, "tokens", (size_t)s->B * s->T);
@@ -197,6 +187,27 @@ static void test_fixture(const char *file) {
         CHECK(bitwise_equal_grads(m, g, g3, 2.0f), "%s: second backward differs from the first", file);
         lomo_grads_destroy(g3);
     }
+
+    /* a recorded backward, then its replay: both give exactly the plain gradients, with and
+     * without checkpointing; a replay without a record (or at another scale) is refused */
+    for (int ckpt = 0; ckpt <= 1; ckpt++) {
+        lomo_model_set_checkpointing(m, ckpt);
+        lomo_grads *gr;
+        lomo_grads_create(&gr, m);
+        lomo_grad_hook h = lomo_grads_hook(gr);
+        float l3;
+        lomo_model_forward(m, s.tokens, s.targets, s.B, s.T, &l3, NULL);
+        CHECK(model_backward(m, 1.0f, &h, BWD_REPLAY) == LOMO_ERR_STATE, "replay before record must fail");
+        CHECK(model_backward(m, 1.0f, &h, BWD_RECORD) == LOMO_OK, "record");
+        CHECK(bitwise_equal_grads(m, g, gr, 1.0f), "%s: recorded backward differs (ckpt %d)", file, ckpt);
+        CHECK(model_backward(m, 2.0f, &h, BWD_REPLAY) == LOMO_ERR_STATE, "replay at another scale must fail");
+        CHECK(model_backward(m, 1.0f, &h, BWD_RECORD) == LOMO_OK, "record again");
+        lomo_grads_zero(gr);
+        CHECK(model_backward(m, 1.0f, &h, BWD_REPLAY) == LOMO_OK, "replay");
+        CHECK(bitwise_equal_grads(m, g, gr, 1.0f), "%s: replayed backward differs (ckpt %d)", file, ckpt);
+        lomo_grads_destroy(gr);
+    }
+    lomo_model_set_checkpointing(m, 0);
 
     /* activation checkpointing: bitwise-identical loss and gradients, also over two backward passes */
     {

@@ -30,18 +30,7 @@ typedef struct run {
 static int load_run(run *r, const char *file) {
     if (fx_load(&r->fx, fx_path(file))) return -1;
     fixture *fx = &r->fx;
-    r->cfg = (lomo_llama_config){
-        .hidden_size = (int)fx_scalar(fx, "config.hidden_size"),
-        .intermediate_size = (int)fx_scalar(fx, "config.intermediate_size"),
-        .num_hidden_layers = (int)fx_scalar(fx, "config.num_hidden_layers"),
-        .num_attention_heads = (int)fx_scalar(fx, "config.num_attention_heads"),
-        .num_key_value_heads = (int)fx_scalar(fx, "config.num_key_value_heads"),
-        .vocab_size = (int)fx_scalar(fx, "config.vocab_size"),
-        .max_position_embeddings = (int)fx_scalar(fx, "config.max_position_embeddings"),
-        .tie_word_embeddings = (int)fx_scalar(fx, "config.tie_word_embeddings"),
-        .rms_norm_eps = fx_scalar(fx, "config.rms_norm_eps"),
-        .rope_theta = fx_scalar(fx, "config.rope_theta"),
-    };
+    fx_llama_config(fx, &r->cfg);
     r->B = (int)fx_scalar(fx, "batch");
     r->T = (int)fx_scalar(fx, "seq");
     r->steps = (int)fx_scalar(fx, "steps");
@@ -186,6 +175,8 @@ static void cross_checks(run *r, const char *file) {
     float lr;
     /* LOMO equals our SGD baseline (full gradients, then update) */
     lomo_optim_options lomo = scenario_options(r, "clip_norm", LOMO_OPTIM_LOMO, &lr);
+    /* a fixed norm method: AUTO decides by timing, which may differ between runs */
+    lomo.norm_method = LOMO_NORM_GRAM;
     lomo_optim_options sgd = lomo;
     sgd.kind = LOMO_OPTIM_SGD;
     size_t n;
