@@ -96,6 +96,7 @@ typedef struct lomo_param_info {
     int64_t shape[2];
     size_t numel;
     lomo_dtype dtype;
+    const char *device;        /* the backend holding data: "cpu" */
     void *data;                /* device pointer to the weights, storage dtype */
 } lomo_param_info;
 
@@ -254,4 +255,8 @@ void lomo_optim_inject_nonfinite(lomo_optim *o, int param);
 #ifdef __cplusplus
 }
 #endif
+
+#include "lomo_io.h"
+#include "lomo_tokenizer.h"
+
 #endif /* LOMO_H */

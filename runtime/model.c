@@ -329,6 +329,7 @@ lomo_status lomo_model_param(const lomo_model *m, int index, lomo_param_info *ou
     out->shape[1] = d->shape[1];
     out->numel = d->numel;
     out->dtype = m->dtype;
+    out->device = m->be->name;
     out->data = param_ptr(m, index);
     return LOMO_OK;
 }
@@ -359,6 +360,12 @@ lomo_status lomo_model_set_param_f32(lomo_model *m, int index, const float *src,
     m->have_forward = 0;
     m->rec_valid = 0;   /* saved activations no longer match the weights */
     return LOMO_OK;
+}
+
+void model_param_write_f32(lomo_model *m, int p, size_t first, const float *src, size_t n) {
+    m->be->from_f32((char *)param_ptr(m, p) + first * lomo_dtype_size(m->dtype), m->dtype, src, n);
+    m->have_forward = 0;
+    m->rec_valid = 0;
 }
 
 lomo_status lomo_model_get_param_f32(const lomo_model *m, int index, float *dst, size_t n) {

@@ -350,6 +350,8 @@ static void test_errors(void) {
           strstr(lomo_last_error(ctx), "model.embed_tokens.weight"), "wrong size: %s", lomo_last_error(ctx));
     CHECK(lomo_model_find_param(m, "model.layers.0.mlp.up_proj.weight") == 8, "find_param");
     CHECK(lomo_model_find_param(m, "nope") == -1, "find_param absent");
+    CHECK(lomo_model_param(m, 8, &info) == LOMO_OK && strcmp(info.device, "cpu") == 0 && info.ndim == 2 &&
+          info.shape[0] == 24 && info.shape[1] == 16 && info.dtype == LOMO_F32, "param info of up_proj");
     lomo_grads_destroy(g);
     lomo_model_destroy(m);
     lomo_ctx_destroy(ctx);

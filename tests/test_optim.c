@@ -173,7 +173,19 @@ static double max_rel_diff(const float *a, const float *b, size_t n) {
 
 static void cross_checks(run *r, const char *file) {
     float lr;
-    /* LOMO equals our SGD baseline (full gradients, then update) */
+    /* LOMO equals our SGD baseline (full gradients, then update), plain and with clipping */
+    {
+        lomo_optim_options pl = scenario_options(r, "sgd_wd", LOMO_OPTIM_LOMO, &lr), ps = pl;
+        ps.kind = LOMO_OPTIM_SGD;
+        size_t nn;
+        float *x = trained_weights(r, &pl, lr, LOMO_F32, 0, NULL, &nn);
+        float *y = trained_weights(r, &ps, lr, LOMO_F32, 0, NULL, &nn);
+        double dd = max_rel_diff(x, y, nn);
+        printf("%s: lomo vs sgd baseline (weight decay): max difference %.3g of the largest weight\n", file, dd);
+        CHECK(dd <= 1e-6, "%s: lomo vs sgd baseline differ by %.3g", file, dd);
+        free(x);
+        free(y);
+    }
     lomo_optim_options lomo = scenario_options(r, "clip_norm", LOMO_OPTIM_LOMO, &lr);
     /* a fixed norm method: AUTO decides by timing, which may differ between runs */
     lomo.norm_method = LOMO_NORM_GRAM;
