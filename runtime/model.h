@@ -119,6 +119,13 @@ typedef enum bwd_mode { BWD_PLAIN = 0, BWD_RECORD, BWD_REPLAY } bwd_mode;
  * (same result, bit for bit, as a plain backward with the same weights). */
 lomo_status model_backward(lomo_model *m, float loss_scale, const lomo_grad_hook *hook, bwd_mode mode);
 
+/*
+ * Writes src f32 [n] into parameter p at element offset `first`, rounding to
+ * the storage dtype: loaders fill a tensor slice by slice this way, so no f32
+ * copy of a whole tensor is needed. The caller checks bounds.
+ */
+void model_param_write_f32(lomo_model *m, int p, size_t first, const float *src, size_t n);
+
 /* Makes the gradient buffer fit this backward: dense, or sparse for BT rows. */
 lomo_status model_reserve_gradbuf(lomo_model *m, int dense);
 
