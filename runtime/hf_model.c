@@ -350,7 +350,8 @@ lomo_status lomo_model_load_hf(lomo_model **out, lomo_ctx *ctx, const char *dir,
     free(cfg_path);
     if (st) return st;
     lomo_model *m;
-    if ((st = lomo_model_create(&m, ctx, &cfg, opts))) return st;
+    /* every weight comes from the file: skip the random init */
+    if ((st = model_create(&m, ctx, &cfg, opts, 0))) return st;
     if ((st = lomo_model_load_safetensors(m, dir))) {
         lomo_model_destroy(m);
         return st;

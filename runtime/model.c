@@ -91,6 +91,11 @@ static void rope_tables(float *cosv, float *sinv, int max_pos, int hd, double th
 
 lomo_status lomo_model_create(lomo_model **out, lomo_ctx *ctx, const lomo_llama_config *cfg,
                               const lomo_model_options *opts) {
+    return model_create(out, ctx, cfg, opts, 1);
+}
+
+lomo_status model_create(lomo_model **out, lomo_ctx *ctx, const lomo_llama_config *cfg,
+                         const lomo_model_options *opts, int init) {
     if (!out || !ctx) return lomo_fail(ctx, LOMO_ERR_INVALID_ARG, "lomo_model_create: NULL argument");
     *out = NULL;
     lomo_status st = lomo_config_validate(ctx, cfg);
@@ -139,7 +144,7 @@ lomo_status lomo_model_create(lomo_model **out, lomo_ctx *ctx, const lomo_llama_
     m->be->to_device(m->rope_cos, hc, 2 * rope_n * sizeof(float));
     free(hc);
 
-    init_params(m, o.seed);
+    if (init) init_params(m, o.seed);
     *out = m;
     return LOMO_OK;
 oom:

@@ -119,6 +119,10 @@ typedef enum bwd_mode { BWD_PLAIN = 0, BWD_RECORD, BWD_REPLAY } bwd_mode;
  * (same result, bit for bit, as a plain backward with the same weights). */
 lomo_status model_backward(lomo_model *m, float loss_scale, const lomo_grad_hook *hook, bwd_mode mode);
 
+/* lomo_model_create; with init = 0 the weights are left for a loader to fill. */
+lomo_status model_create(lomo_model **out, lomo_ctx *ctx, const lomo_llama_config *cfg,
+                         const lomo_model_options *opts, int init);
+
 /*
  * Writes src f32 [n] into parameter p at element offset `first`, rounding to
  * the storage dtype: loaders fill a tensor slice by slice this way, so no f32
