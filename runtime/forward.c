@@ -111,3 +111,15 @@ lomo_status lomo_model_forward(lomo_model *m, const int32_t *tokens, const int32
     *loss = m->loss;
     return LOMO_OK;
 }
+
+lomo_status lomo_model_token_logprobs(lomo_model *m, float *out, size_t n) {
+    if (!m || !out) return LOMO_ERR_INVALID_ARG;
+    if (!m->have_forward || !m->have_targets)
+        return lomo_fail(m->ctx, LOMO_ERR_STATE, "token_logprobs: needs a forward with targets first");
+    size_t BT = (size_t)m->B * m->T;
+    if (n != BT) return lomo_fail(m->ctx, LOMO_ERR_INVALID_ARG, "token_logprobs: %zu values for %zu tokens", n, BT);
+    /* forward kept each row's loss, lse - z[target] (0 for ignored rows) */
+    m->be->to_host(out, m->losses, BT * sizeof(float));
+    for (size_t i = 0; i < BT; i++) out[i] = out[i] == 0.0f ? 0.0f : -out[i];
+    return LOMO_OK;
+}

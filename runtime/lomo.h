@@ -174,6 +174,9 @@ lomo_status lomo_model_forward(lomo_model *m, const int32_t *tokens, const int32
  */
 lomo_status lomo_model_backward(lomo_model *m, float loss_scale, const lomo_grad_hook *hook);
 
+/* After a forward with targets: log p(target) per token, out [B*T] (n = B*T), 0 where ignored. */
+lomo_status lomo_model_token_logprobs(lomo_model *m, float *out, size_t n);
+
 /* Default hook: accumulates full f32 gradients (LOMO_MEM_GRADIENTS), for tests and baselines. */
 typedef struct lomo_grads lomo_grads;
 lomo_status lomo_grads_create(lomo_grads **out, lomo_model *m);
@@ -249,6 +252,27 @@ lomo_status lomo_optim_step(lomo_optim *o, const int32_t *tokens, const int32_t 
                             float lr, lomo_step_result *result);
 float lomo_optim_loss_scale(const lomo_optim *o);
 int64_t lomo_optim_steps(const lomo_optim *o);          /* updates applied so far */
+/*
+ * Optimizer state (updates applied, loss scale and its clean-step count, and
+ * the moments of adalomo / adamw) to a file and back, for exact resume. The
+ * write is atomic; loading checks the file against this optimizer and model.
+ */
+lomo_status lomo_optim_save(lomo_optim *o, const char *path);
+lomo_status lomo_optim_load(lomo_optim *o, const char *path);
+
+/* ---- memory plan: what a model needs, computed without allocating it ---- */
+typedef struct lomo_plan {
+    size_t weights, activations, gradients, optimizer, scratch;
+    size_t total;              /* the sum: the peak of the accounted memory */
+} lomo_plan;
+/*
+ * Bytes by category for batch B x seq T: inference when oo is NULL, else one
+ * training step with that optimizer. Equal to what lomo_mem_get_stats reports
+ * as peaks after such a step (the norm-method measurement aside).
+ */
+lomo_status lomo_plan_memory(lomo_ctx *ctx, const lomo_llama_config *cfg, const lomo_model_options *mo,
+                             const lomo_optim_options *oo, int B, int T, lomo_plan *out);
+
 /* Testing aid: the next step's gradient of `param` is treated as non-finite. */
 void lomo_optim_inject_nonfinite(lomo_optim *o, int param);
 

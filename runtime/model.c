@@ -240,6 +240,31 @@ static void carve_activations(lomo_model *m, carver *cv, int B, int T) {
     g->dup = carve(cv, BT * F);
 }
 
+size_t model_activation_bytes(lomo_model *m, int B, int T) {
+    lomo_model tmp = *m;   /* carving with no base only counts, but it writes the pointers */
+    tmp.x = NULL;
+    tmp.la = NULL;
+    carver cv = {0};
+    carve_activations(&tmp, &cv, B, T);
+    return cv.off;
+}
+
+lomo_status model_shape(lomo_model *m, lomo_ctx *ctx, const lomo_llama_config *cfg, lomo_dtype dtype, int checkpointing) {
+    memset(m, 0, sizeof *m);
+    lomo_status st = lomo_config_validate(ctx, cfg);
+    if (st) return st;
+    m->ctx = ctx;
+    m->be = ctx->be;
+    m->cfg = *cfg;
+    m->dtype = dtype;
+    m->checkpointing = checkpointing ? 1 : 0;
+    m->head_dim = cfg->hidden_size / cfg->num_attention_heads;
+    m->params = calloc((size_t)(3 + cfg->num_hidden_layers * P_PER_LAYER), sizeof *m->params);
+    if (!m->params) return lomo_fail(ctx, LOMO_ERR_OOM, "out of memory: parameter table");
+    layout_params(m, &m->weights_bytes);
+    return LOMO_OK;
+}
+
 lomo_status lomo_model_reserve(lomo_model *m, int B, int T) {
     if (!m) return LOMO_ERR_INVALID_ARG;
     if (B <= 0 || T <= 0)

@@ -119,6 +119,12 @@ typedef enum bwd_mode { BWD_PLAIN = 0, BWD_RECORD, BWD_REPLAY } bwd_mode;
  * (same result, bit for bit, as a plain backward with the same weights). */
 lomo_status model_backward(lomo_model *m, float loss_scale, const lomo_grad_hook *hook, bwd_mode mode);
 
+/* Fills m's shape (config, parameter table, weights_bytes) without allocating
+ * anything on the device; free(m->params) when done. For planning. */
+lomo_status model_shape(lomo_model *m, lomo_ctx *ctx, const lomo_llama_config *cfg, lomo_dtype dtype, int checkpointing);
+/* Bytes of the activation allocation for (B, T). */
+size_t model_activation_bytes(lomo_model *m, int B, int T);
+
 /* lomo_model_create; with init = 0 the weights are left for a loader to fill. */
 lomo_status model_create(lomo_model **out, lomo_ctx *ctx, const lomo_llama_config *cfg,
                          const lomo_model_options *opts, int init);

@@ -147,6 +147,25 @@ static void test_fixture(const char *file) {
     CHECK(fabs(loss - want_loss) <= 1e-6 + MODEL_RTOL * fabs(want_loss), "%s: loss %.9g want %.9g", file, loss,
           want_loss);
 
+    /* per-token log-probabilities: their mean over kept targets is minus the loss */
+    {
+        size_t bt = (size_t)s.B * s.T;
+        float *lp = malloc(bt * sizeof(float));
+        lomo_model_forward(m, s.tokens, s.targets, s.B, s.T, &loss, NULL);
+        CHECK(lomo_model_token_logprobs(m, lp, bt) == LOMO_OK, "token_logprobs");
+        double sum = 0;
+        int kept = 0, zeros = 1;
+        for (size_t i = 0; i < bt; i++) {
+            if (s.targets[i] == -100) { zeros &= lp[i] == 0.0f; continue; }
+            sum += lp[i];
+            kept++;
+            CHECK(lp[i] < 0.0f, "log-probability must be negative");
+        }
+        CHECK(zeros && fabs(-sum / kept - loss) <= 1e-6 * fabs(loss), "%s: logprobs disagree with the loss", file);
+        CHECK(lomo_model_token_logprobs(m, lp, bt - 1) == LOMO_ERR_INVALID_ARG, "wrong length");
+        free(lp);
+    }
+
     /* every parameter gradient */
     int np = lomo_model_num_params(m);
     for (int p = 0; p < np; p++) {

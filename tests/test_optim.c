@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include "fixture.h"
 #include "runtime/lomo.h"
 
@@ -394,6 +395,105 @@ static void bad_options(run *r) {
     lomo_ctx_destroy(ctx);
 }
 
+/*
+ * Exact resume: steps 1-2, save the weights and the optimizer state, steps
+ * 3-5; then a fresh model and optimizer loaded from those files run steps
+ * 3-5 again: bitwise the same losses and weights. For every kind with state,
+ * and f16 (loss scale).
+ */
+static void resume(run *r) {
+    const lomo_optim_kind kinds[] = {LOMO_OPTIM_LOMO, LOMO_OPTIM_ADALOMO, LOMO_OPTIM_ADAMW, LOMO_OPTIM_LOMO};
+    for (int k = 0; k < 4; k++) {
+        lomo_dtype dt = k == 3 ? LOMO_F16 : LOMO_F32;
+        lomo_ctx *ctx;
+        lomo_ctx_create(&ctx, NULL);
+        lomo_optim_options o;
+        lomo_optim_options_default(&o, kinds[k]);
+        o.loss_scale_window = 2;   /* the scale changes during the run */
+        size_t bt = (size_t)r->B * r->T;
+        const int32_t *tok = fx_i32(&r->fx, "tokens", 0), *tgt = fx_i32(&r->fx, "targets", 0);
+        lomo_model *m = model_from(ctx, r, dt, 0);
+        lomo_optim *opt;
+        lomo_optim_create(&opt, m, &o);
+        lomo_step_result res;
+        float la[5], lb[5];
+        for (int s = 0; s < 2; s++) lomo_optim_step(opt, tok + s * bt, tgt + s * bt, r->B, r->T, 0.01f, &res);
+        char dir[] = "/tmp/lomo_resume_XXXXXX", path[64];
+        if (!mkdtemp(dir)) continue;
+        snprintf(path, sizeof path, "%s/optim.state", dir);
+        CHECK(lomo_optim_save(opt, path) == LOMO_OK, "optim_save: %s", lomo_last_error(ctx));
+        size_t n = lomo_model_num_weights(m), off = 0;
+        float *w = malloc(n * sizeof(float));
+        for (int p = 0; p < lomo_model_num_params(m); p++) {
+            lomo_param_info info;
+            lomo_model_param(m, p, &info);
+            lomo_model_get_param_f32(m, p, w + off, info.numel);
+            off += info.numel;
+        }
+        for (int s = 2; s < 5; s++) {
+            lomo_optim_step(opt, tok + s * bt, tgt + s * bt, r->B, r->T, 0.01f, &res);
+            la[s] = res.loss;
+        }
+        float scale_a = lomo_optim_loss_scale(opt);
+
+        lomo_model *m2 = model_from(ctx, r, dt, 1);
+        off = 0;
+        for (int p = 0; p < lomo_model_num_params(m2); p++) {
+            lomo_param_info info;
+            lomo_model_param(m2, p, &info);
+            lomo_model_set_param_f32(m2, p, w + off, info.numel);
+            off += info.numel;
+        }
+        lomo_optim *opt2;
+        lomo_optim_create(&opt2, m2, &o);
+        CHECK(lomo_optim_load(opt2, path) == LOMO_OK, "optim_load: %s", lomo_last_error(ctx));
+        CHECK(lomo_optim_steps(opt2) == 2, "restored step count %lld", (long long)lomo_optim_steps(opt2));
+        for (int s = 2; s < 5; s++) {
+            lomo_optim_step(opt2, tok + s * bt, tgt + s * bt, r->B, r->T, 0.01f, &res);
+            lb[s] = res.loss;
+        }
+        CHECK(memcmp(la + 2, lb + 2, 3 * sizeof(float)) == 0 && scale_a == lomo_optim_loss_scale(opt2),
+              "%s (%s): resumed run differs", lomo_optim_kind_name(kinds[k]), lomo_dtype_name(dt));
+        int same = 1;
+        for (int p = 0; p < lomo_model_num_params(m); p++) {
+            lomo_param_info a, b;
+            lomo_model_param(m, p, &a);
+            lomo_model_param(m2, p, &b);
+            same &= memcmp(a.data, b.data, a.numel * lomo_dtype_size(dt)) == 0;
+        }
+        CHECK(same, "%s (%s): resumed weights differ", lomo_optim_kind_name(kinds[k]), lomo_dtype_name(dt));
+
+        /* a state of another kind, or a damaged file, is refused and changes nothing */
+        lomo_optim_options other;
+        lomo_optim_options_default(&other, kinds[k] == LOMO_OPTIM_ADAMW ? LOMO_OPTIM_LOMO : LOMO_OPTIM_ADAMW);
+        lomo_optim *opt3;
+        lomo_optim_create(&opt3, m2, &other);
+        CHECK(lomo_optim_load(opt3, path) == LOMO_ERR_FORMAT && strstr(lomo_last_error(ctx), "kind"),
+              "wrong kind: %s", lomo_last_error(ctx));
+        lomo_optim_destroy(opt3);
+        FILE *f = fopen(path, "r+b");
+        if (f) {
+            fseek(f, 0, SEEK_END);
+            long len = ftell(f);
+            fclose(f);
+            CHECK(truncate(path, len - 1) == 0, "truncate");
+            int64_t before = lomo_optim_steps(opt2);
+            lomo_status ls = lomo_optim_load(opt2, path);
+            CHECK(ls == LOMO_ERR_FORMAT && strstr(lomo_last_error(ctx), path) && lomo_optim_steps(opt2) == before,
+                  "truncated state: %s", lomo_last_error(ctx));
+        }
+        CHECK(lomo_optim_load(opt2, "/nonexistent/state") == LOMO_ERR_IO, "missing file");
+        remove(path);
+        rmdir(dir);
+        free(w);
+        lomo_optim_destroy(opt);
+        lomo_optim_destroy(opt2);
+        lomo_model_destroy(m);
+        lomo_model_destroy(m2);
+        lomo_ctx_destroy(ctx);
+    }
+}
+
 static void test_file(const char *file) {
     printf("== %s\n", file);
     run r;
@@ -416,6 +516,7 @@ static void test_file(const char *file) {
     loss_scaler(&r);
     gradient_memory(&r);
     bad_options(&r);
+    resume(&r);
     fx_free(&r.fx);
 }
 

@@ -1,0 +1,62 @@
+/*
+ * plan.c: the memory plan, computed from the shapes alone with the same
+ * layout rules the model and the engine allocate by, so a user knows before
+ * loading whether a model fits (`lomo plan`).
+ */
+#include <stdlib.h>
+#include "model.h"
+
+static size_t round_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
+
+lomo_status lomo_plan_memory(lomo_ctx *ctx, const lomo_llama_config *cfg, const lomo_model_options *mo,
+                             const lomo_optim_options *oo, int B, int T, lomo_plan *out) {
+    if (!ctx || !cfg || !out) return lomo_fail(ctx, LOMO_ERR_INVALID_ARG, "plan: NULL argument");
+    if (B <= 0 || T <= 0) return lomo_fail(ctx, LOMO_ERR_INVALID_ARG, "plan: batch %d x seq %d must be positive", B, T);
+    if (T > cfg->max_position_embeddings)
+        return lomo_fail(ctx, LOMO_ERR_INVALID_ARG, "plan: seq %d exceeds max_position_embeddings %d", T,
+                         cfg->max_position_embeddings);
+    lomo_model_options o = mo ? *mo : (lomo_model_options){0};
+    lomo_model m;
+    lomo_status st = model_shape(&m, ctx, cfg, o.dtype, o.checkpointing);
+    if (st) return st;
+    *out = (lomo_plan){0};
+    size_t C = (size_t)cfg->hidden_size, V = (size_t)cfg->vocab_size, BT = (size_t)B * T, L = (size_t)cfg->num_hidden_layers;
+    size_t max_linear = 0, max_matrix = 0;
+    for (int p = 0; p < m.nparams; p++) {
+        const param_desc *d = &m.params[p];
+        if (d->kind != LOMO_PARAM_NORM && d->numel > max_matrix) max_matrix = d->numel;
+        if (d->kind == LOMO_PARAM_LINEAR && d->numel > max_linear) max_linear = d->numel;
+    }
+    out->weights = m.weights_bytes;
+    size_t rope_n = (size_t)cfg->max_position_embeddings * (size_t)(m.head_dim / 2);
+    out->scratch = (2 * rope_n + (o.dtype == LOMO_F32 ? 0 : max_matrix) + C) * sizeof(float);
+    out->activations = model_activation_bytes(&m, B, T);
+    if (oo) {
+        int full = oo->kind == LOMO_OPTIM_SGD || oo->kind == LOMO_OPTIM_ADAMW;
+        int scaling = oo->loss_scaling == -1 ? o.dtype == LOMO_F16 : oo->loss_scaling;
+        int measuring = !full && (oo->clip_grad_norm > 0 || scaling || oo->guard_nonfinite);
+        /* the model's gradient buffer: the embedding's rows, or dense when tied or for adalomo */
+        int dense = cfg->tie_word_embeddings || oo->kind == LOMO_OPTIM_ADALOMO;
+        size_t Cp = round_up(C, 16);
+        out->gradients = dense ? (Cp + V * C) * sizeof(float) : (Cp + BT * C) * sizeof(float) + 2 * BT * sizeof(int32_t);
+        if (oo->kind == LOMO_OPTIM_ADALOMO || oo->clip_grad_value > 0 ||
+            (measuring && oo->norm_method == LOMO_NORM_FORM_GRAD))
+            out->gradients += max_linear * sizeof(float);
+        for (int p = 0; p < m.nparams; p++) {
+            const param_desc *d = &m.params[p];
+            if (full) out->gradients += round_up(d->numel, 16) * sizeof(float);
+            if (oo->kind == LOMO_OPTIM_ADAMW) out->optimizer += round_up(2 * d->numel, 16) * sizeof(float);
+            if (oo->kind == LOMO_OPTIM_ADALOMO)
+                out->optimizer += round_up(d->ndim == 2 ? (size_t)(d->shape[0] + d->shape[1]) : d->numel, 16) *
+                                  sizeof(float);
+        }
+        if (measuring) {
+            /* the recorded pass, and the Gram matrices of the norm */
+            out->activations += (2 * L + 1) * (BT * C + C) * sizeof(float);
+            if (oo->norm_method != LOMO_NORM_FORM_GRAD) out->scratch += 2 * BT * BT * sizeof(float);
+        }
+    }
+    out->total = out->weights + out->activations + out->gradients + out->optimizer + out->scratch;
+    free(m.params);
+    return LOMO_OK;
+}

@@ -1,0 +1,82 @@
+/*
+ * test_plan.c: the memory plan equals what a real step accounts, category by
+ * category, for inference and every optimizer, f32 and bf16, with and
+ * without checkpointing, tied and untied.
+ */
+#include <stdio.h>
+#include <string.h>
+#include "fixture.h"
+#include "runtime/lomo.h"
+
+static void check(lomo_ctx *ctx, const lomo_llama_config *c, lomo_dtype dt, int ckpt, const lomo_optim_options *oo,
+                  const char *what) {
+    int B = 2, T = 12;
+    lomo_model_options mo = {.dtype = dt, .checkpointing = ckpt, .seed = 5};
+    lomo_plan plan;
+    CHECK(lomo_plan_memory(ctx, c, &mo, oo, B, T, &plan) == LOMO_OK, "plan: %s", lomo_last_error(ctx));
+    lomo_model *m;
+    lomo_model_create(&m, ctx, c, &mo);
+    lomo_optim *opt = NULL;
+    if (oo) lomo_optim_create(&opt, m, oo);
+    int32_t tok[24], tgt[24];
+    for (int i = 0; i < B * T; i++) {
+        tok[i] = (i * 7 + 3) % c->vocab_size;
+        tgt[i] = i % 5 ? (i * 11) % c->vocab_size : -100;
+    }
+    float loss;
+    lomo_step_result r;
+    for (int s = 0; s < 2; s++) {
+        if (opt) lomo_optim_step(opt, tok, tgt, B, T, 0.01f, &r);
+        else lomo_model_forward(m, tok, tgt, B, T, &loss, NULL);
+    }
+    lomo_mem_stats st;
+    lomo_mem_get_stats(ctx, &st);
+    size_t want[LOMO_MEM_COUNT] = {plan.weights, plan.activations, plan.gradients, plan.optimizer, plan.scratch};
+    for (int k = 0; k < LOMO_MEM_COUNT; k++)
+        CHECK(st.peak[k] == want[k], "%s (%s, ckpt %d, tied %d): %s planned %zu, accounted %zu", what,
+              lomo_dtype_name(dt), ckpt, c->tie_word_embeddings, lomo_mem_category_name((lomo_mem_category)k),
+              want[k], st.peak[k]);
+    CHECK(plan.total >= st.peak_total, "%s: plan total %zu below the accounted peak %zu", what, plan.total,
+          st.peak_total);
+    lomo_optim_destroy(opt);
+    lomo_model_destroy(m);
+    lomo_mem_reset_peak(ctx);
+}
+
+int main(void) {
+    lomo_ctx *ctx;
+    lomo_ctx_create(&ctx, NULL);
+    lomo_llama_config c = {.hidden_size = 48, .intermediate_size = 136, .num_hidden_layers = 2,
+                           .num_attention_heads = 6, .num_key_value_heads = 2, .vocab_size = 211,
+                           .max_position_embeddings = 32, .rms_norm_eps = 1e-6, .rope_theta = 1e4};
+    for (int tied = 0; tied <= 1; tied++) {
+        c.tie_word_embeddings = tied;
+        for (int dt = LOMO_F32; dt <= LOMO_BF16; dt++) {
+            for (int ckpt = 0; ckpt <= 1; ckpt++) {
+                check(ctx, &c, (lomo_dtype)dt, ckpt, NULL, "inference");
+                lomo_optim_options o;
+                const char *names[] = {"lomo", "adalomo", "sgd", "adamw"};
+                for (int k = LOMO_OPTIM_LOMO; k <= LOMO_OPTIM_ADAMW; k++) {
+                    lomo_optim_options_default(&o, (lomo_optim_kind)k);
+                    check(ctx, &c, (lomo_dtype)dt, ckpt, &o, names[k]);
+                }
+                lomo_optim_options_default(&o, LOMO_OPTIM_LOMO);
+                o.clip_grad_norm = 1.0f;
+                o.norm_method = LOMO_NORM_GRAM;
+                check(ctx, &c, (lomo_dtype)dt, ckpt, &o, "lomo + clip_grad_norm (Gram)");
+                o.norm_method = LOMO_NORM_FORM_GRAD;
+                check(ctx, &c, (lomo_dtype)dt, ckpt, &o, "lomo + clip_grad_norm (form dW)");
+                lomo_optim_options_default(&o, LOMO_OPTIM_LOMO);
+                o.clip_grad_value = 0.1f;
+                check(ctx, &c, (lomo_dtype)dt, ckpt, &o, "lomo + clip_grad_value");
+            }
+        }
+    }
+    lomo_plan p;
+    c.tie_word_embeddings = 0;
+    CHECK(lomo_plan_memory(ctx, &c, NULL, NULL, 1, 33, &p) == LOMO_ERR_INVALID_ARG, "seq beyond max positions");
+    c.hidden_size = 0;
+    CHECK(lomo_plan_memory(ctx, &c, NULL, NULL, 1, 8, &p) == LOMO_ERR_CONFIG, "bad config");
+    lomo_ctx_destroy(ctx);
+    return test_summary("test_plan");
+}
