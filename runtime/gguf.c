@@ -543,7 +543,7 @@ static lomo_status get_int(const gguf_file *f, const char *key, const char *expe
     lomo_status st = lookup(f, key, &kv);
     if (st) return st;
     if (!vtype_is_int(kv->type)) return wrong_type(f, kv, expected);
-    int64_t v;
+    int64_t v = 0;
     if (gguf_scalar_as_i64(f, kv->value, kv->type, &v) || v < lo || v > hi) {
         if (kv->type == GGUF_UINT64)
             return lomo_fail(f->ctx, LOMO_ERR_FORMAT, "%s: key %s: %llu does not fit in %s", f->name, key,
@@ -556,14 +556,14 @@ static lomo_status get_int(const gguf_file *f, const char *key, const char *expe
 }
 
 lomo_status gguf_get_u32(const gguf_file *f, const char *key, uint32_t *out) {
-    int64_t v;
+    int64_t v = 0;
     lomo_status st = get_int(f, key, "UINT32", 0, UINT32_MAX, &v);
     if (!st) *out = (uint32_t)v;
     return st;
 }
 
 lomo_status gguf_get_i32(const gguf_file *f, const char *key, int32_t *out) {
-    int64_t v;
+    int64_t v = 0;
     lomo_status st = get_int(f, key, "INT32", INT32_MIN, INT32_MAX, &v);
     if (!st) *out = (int32_t)v;
     return st;
@@ -581,7 +581,7 @@ lomo_status gguf_get_u64(const gguf_file *f, const char *key, uint64_t *out) {
         *out = gguf_read_u64(f, kv->value);
         return LOMO_OK;
     }
-    int64_t v;
+    int64_t v = 0;
     st = get_int(f, key, "UINT64", 0, INT64_MAX, &v);
     if (!st) *out = (uint64_t)v;
     return st;
