@@ -990,6 +990,9 @@ typedef struct strlist {
 
 static void strlist_free(strlist *l) { free(l->text.s), free(l->off), free(l->len); }
 
+/* String i; "" rather than an offset from NULL while no byte has been stored yet. */
+static const char *strlist_at(const strlist *l, size_t i) { return l->text.s ? l->text.s + l->off[i] : ""; }
+
 /* Starts a new string at the end of the buffer; bytes added to l->text after it belong to it. */
 static int strlist_open(strlist *l) {
     if (l->n == l->cap) {
@@ -1089,7 +1092,7 @@ static int dec_apply(const tok_dec_step *st, const strlist *a, strlist *o) {
         buf raw = {0};
         int rc = 0;
         for (size_t i = 0; i < a->n && !rc; i++) {
-            const unsigned char *x = (const unsigned char *)a->text.s + a->off[i];
+            const unsigned char *x = (const unsigned char *)strlist_at(a, i);
             size_t n = a->len[i], start = raw.n, j = 0;
             while (j < n && !rc) {
                 uint32_t cp;
@@ -1113,7 +1116,7 @@ static int dec_apply(const tok_dec_step *st, const strlist *a, strlist *o) {
     }
     case TOK_DEC_REPLACE:
         for (size_t i = 0; i < a->n; i++) {
-            if (strlist_open(o) || replace_into(&o->text, a->text.s + a->off[i], a->len[i], st->a, st->b)) return -1;
+            if (strlist_open(o) || replace_into(&o->text, strlist_at(a, i), a->len[i], st->a, st->b)) return -1;
             strlist_close(o);
         }
         return 0;
@@ -1121,13 +1124,13 @@ static int dec_apply(const tok_dec_step *st, const strlist *a, strlist *o) {
         buf bytes = {0};
         int rc = 0;
         for (size_t i = 0; i < a->n && !rc; i++) {
-            int b = byte_token(a->text.s + a->off[i], a->len[i]);
+            int b = byte_token(strlist_at(a, i), a->len[i]);
             if (b >= 0) {
                 unsigned char ub = (unsigned char)b;
                 rc = buf_add(&bytes, &ub, 1);
             } else {
                 rc = flush_bytes(o, &bytes);
-                if (!rc) rc = strlist_push(o, a->text.s + a->off[i], a->len[i]);
+                if (!rc) rc = strlist_push(o, strlist_at(a, i), a->len[i]);
             }
         }
         if (!rc) rc = flush_bytes(o, &bytes);
@@ -1137,13 +1140,13 @@ static int dec_apply(const tok_dec_step *st, const strlist *a, strlist *o) {
     case TOK_DEC_FUSE:
         if (strlist_open(o)) return -1;
         for (size_t i = 0; i < a->n; i++)
-            if (buf_add(&o->text, a->text.s + a->off[i], a->len[i])) return -1;
+            if (buf_add(&o->text, strlist_at(a, i), a->len[i])) return -1;
         strlist_close(o);
         return 0;
     case TOK_DEC_STRIP: {
         size_t cn = strlen(st->a);
         for (size_t i = 0; i < a->n; i++) {
-            const char *x = a->text.s + a->off[i];
+            const char *x = strlist_at(a, i);
             size_t lo = 0, hi = a->len[i];
             for (int k = 0; k < st->start && cn && lo + cn <= hi && memcmp(x + lo, st->a, cn) == 0; k++) lo += cn;
             for (int k = 0; k < st->stop && cn && hi >= lo + cn && memcmp(x + hi - cn, st->a, cn) == 0; k++) hi -= cn;
@@ -1154,7 +1157,7 @@ static int dec_apply(const tok_dec_step *st, const strlist *a, strlist *o) {
     case TOK_DEC_METASPACE: {
         size_t rn = strlen(st->a);
         for (size_t i = 0; i < a->n; i++) {
-            const char *x = a->text.s + a->off[i];
+            const char *x = strlist_at(a, i);
             size_t n = a->len[i];
             if (strlist_open(o)) return -1;
             for (size_t j = 0; j < n;) {
@@ -1197,7 +1200,7 @@ lomo_status lomo_tokenizer_decode(lomo_tokenizer *t, const int32_t *ids, size_t 
         /* HF without a decoder joins the tokens with spaces */
         if (strlist_open(&b)) goto oom;
         for (size_t i = 0; i < a.n; i++)
-            if ((i && buf_add(&b.text, " ", 1)) || buf_add(&b.text, a.text.s + a.off[i], a.len[i])) goto oom;
+            if ((i && buf_add(&b.text, " ", 1)) || buf_add(&b.text, strlist_at(&a, i), a.len[i])) goto oom;
         strlist_close(&b);
         strlist tmp = a;
         a = b, b = tmp;
@@ -1212,7 +1215,7 @@ lomo_status lomo_tokenizer_decode(lomo_tokenizer *t, const int32_t *ids, size_t 
     buf res = {0};
     if (buf_reserve(&res, 0)) goto oom;
     for (size_t i = 0; i < a.n; i++)
-        if (buf_add(&res, a.text.s + a.off[i], a.len[i])) {
+        if (buf_add(&res, strlist_at(&a, i), a.len[i])) {
             free(res.s);
             goto oom;
         }

@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(cmake make gcc libc6-dev pkg-config libopenblas-openmp-dev libjansson-dev libpcre2-dev)
+packages=(cmake make gcc libc6-dev pkg-config libopenblas-openmp-dev libjansson-dev libpcre2-dev
+          liblua5.4-dev libyaml-dev libreadline-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,0 +1,232 @@
+-- lomo.prompts: `{field}` templates, the SuperGLUE prompts of the LOMO paper, and chat
+-- templates (ChatML, as SmolLM2 uses it).
+
+local M = {}
+
+local function fail(who, fmt, ...)
+  error(who .. ": " .. string.format(fmt, ...), 3)
+end
+
+-- render(template, fields): replaces {name} by tostring(fields.name); {{ and }} are literal
+-- braces. A missing field is an error naming it.
+function M.render(template, fields)
+  local who = "lomo.prompts.render"
+  if type(template) ~= "string" then fail(who, "template must be a string") end
+  fields = fields or {}
+  local out = {}
+  local i, n = 1, #template
+  while i <= n do
+    local c = template:sub(i, i)
+    if c == "{" and template:sub(i + 1, i + 1) == "{" then
+      out[#out + 1] = "{"
+      i = i + 2
+    elseif c == "}" and template:sub(i + 1, i + 1) == "}" then
+      out[#out + 1] = "}"
+      i = i + 2
+    elseif c == "{" then
+      local j = template:find("}", i + 1, true)
+      if not j then fail(who, "unclosed '{' at position %d", i) end
+      local name = template:sub(i + 1, j - 1)
+      if not name:match("^[%w_%.]+$") then fail(who, "bad field name '{%s}'", name) end
+      local v = fields[name]
+      if v == nil then fail(who, "missing field '%s'", name) end
+      out[#out + 1] = tostring(v)
+      i = j + 1
+    elseif c == "}" then
+      fail(who, "unmatched '}' at position %d", i)
+    else
+      local j = template:find("[{}]", i) or (n + 1)
+      out[#out + 1] = template:sub(i, j - 1)
+      i = j
+    end
+  end
+  return table.concat(out)
+end
+
+-- fields(template): the field names a template uses, in order of first use.
+function M.fields(template)
+  local seen, out = {}, {}
+  local s = template:gsub("{{", ""):gsub("}}", "")
+  for name in s:gmatch("{([%w_%.]+)}") do
+    if not seen[name] then seen[name] = true out[#out + 1] = name end
+  end
+  return out
+end
+
+---------------------------------------------------------------------------------------------
+-- SuperGLUE, as the LOMO paper prompts it (OpenLMLab/LOMO, src/mydatasets.py and prompts.py).
+-- "brown" format: each part on its own line, then "Answer: " and the label's word:
+--     source = part1 .. "\n" .. part2 .. "\n" .. "Answer: ",   target = choices[answer]
+-- COPA uses the "natural" format, as the paper did: the premise runs straight into the choice.
+-- A part is a string or {tag=, text=} (printed "tag: text").
+-- Labels are SuperGLUE's 0/1 (booleans accepted); `answer` is the 1-based choice index.
+
+local function label_index(row, task, n_choices)
+  local l = row.label
+  if l == true then l = 1 elseif l == false then l = 0 end
+  if type(l) == "string" then l = tonumber(l) end
+  local li = math.tointeger(l)
+  if li == nil or li < 0 or li >= n_choices then
+    fail("lomo.prompts.superglue", "%s: field 'label' must be 0..%d, got %s", task, n_choices - 1, tostring(row.label))
+  end
+  return li + 1
+end
+
+local function need(row, task, ...)
+  for i = 1, select("#", ...) do
+    local f = select(i, ...)
+    if row[f] == nil then fail("lomo.prompts.superglue", "%s: missing field '%s'", task, f) end
+  end
+end
+
+M.superglue_tasks = {
+  rte = {
+    fields = {"premise", "hypothesis"}, choices = {"Yes", "No"},
+    parts = function(r) return {r.premise .. '\nDoes this mean that "' .. r.hypothesis .. '" is true? Yes or No?'} end,
+  },
+  boolq = {
+    fields = {"passage", "question"}, choices = {"No", "Yes"},
+    parts = function(r) return {r.passage .. " " .. r.question} end,
+  },
+  wsc = {
+    fields = {"text", "span1_text", "span2_text"}, choices = {"No", "Yes"},
+    parts = function(r)
+      return {r.text .. '\nIn the previous sentence, does the pronoun "' .. r.span2_text ..
+              '" refer to "' .. r.span1_text .. '"? Yes or No?'}
+    end,
+  },
+  wic = {
+    fields = {"word", "sentence1", "sentence2"}, choices = {"No", "Yes"},
+    parts = function(r)
+      return {'Does the word "' .. r.word .. '" have the same meaning in these two sentences? Yes, No?\n' ..
+              r.sentence1 .. "\n" .. r.sentence2}
+    end,
+  },
+  multirc = {
+    fields = {"paragraph", "question", "answer"}, choices = {"No", "Yes"},
+    parts = function(r)
+      return {r.paragraph, {tag = "Question", text = r.question},
+              'I found this answer "' .. r.answer .. '". Is that correct? Yes or No?'}
+    end,
+  },
+  copa = {
+    fields = {"premise", "question", "choice1", "choice2"}, format = "natural",
+    choices = function(r) return {r.choice1, r.choice2} end,
+    parts = function(r)
+      return {r.premise .. (r.question == "effect" and " so " or " because ")}
+    end,
+  },
+}
+
+local function part_text(p)
+  if type(p) == "table" then
+    if p.tag then return p.tag .. ": " .. p.text end
+    return p.text
+  end
+  return p
+end
+
+-- brown(parts): the brown-format source for prompt parts.
+function M.brown(parts)
+  local s = {}
+  for i, p in ipairs(parts) do s[i] = part_text(p) .. "\n" end
+  return table.concat(s) .. "Answer: "
+end
+
+-- natural(parts, choices): the natural-format source (choices listed only when given).
+function M.natural(parts, choices)
+  local s = {}
+  for i, p in ipairs(parts) do s[i] = part_text(p) .. "\n" end
+  if choices then
+    for i, c in ipairs(choices) do s[#s + 1] = string.char(64 + i) .. ". " .. c .. "\n" end
+  end
+  return (table.concat(s):gsub("\n+$", ""))
+end
+
+-- superglue(task, row [, {format = "brown"|"natural"}]):
+--   {source=, target= (the answer's text), choices=, answer= (1-based)}
+function M.superglue(task, row, opts)
+  local who = "lomo.prompts.superglue"
+  local spec = M.superglue_tasks[task]
+  if not spec then fail(who, "unknown task '%s' (rte, boolq, wsc, wic, multirc, copa)", tostring(task)) end
+  if type(row) ~= "table" then fail(who, "%s: row must be a table", task) end
+  need(row, task, table.unpack(spec.fields))
+  local choices = spec.choices
+  if type(choices) == "function" then choices = choices(row) end
+  local answer = label_index(row, task, #choices)
+  local parts = spec.parts(row)
+  local format = (opts and opts.format) or spec.format or "brown"
+  local source
+  if format == "brown" then
+    source = M.brown(parts)
+  elseif format == "natural" then
+    source = M.natural(parts)
+  else
+    fail(who, "unknown format '%s'", tostring(format))
+  end
+  return {source = source, target = choices[answer], choices = choices, answer = answer}
+end
+
+---------------------------------------------------------------------------------------------
+-- Chat templates. ChatML: "<|im_start|>role\ncontent<|im_end|>\n" per message;
+-- "smollm2" is ChatML plus SmolLM2's default system message when none is given.
+
+M.SMOLLM2_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+
+local function check_messages(messages, who)
+  if type(messages) ~= "table" or #messages == 0 then fail(who, "messages must be a non-empty array") end
+  for i, msg in ipairs(messages) do
+    if type(msg) ~= "table" or type(msg.role) ~= "string" or type(msg.content) ~= "string" then
+      fail(who, "message %d must be {role = string, content = string}", i)
+    end
+  end
+end
+
+-- chat(messages, {template = "chatml"|"smollm2", add_generation_prompt = false, system = s})
+function M.chat(messages, opts)
+  local who = "lomo.prompts.chat"
+  opts = opts or {}
+  check_messages(messages, who)
+  local template = opts.template or "chatml"
+  if template ~= "chatml" and template ~= "smollm2" then
+    fail(who, "unknown template '%s' (chatml, smollm2)", tostring(template))
+  end
+  local out = {}
+  local system = opts.system
+  if system == nil and template == "smollm2" then system = M.SMOLLM2_SYSTEM end
+  if system and messages[1].role ~= "system" then
+    out[#out + 1] = "<|im_start|>system\n" .. system .. "<|im_end|>\n"
+  end
+  for _, msg in ipairs(messages) do
+    out[#out + 1] = "<|im_start|>" .. msg.role .. "\n" .. msg.content .. "<|im_end|>\n"
+  end
+  if opts.add_generation_prompt then out[#out + 1] = "<|im_start|>assistant\n" end
+  return table.concat(out)
+end
+
+-- chat_example(messages, opts): {prompt=, answer=} for training on the last message, which
+-- must be the assistant's: the prompt ends with "<|im_start|>assistant\n", the answer is the
+-- reply and its "<|im_end|>" (SmolLM2's end-of-turn, which is also its EOS). Feed it to
+-- lomo.data.example with eos = false.
+function M.chat_example(messages, opts)
+  local who = "lomo.prompts.chat_example"
+  check_messages(messages, who)
+  local last = messages[#messages]
+  if last.role ~= "assistant" then fail(who, "the last message must be the assistant's") end
+  local head = {}
+  for i = 1, #messages - 1 do head[i] = messages[i] end
+  local o = {}
+  for k, v in pairs(opts or {}) do o[k] = v end
+  o.add_generation_prompt = true
+  local prompt
+  if #head == 0 then
+    local sys = o.system
+    if sys == nil and o.template == "smollm2" then sys = M.SMOLLM2_SYSTEM end
+    prompt = (sys and ("<|im_start|>system\n" .. sys .. "<|im_end|>\n") or "") .. "<|im_start|>assistant\n"
+  else
+    prompt = M.chat(head, o)
+  end
+  return {prompt = prompt, answer = last.content .. "<|im_end|>"}
+end
+
+return M

@@ -1,0 +1,118 @@
+-- lomo.util: the few operating-system services the recipe library needs. Each uses the
+-- bindings (require "lomo") when they are loaded and falls back to plain Lua otherwise,
+-- so the library runs, and is tested, under a stock lua5.4.
+
+local M = {}
+
+local bindings_cache -- false: looked for and absent
+
+-- bindings(): the lomo C module, or nil (and the reason) when it cannot be loaded.
+function M.bindings()
+  if bindings_cache == nil then
+    local ok, mod = pcall(require, "lomo")
+    if ok and type(mod) == "table" then
+      bindings_cache = mod
+    else
+      bindings_cache = false
+      M.bindings_error = tostring(mod)
+    end
+  end
+  return bindings_cache or nil, M.bindings_error
+end
+
+-- json(explicit): {encode=, decode=}; explicit wins, then lomo.json.
+function M.json(explicit, who)
+  if explicit ~= nil then
+    if type(explicit) ~= "table" or type(explicit.encode) ~= "function"
+       or type(explicit.decode) ~= "function" then
+      error((who or "lomo") .. ": json must be a table with encode and decode functions", 3)
+    end
+    return explicit
+  end
+  local b = M.bindings()
+  if b and b.json then return b.json end
+  error((who or "lomo") .. ": JSON needs the lomo bindings (lomo.json) or an explicit json = {encode=, decode=}", 3)
+end
+
+function M.shell_quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+function M.exists(path)
+  local f = io.open(path, "rb")
+  if f then f:close() return true end
+  return false
+end
+
+function M.read_file(path)
+  local f, err = io.open(path, "rb")
+  if not f then return nil, err end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+-- atomic_write(path, s): readers see the old file or the new one, never a torn write.
+function M.atomic_write(path, s)
+  local b = M.bindings()
+  if b and b.atomic_write then
+    b.atomic_write(path, s)
+    return true
+  end
+  local tmp = path .. ".tmp"
+  local f, err = io.open(tmp, "wb")
+  if not f then error("atomic_write: " .. tostring(err), 2) end
+  local ok, werr = f:write(s)
+  if ok then ok, werr = f:flush() end
+  f:close()
+  if not ok then
+    os.remove(tmp)
+    error("atomic_write: " .. path .. ": " .. tostring(werr), 2)
+  end
+  local rok, rerr = os.rename(tmp, path)
+  if not rok then
+    os.remove(tmp)
+    error("atomic_write: " .. path .. ": " .. tostring(rerr), 2)
+  end
+  return true
+end
+
+-- mkdir_p(dir): creates dir and its parents (lomo.mkdir when the bindings have it).
+function M.mkdir_p(dir)
+  local b = M.bindings()
+  if b and b.mkdir then
+    b.mkdir(dir)
+    return true
+  end
+  local ok = os.execute("mkdir -p " .. M.shell_quote(dir))
+  if not ok then error("mkdir: cannot create directory " .. dir, 2) end
+  return true
+end
+
+-- remove_tree(dir): rm -r of a checkpoint directory (no bindings call exists for it).
+function M.remove_tree(dir)
+  return os.execute("rm -rf " .. M.shell_quote(dir))
+end
+
+function M.clock()
+  local b = M.bindings()
+  if b and b.clock then return b.clock() end
+  return os.clock()
+end
+
+function M.join(a, b)
+  if a == "" or b:sub(1, 1) == "/" then return b end
+  if a:sub(-1) == "/" then return a .. b end
+  return a .. "/" .. b
+end
+
+function M.dirname(path)
+  return path:match("^(.*)/[^/]*$") or "."
+end
+
+-- check(cond, who, fmt, ...): argument checking with messages that name the caller.
+function M.fail(who, fmt, ...)
+  error(who .. ": " .. string.format(fmt, ...), 3)
+end
+
+return M

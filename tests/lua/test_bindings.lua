@@ -1,0 +1,488 @@
+-- Tests of the lomo bindings: error paths (bad arguments, closed handles, bad
+-- YAML, missing files, wrong token ids), json and yaml, and a tiny end-to-end
+-- run (random model, forward, LOMO steps, save/load, optimizer state).
+-- Self-contained: returns a table of named test functions; a test fails by raising.
+local lomo = require "lomo"
+
+local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
+local fixtures = here .. "/../fixtures"
+
+local T = {}
+
+-- ---- helpers ----
+
+local function fails(fn, pattern, ...)
+  local ok, err = pcall(fn, ...)
+  if ok then error("expected an error matching '" .. pattern .. "', got success", 2) end
+  err = tostring(err)
+  if not err:find(pattern, 1, true) then
+    error(("expected an error containing '%s', got: %s"):format(pattern, err), 2)
+  end
+  return err
+end
+
+local function eq(a, b, what)
+  if a ~= b then error(("%s: expected %s, got %s"):format(what or "value", tostring(b), tostring(a)), 2) end
+end
+
+local function near(a, b, tol, what)
+  if math.abs(a - b) > tol * math.max(1, math.abs(b)) then
+    error(("%s: expected %.9g, got %.9g"):format(what or "value", b, a), 2)
+  end
+end
+
+local function truthy(v, what)
+  if not v then error((what or "condition") .. " is false", 2) end
+end
+
+local function tmpname(suffix)
+  local p = os.tmpname()
+  os.remove(p)
+  return p .. (suffix or "")
+end
+
+local function write_file(path, s)
+  local f = assert(io.open(path, "wb"))
+  f:write(s)
+  f:close()
+end
+
+local function read_file(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+local function remove_dir(dir)
+  for _, f in ipairs{"config.json", "model.safetensors"} do os.remove(dir .. "/" .. f) end
+  os.remove(dir)
+end
+
+local CFG = {hidden_size = 16, intermediate_size = 32, num_hidden_layers = 2, num_attention_heads = 2,
+             num_key_value_heads = 1, vocab_size = 32, max_position_embeddings = 64}
+
+local function tiny(ctx, opts)
+  return lomo.model(ctx, CFG, opts or {seed = 7})
+end
+
+-- a repeating pattern the model can learn: next token = (token + 3) % 32
+local function batch()
+  local tokens, targets = {}, {}
+  for b = 1, 2 do
+    local row, tgt = {}, {}
+    for t = 1, 8 do
+      local id = (b * 5 + t * 3) % 32
+      row[t] = id
+      tgt[t] = (id + 3) % 32
+    end
+    tgt[1] = -100
+    tokens[b], targets[b] = row, tgt
+  end
+  return tokens, targets
+end
+
+-- ---- module ----
+
+function T.module_fields()
+  eq(lomo.version, "0.1.0", "lomo.version")
+  eq(type(lomo.path), "string", "lomo.path")
+  truthy(package.path:find(lomo.path .. "/?.lua", 1, true), "scripts/ on package.path")
+  truthy(lomo.clock() > 0, "clock")
+  truthy(lomo.peak_rss() > 0, "peak_rss")
+  eq(type(lomo.interrupted()), "boolean", "interrupted")
+end
+
+function T.atomic_write()
+  local p = tmpname(".txt")
+  lomo.atomic_write(p, "one\0two")
+  eq(read_file(p), "one\0two", "contents")
+  lomo.atomic_write(p, "three")
+  eq(read_file(p), "three", "rewritten")
+  os.remove(p)
+  fails(lomo.atomic_write, "/nonexistent/dir/x", "/nonexistent/dir/x", "s")
+end
+
+-- ---- bad arguments ----
+
+function T.bad_context_arguments()
+  fails(lomo.context, "threads", {threads = -1})
+  fails(lomo.context, "unknown option 'thread'", {thread = 2})
+  fails(lomo.context, "'threads' must be an integer", {threads = "two"})
+end
+
+function T.bad_model_arguments()
+  local ctx = lomo.context()
+  fails(lomo.model, "lomo.context", {}, CFG)
+  fails(lomo.model, "config must be a table", ctx, "cfg")
+  local c = {}
+  for k, v in pairs(CFG) do c[k] = v end
+  c.intermediate_size = nil
+  fails(lomo.model, "'intermediate_size' is missing", ctx, c)
+  c.intermediate_size = 2.5
+  fails(lomo.model, "'intermediate_size' must be an integer", ctx, c)
+  c.intermediate_size = 32
+  c.num_attention_heads = 3   -- 16 is not divisible by 3
+  fails(lomo.model, "num_attention_heads", ctx, c)
+  fails(lomo.model, "dtype must be", ctx, CFG, {dtype = "f8"})
+  fails(lomo.model, "unknown option 'dtypes'", ctx, CFG, {dtypes = "f32"})
+  fails(lomo.model, "'checkpointing' must be a boolean", ctx, CFG, {checkpointing = 1})
+  local m = tiny(ctx)
+  fails(m.forward, "tokens must be an array", m, "abc")
+  fails(m.forward, "tokens[2] has 2 ids", m, {{1, 2, 3}, {1, 2}})
+  fails(m.forward, "targets has 1 rows, tokens have 2", m, {{1, 2}, {3, 4}}, {{1, 2}})
+  fails(m.get, "no parameter named 'nope'", m, "nope")
+  fails(m.set, "has 16 values, got 2", m, "model.norm.weight", {1, 2})
+  fails(lomo.optimizer, "name must be", m, {name = "adam"})
+  fails(lomo.optimizer, "unknown option 'lr'", m, {lr = 0.1})
+  local opt = lomo.optimizer(m)
+  local tokens, targets = batch()
+  fails(opt.step, "lr must be", opt, tokens, targets, -1)
+  fails(opt.step, "lr must be a number, got nil", opt, tokens, targets)
+  fails(lomo.plan, "needs 'config'", {seq = 8})
+  fails(lomo.plan, "'seq' must be a positive integer", {config = CFG})
+  m:close()
+  ctx:close()
+end
+
+function T.wrong_token_ids()
+  local ctx = lomo.context()
+  local m = tiny(ctx)
+  fails(m.forward, "tokens[1][2] = 32 is outside the vocabulary [0, 32)", m, {{1, 32, 3}})
+  fails(m.forward, "tokens[1][1] = -1 is outside", m, {{-1, 2}})
+  fails(m.forward, "tokens[1][2] must be an integer token id", m, {{1, 1.5}})
+  fails(m.forward, "targets[1][1] = -5 is outside the vocabulary [0, 32) and not -100", m, {{1, 2}}, {{-5, 2}})
+  fails(m.next_logits, "ids[1][1] = 99", m, {99})
+  local opt = lomo.optimizer(m)
+  fails(opt.step, "tokens[1][1] = 40", opt, {{40}}, {{1}}, 0.1)
+  eq(opt:steps(), 0, "no step taken")
+  -- the model is still usable after all those errors
+  truthy(m:forward({{1, 2}}, {{2, 3}}) > 0, "loss")
+  m:close()
+end
+
+-- ---- closed handles ----
+
+function T.closed_handles()
+  local ctx = lomo.context()
+  local m = tiny(ctx)
+  local opt = lomo.optimizer(m)
+  opt:close()
+  opt:close()   -- idempotent
+  fails(opt.steps, "lomo.optimizer: use after close", opt)
+  eq(tostring(opt), "lomo.optimizer (closed)", "tostring")
+  m:close()
+  m:close()
+  fails(m.config, "lomo.model: use after close", m)
+  fails(m.forward, "lomo.model: use after close", m, {{1}})
+  fails(lomo.optimizer, "lomo.model: use after close", m)
+  ctx:close()
+  fails(ctx.memory, "lomo.context: use after close", ctx)
+  fails(lomo.model, "lomo.context: use after close", ctx, CFG)
+  local tok = lomo.tokenizer(fixtures .. "/tok/gpt2.tokenizer.json")
+  tok:close()
+  fails(tok.encode, "lomo.tokenizer: use after close", tok, "hi")
+  fails(function() return tok.bos end, "lomo.tokenizer: use after close")
+end
+
+function T.close_order_is_free()
+  -- a context closed before its model, a model before its optimizer: nothing dangles
+  local ctx = lomo.context()
+  local m = tiny(ctx)
+  local opt = lomo.optimizer(m)
+  ctx:close()
+  local tokens, targets = batch()
+  truthy(opt:step(tokens, targets, 0.01).loss > 0, "step with the context handle closed")
+  m:close()
+  fails(opt.step, "its lomo.model was closed", opt, tokens, targets, 0.01)
+  fails(opt.save, "its lomo.model was closed", opt, tmpname())
+  eq(opt:steps(), 1, "steps still readable")
+  opt:close()
+end
+
+function T.to_be_closed_variables()
+  local ctx = lomo.context()
+  local escaped
+  do
+    local m <close> = tiny(ctx)
+    escaped = m
+    truthy(m:config().hidden_size == 16, "open inside the block")
+  end
+  fails(escaped.config, "lomo.model: use after close", escaped)
+  collectgarbage()
+  collectgarbage()
+end
+
+function T.optimizer_on_closed_model()
+  local ctx = lomo.context()
+  local m = tiny(ctx)
+  m:close()
+  fails(lomo.optimizer, "lomo.model: use after close", m, {name = "adamw"})
+  fails(lomo.optimizer, "bad argument #1", "model")
+end
+
+-- ---- missing files ----
+
+function T.missing_files()
+  local ctx = lomo.context()
+  fails(lomo.load, "/nonexistent/model.gguf", ctx, "/nonexistent/model.gguf")
+  fails(lomo.load, "No such file", ctx, "/nonexistent/hf_folder")
+  fails(lomo.tokenizer, "/nonexistent/tokenizer.json", "/nonexistent/tokenizer.json")
+  fails(lomo.yaml.load, "/nonexistent/config.yaml", "/nonexistent/config.yaml")
+  fails(lomo.plan, "/nonexistent/m.gguf", {model = "/nonexistent/m.gguf", seq = 8})
+  local m = tiny(ctx)
+  local opt = lomo.optimizer(m)
+  fails(opt.load, "lomo.optimizer:load", opt, "/nonexistent/opt.state")
+  -- a file that is not a model
+  local p = tmpname(".gguf")
+  write_file(p, "not a gguf file at all")
+  fails(lomo.load, "lomo.load", ctx, p)
+  os.remove(p)
+end
+
+-- ---- YAML ----
+
+function T.yaml_values()
+  local y = lomo.yaml.decode([[
+name: run1
+lr: 1e-4
+steps: 100
+ratio: .5
+big: 0x10
+flag: true
+word: no
+quoted: "1"
+empty:
+list: [a, 2, null, 3.5]
+base: &base {seed: 1, batch: 4}
+child:
+  <<: *base
+  batch: 8
+text: |
+  two
+  lines
+]])
+  eq(y.name, "run1", "string")
+  eq(y.lr, 1e-4, "1e-4 is a number")
+  eq(math.type(y.steps), "integer", "integer")
+  eq(y.ratio, 0.5, "float")
+  eq(y.big, 16, "hex")
+  eq(y.flag, true, "bool")
+  eq(y.word, "no", "'no' stays a string")
+  eq(y.quoted, "1", "quoted")
+  eq(y.empty, nil, "null in a mapping is absent")
+  eq(#y.list, 4, "list length")
+  eq(y.list[3], lomo.json.null, "null in a list")
+  eq(y.child.seed, 1, "merge key")
+  eq(y.child.batch, 8, "merge does not override")
+  eq(y.text, "two\nlines\n", "literal block")
+  eq(lomo.yaml.decode(""), nil, "empty document")
+  eq(lomo.yaml.decode("- !!str 12\n- !!float 3\n")[2], 3.0, "tags")
+end
+
+function T.bad_yaml_names_file_and_line()
+  local p = tmpname(".yaml")
+  write_file(p, "model: x\noptim:\n  lr: [1, 2\nsteps: 3\n")
+  local err = fails(lomo.yaml.load, p, p)
+  truthy(err:find(p .. ":4:", 1, true) or err:find(p .. ":3:", 1, true), "line number in: " .. err)
+  write_file(p, "a: 1\nb: 2\na: 3\n")
+  fails(lomo.yaml.load, p .. ":3:1: duplicate key 'a'", p)
+  write_file(p, "a: *nope\n")
+  fails(lomo.yaml.load, "unknown alias *nope", p)
+  write_file(p, "a: 1\n---\nb: 2\n")
+  fails(lomo.yaml.load, "a second document", p)
+  os.remove(p)
+  fails(lomo.yaml.decode, "cfg:2:", "a: 1\n  b: 2\n", "cfg")
+  fails(lomo.yaml.decode, "!!int value is not an integer", "a: !!int x\n")
+end
+
+-- ---- JSON ----
+
+function T.json_round_trips()
+  local values = {
+    {a = 1, b = 2.5, c = "x\n\"y\"\0z", d = true, e = false, f = {1, 2, {3}}, g = {h = {}}},
+    {1, -2, 3.25, 1e300, -0.1, math.maxinteger, math.mininteger},
+    "ünïcødé ✓", 42, 0.1, {},
+  }
+  for i, v in ipairs(values) do
+    local s = lomo.json.encode(v)
+    local back = lomo.json.decode(s)
+    eq(lomo.json.encode(back), s, "round trip " .. i)
+  end
+  local back = lomo.json.decode(lomo.json.encode{x = 3, y = 3.0})
+  eq(math.type(back.x), "integer", "integer stays integer")
+  eq(math.type(back.y), "float", "float stays float")
+  eq(lomo.json.encode(0.1), "0.1", "shortest round-trip reals")
+  eq(lomo.json.decode("0.1"), 0.1, "decode real")
+  eq(lomo.json.encode(lomo.json.decode("[]")), "[]", "empty array round-trips")
+  eq(lomo.json.encode(lomo.json.decode("{}")), "{}", "empty object round-trips")
+  eq(lomo.json.decode("null"), lomo.json.null, "null")
+  eq(tostring(lomo.json.null), "null", "tostring(null)")
+  eq(lomo.json.encode({b = 1, a = 2}), '{"a":2,"b":1}', "sorted keys")
+  eq(lomo.json.encode({[1] = "a", [3] = "c"}), '{"1":"a","3":"c"}', "sparse tables are objects")
+  truthy(lomo.json.encode({a = {1}}, {indent = 2}):find("\n", 1, true), "indent")
+end
+
+function T.json_errors()
+  fails(lomo.json.decode, "line 1 column", "{\"a\": }")
+  fails(lomo.json.decode, "line 3", "[1,\n2,\n}")
+  fails(lomo.json.encode, "at .f: cannot encode a function", {f = print})
+  fails(lomo.json.encode, "JSON has no inf or nan", {1, 0 / 0})
+  local t = {}
+  t.self = t
+  fails(lomo.json.encode, "nested too deeply", t)
+  fails(lomo.json.encode, "not valid UTF-8", "\xff\xfe")
+end
+
+-- ---- tokenizer ----
+
+function T.tokenizer_round_trip()
+  local tok = lomo.tokenizer(fixtures .. "/tok/gpt2.tokenizer.json")
+  local ids = tok:encode("Hello world")
+  truthy(#ids >= 2, "ids")
+  eq(tok:decode(ids), "Hello world", "decode")
+  truthy(tok:vocab_size() > 0, "vocab size")
+  eq(tok:token_to_id(tok:id_to_token(ids[1])), ids[1], "token_to_id")
+  eq(tok:id_to_token(-1), nil, "id out of range")
+  fails(tok.decode, "ids[1] = -3 is outside the vocabulary", tok, {-3})
+  fails(tok.encode, "unknown option 'special'", tok, "x", {special = true})
+  truthy(tostring(tok):find("lomo.tokenizer", 1, true), "tostring")
+end
+
+-- ---- end to end ----
+
+function T.forward_logprobs_and_next_logits()
+  local ctx = lomo.context{threads = 1}
+  local m = tiny(ctx)
+  local tokens, targets = batch()
+  local loss = m:forward(tokens, targets)
+  eq(m:forward(tokens), nil, "no targets, no loss")
+  local lp = m:token_logprobs(tokens, targets)
+  local sum, n = 0, 0
+  for b = 1, #lp do
+    for t = 1, #lp[b] do
+      if targets[b][t] ~= -100 then sum, n = sum + lp[b][t], n + 1
+      else eq(lp[b][t], 0, "ignored position") end
+    end
+  end
+  near(-sum / n, loss, 1e-5, "mean -logprob is the loss")
+  -- next_logits: the last position's log-softmax agrees with token_logprobs
+  local row = tokens[1]
+  local logits = m:next_logits(row)
+  eq(#logits, 32, "V logits")
+  local mx = -math.huge
+  for _, z in ipairs(logits) do mx = math.max(mx, z) end
+  local se = 0
+  for _, z in ipairs(logits) do se = se + math.exp(z - mx) end
+  local target = targets[1][#row]
+  near(logits[target + 1] - mx - math.log(se), lp[1][#row], 1e-4, "next-token log p")
+  local mem = ctx:memory()
+  truthy(mem.current.weights > 0 and mem.peak.total >= mem.current.total, "memory")
+  ctx:reset_peak()
+  m:close()
+end
+
+function T.params_get_set()
+  local ctx = lomo.context()
+  local m = tiny(ctx)
+  local ps = m:params()
+  local seen = {}
+  for _, p in ipairs(ps) do seen[p.kind] = true end
+  truthy(seen.linear and seen.norm and seen.embedding, "kinds")
+  local w = m:get("model.norm.weight")
+  eq(#w, 16, "numel")
+  for i = 1, #w do w[i] = i / 8 end
+  m:set("model.norm.weight", w)
+  local back = m:get("model.norm.weight")
+  for i = 1, #w do eq(back[i], w[i], "value " .. i) end
+  eq(m:config().num_key_value_heads, 1, "config")
+  m:close()
+end
+
+function T.lomo_steps_lower_the_loss()
+  local ctx = lomo.context{threads = 1}
+  local m = tiny(ctx)
+  local opt = lomo.optimizer(m, {name = "lomo", clip_grad_norm = 1.0})
+  local tokens, targets = batch()
+  local first, last
+  for i = 1, 8 do
+    local r = opt:step(tokens, targets, 0.05)
+    eq(r.skipped, false, "skipped")
+    truthy(r.grad_norm and r.grad_norm > 0, "grad_norm measured with clipping")
+    first = first or r.loss
+    last = r.loss
+  end
+  truthy(last < first * 0.95, ("loss falls: %g -> %g"):format(first, last))
+  eq(opt:steps(), 8, "steps")
+  m:close()
+end
+
+function T.save_load_round_trip()
+  local ctx = lomo.context{threads = 1}
+  local m = tiny(ctx, {seed = 3})
+  local tokens, targets = batch()
+  local opt = lomo.optimizer(m, {name = "sgd"})
+  opt:step(tokens, targets, 0.1)
+  local dir = tmpname("_model")
+  m:save(dir)
+  truthy(read_file(dir .. "/config.json"), "config.json written")
+  local m2 = lomo.load(ctx, dir)
+  near(m2:forward(tokens, targets), m:forward(tokens, targets), 1e-6, "same loss after reload")
+  local a, b = m:get("model.layers.1.mlp.up_proj.weight"), m2:get("model.layers.1.mlp.up_proj.weight")
+  for i = 1, #a do
+    if a[i] ~= b[i] then error("weight " .. i .. " differs after reload") end
+  end
+  eq(m2:config().hidden_size, 16, "config after reload")
+  local m3 = lomo.load(ctx, dir, {dtype = "bf16"})
+  eq(m3:params()[1].dtype, "bf16", "loaded as bf16")
+  m2:close()
+  m3:close()
+  remove_dir(dir)
+  m:close()
+end
+
+function T.optimizer_state_exact_resume()
+  local ctx = lomo.context{threads = 1}
+  local tokens, targets = batch()
+  local m = tiny(ctx, {seed = 5})
+  local opt = lomo.optimizer(m, {name = "adalomo"})
+  for _ = 1, 3 do opt:step(tokens, targets, 0.01) end
+  local dir, state = tmpname("_ckpt"), tmpname(".optim")
+  m:save(dir)
+  opt:save(state)
+  local want = {}
+  for i = 1, 2 do want[i] = opt:step(tokens, targets, 0.01).loss end
+
+  local m2 = lomo.load(ctx, dir)
+  local opt2 = lomo.optimizer(m2, {name = "adalomo"})
+  opt2:load(state)
+  eq(opt2:steps(), 3, "steps restored")
+  for i = 1, 2 do near(opt2:step(tokens, targets, 0.01).loss, want[i], 1e-6, "resumed loss " .. i) end
+  -- a state file for another optimizer is refused
+  local opt3 = lomo.optimizer(m2, {name = "adamw"})
+  fails(opt3.load, "lomo.optimizer:load", opt3, state)
+  os.remove(state)
+  remove_dir(dir)
+  m:close()
+  m2:close()
+end
+
+function T.plan_from_config()
+  local p = lomo.plan{config = CFG, seq = 8, batch = 2}
+  truthy(p.weights > 0 and p.activations > 0, "plan sizes")
+  truthy(p.adamw.total > p.lomo.total, "adamw needs more than lomo")
+  truthy(p.adamw.optimizer > 0 and p.lomo.optimizer == 0, "optimizer state")
+  eq(p.inference.gradients, 0, "inference keeps no gradients")
+end
+
+function T.tostring_and_help()
+  local ctx = lomo.context()
+  local m = tiny(ctx)
+  truthy(tostring(m):find("lomo.model (2 layers", 1, true), "model tostring")
+  truthy(tostring(ctx):find("lomo.context", 1, true), "ctx tostring")
+  m:close()
+  eq(tostring(m), "lomo.model (closed)", "closed tostring")
+end
+
+return T

@@ -1,0 +1,100 @@
+-- lomo.prompts
+local check = require "check"
+local prompts = require "lomo.prompts"
+
+local T = {}
+
+function T.render_substitutes_fields_and_escapes_braces()
+  check.eq(prompts.render("Q: {question}\nA: {answer}", {question = "why?", answer = 42}), "Q: why?\nA: 42")
+  check.eq(prompts.render("{{literal}} {x}", {x = "y"}), "{literal} y")
+  check.eq(prompts.render("{a}{a}{b_2}", {a = "1", b_2 = true}), "11true")
+  check.eq(prompts.render("no fields"), "no fields")
+  check.raises(function() prompts.render("{missing}", {}) end, "missing field 'missing'")
+  check.raises(function() prompts.render("{open", {}) end, "unclosed")
+  check.raises(function() prompts.render("close}", {}) end, "unmatched")
+  check.raises(function() prompts.render("{bad name}", {}) end, "bad field name")
+  check.raises(function() prompts.render(nil) end, "template must be a string")
+  check.eq(prompts.fields("{a} {b} {a} {{c}}"), {"a", "b"})
+end
+
+function T.superglue_brown_prompts_as_in_the_lomo_paper()
+  local rte = prompts.superglue("rte", {premise = "It rains.", hypothesis = "It is wet", label = 0})
+  check.eq(rte.source, 'It rains.\nDoes this mean that "It is wet" is true? Yes or No?\nAnswer: ')
+  check.eq(rte.choices, {"Yes", "No"})
+  check.eq(rte.answer, 1)
+  check.eq(rte.target, "Yes")
+
+  local boolq = prompts.superglue("boolq", {passage = "P.", question = "is it", label = true})
+  check.eq(boolq.source, "P. is it\nAnswer: ")
+  check.eq(boolq.target, "Yes")
+
+  local wic = prompts.superglue("wic", {word = "bank", sentence1 = "S1.", sentence2 = "S2.", label = 0})
+  check.eq(wic.source, 'Does the word "bank" have the same meaning in these two sentences? Yes, No?\nS1.\nS2.\nAnswer: ')
+  check.eq(wic.target, "No")
+
+  local wsc = prompts.superglue("wsc", {text = "T.", span1_text = "the cat", span2_text = "it", label = 1})
+  check.eq(wsc.source, 'T.\nIn the previous sentence, does the pronoun "it" refer to "the cat"? Yes or No?\nAnswer: ')
+  check.eq(wsc.answer, 2)
+
+  local mrc = prompts.superglue("multirc", {paragraph = "Par.", question = "Q?", answer = "ans", label = "1"})
+  check.eq(mrc.source, 'Par.\nQuestion: Q?\nI found this answer "ans". Is that correct? Yes or No?\nAnswer: ')
+  check.eq(mrc.target, "Yes")
+end
+
+function T.superglue_copa_is_natural_and_formats_can_be_chosen()
+  local c = prompts.superglue("copa", {premise = "The man fell.", question = "cause",
+                                       choice1 = "He slipped.", choice2 = "He laughed.", label = 0})
+  check.eq(c.source, "The man fell. because ") -- LOMO strips newlines only
+  check.eq(c.choices, {"He slipped.", "He laughed."})
+  check.eq(c.target, "He slipped.")
+  local e = prompts.superglue("copa", {premise = "P.", question = "effect", choice1 = "a", choice2 = "b", label = 1})
+  check.eq(e.source, "P. so ")
+  check.eq(e.answer, 2)
+  local b = prompts.superglue("copa", {premise = "P.", question = "effect", choice1 = "a", choice2 = "b", label = 1},
+                              {format = "brown"})
+  check.eq(b.source, "P. so \nAnswer: ")
+  local n = prompts.superglue("rte", {premise = "P.", hypothesis = "H", label = 1}, {format = "natural"})
+  check.eq(n.source, 'P.\nDoes this mean that "H" is true? Yes or No?')
+  check.eq(prompts.natural({"x"}, {"one", "two"}), "x\nA. one\nB. two")
+end
+
+function T.superglue_errors_name_task_and_field()
+  check.raises(function() prompts.superglue("cb", {}) end, "unknown task 'cb'")
+  check.raises(function() prompts.superglue("rte", {premise = "p", label = 0}) end, "rte: missing field 'hypothesis'")
+  check.raises(function() prompts.superglue("wic", {word = "w", sentence1 = "a", sentence2 = "b", label = 2}) end,
+               "wic: field 'label' must be 0..1")
+  check.raises(function() prompts.superglue("rte", "row") end, "row must be a table")
+  check.raises(function() prompts.superglue("rte", {premise = "p", hypothesis = "h", label = 0}, {format = "x"}) end,
+               "unknown format")
+end
+
+function T.chatml_and_smollm2_templates()
+  local msgs = {{role = "user", content = "Hi"}, {role = "assistant", content = "Hello!"}}
+  check.eq(prompts.chat(msgs),
+           "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello!<|im_end|>\n")
+  -- SmolLM2's template adds its default system message when the first message is not one
+  check.eq(prompts.chat({{role = "user", content = "Hi"}}, {template = "smollm2", add_generation_prompt = true}),
+           "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n" ..
+           "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")
+  check.eq(prompts.chat({{role = "system", content = "S"}, {role = "user", content = "U"}}, {template = "smollm2"}),
+           "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n")
+  check.eq(prompts.chat({{role = "user", content = "U"}}, {system = "Be brief."}),
+           "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nU<|im_end|>\n")
+  check.raises(function() prompts.chat({}) end, "non-empty array")
+  check.raises(function() prompts.chat({{role = "user"}}) end, "message 1 must be")
+  check.raises(function() prompts.chat(msgs, {template = "llama"}) end, "unknown template 'llama'")
+end
+
+function T.chat_example_splits_prompt_and_answer()
+  local ex = prompts.chat_example({{role = "user", content = "2+2?"}, {role = "assistant", content = "4"}})
+  check.eq(ex.prompt, "<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n")
+  check.eq(ex.answer, "4<|im_end|>")
+  local full = prompts.chat({{role = "user", content = "2+2?"}, {role = "assistant", content = "4"}})
+  check.eq(ex.prompt .. ex.answer .. "\n", full, "prompt + answer is the chat")
+  local ex2 = prompts.chat_example({{role = "user", content = "q"}, {role = "assistant", content = "a"}},
+                                   {template = "smollm2"})
+  check.truthy(ex2.prompt:find("^<|im_start|>system\nYou are a helpful AI assistant named SmolLM"), ex2.prompt)
+  check.raises(function() prompts.chat_example({{role = "user", content = "q"}}) end, "last message must be the assistant's")
+end
+
+return T
