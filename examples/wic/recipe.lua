@@ -1,0 +1,221 @@
+-- examples/wic/recipe.lua: zero-shot accuracy, LOMO fine-tuning, fine-tuned accuracy on the
+-- WordNet word-in-context task. `lomo run examples/wic/recipe.yaml [key=value ...]` calls the
+-- function this file returns with the YAML as a table; it returns the results as a table too
+-- (examples/embed reads them back from C).
+
+local lomo = require "lomo"
+local data = require "lomo.data"
+local prompts = require "lomo.prompts"
+local evalm = require "lomo.eval"
+local trainer = require "lomo.trainer"
+
+-- the repository root, from this file's own path, so that relative paths in the YAML do not
+-- depend on where the command runs ("." when run from the root, as the README does)
+local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
+local root = here == "examples/wic" and "." or here:match("^(.*)/examples/wic$") or (here .. "/../..")
+
+local function path_of(p)
+  if p:sub(1, 1) == "/" or root == "." then return p end
+  return root .. "/" .. p
+end
+
+local function need(cfg, dotted, kind)
+  local v = cfg
+  for key in dotted:gmatch("[^.]+") do
+    if type(v) ~= "table" then v = nil break end
+    v = v[key]
+  end
+  if kind == "integer" then
+    local i = math.tointeger(v)
+    if i == nil or i <= 0 then error(string.format("recipe.yaml: %s must be a positive integer, got %s", dotted, tostring(v)), 0) end
+    return i
+  elseif kind == "number" then
+    if type(v) ~= "number" then error(string.format("recipe.yaml: %s must be a number, got %s", dotted, tostring(v)), 0) end
+    return v
+  elseif kind == "string" then
+    if type(v) ~= "string" then error(string.format("recipe.yaml: %s must be a string, got %s", dotted, tostring(v)), 0) end
+    return v
+  end
+  return v
+end
+
+-- The first n rows of a JSONL file with n/2 of each label, in file order: an exactly balanced
+-- subset, so chance is 50%.
+local function read_balanced(path, n)
+  local want = {[true] = n // 2, [false] = n - n // 2}
+  local rows = {}
+  local f = io.open(path, "r")
+  if not f then
+    error(path .. ": not found (build it: lua5.4 examples/wic/build_dataset.lua)", 0)
+  end
+  f:close()
+  for row, lineno in data.jsonl(path) do
+    if type(row.label) ~= "boolean" then
+      error(string.format("%s:%d: field 'label' must be true or false", path, lineno), 0)
+    end
+    if want[row.label] > 0 then
+      want[row.label] = want[row.label] - 1
+      rows[#rows + 1] = row
+      if #rows == n then break end
+    end
+  end
+  if #rows < n then
+    error(string.format("%s: only %d usable pairs, %d asked for", path, #rows, n), 0)
+  end
+  return rows
+end
+
+-- The LOMO paper's WiC prompt (brown format) as SmolLM2's user turn; the assistant turn opens
+-- with "Answer:", the label is the next token. No system message: it would add a third to every
+-- sequence's length for no gain on this task.
+local function context_of(row)
+  local sg = prompts.superglue("wic", row)
+  local question = sg.source:gsub("\nAnswer: $", "")
+  local text = prompts.chat({{role = "user", content = question}}, {template = "chatml", add_generation_prompt = true})
+  return text .. "Answer:", sg.answer
+end
+
+return function(cfg)
+  local t_start = lomo.clock()
+  local seed = math.tointeger(cfg.seed) or 0
+  local choices = need(cfg, "prompt.choices")
+  if type(choices) ~= "table" or #choices ~= 2 then
+    error("recipe.yaml: prompt.choices must list two answers (label false, then true)", 0)
+  end
+  local n_train = need(cfg, "train.limit", "integer")
+  local n_eval = need(cfg, "eval.limit", "integer")
+  local batch = need(cfg, "train.batch", "integer")
+  local epochs = need(cfg, "train.epochs", "integer")
+  local max_len = need(cfg, "train.max_len", "integer")
+  local eval_batch = need(cfg, "eval.batch", "integer")
+  local lr = need(cfg, "optim.lr", "number")
+  local model_path = path_of(need(cfg, "model.path", "string"))
+  local out_dir = cfg.out_dir and path_of(cfg.out_dir) or nil
+
+  local train_rows = read_balanced(path_of(need(cfg, "data.train", "string")), n_train)
+  local eval_rows = read_balanced(path_of(need(cfg, "data.heldout", "string")), n_eval)
+
+  local ctx = lomo.context{threads = math.tointeger(cfg.threads) or 2}
+  local m = lomo.load(ctx, model_path, {dtype = cfg.model.dtype or "f32"})
+  local tok = lomo.tokenizer(model_path)
+  for i, c in ipairs(choices) do
+    local ids = tok:encode(c, {add_special = false})
+    if #ids ~= 1 then
+      io.stderr:write(string.format("note: answer %d (%q) is %d tokens; scored by summed log-likelihood\n", i, c, #ids))
+    end
+  end
+
+  local train_examples = {}
+  local longest = 0
+  for i, row in ipairs(train_rows) do
+    local context, answer = context_of(row)
+    train_examples[i] = data.example(tok, context, choices[answer], {bos = false, eos = false, max_len = max_len})
+    longest = math.max(longest, #train_examples[i].input)
+  end
+
+  -- scoring items, shortest first so that each batch pads little; accuracy ignores the order
+  local items = {}
+  for i, row in ipairs(eval_rows) do
+    local context, answer = context_of(row)
+    items[i] = evalm.choices_example(tok, context, choices, answer, {bos = false})
+  end
+  table.sort(items, function(a, b) return #a.context < #b.context end)
+
+  -- Each pair is scored by the log-likelihood of each answer after the prompt. When every
+  -- answer is one token, one forward per pair gives both (the log-softmax of the next-token
+  -- logits); otherwise lomo.eval scores one row per answer, twice the work.
+  local single = true
+  for _, c in ipairs(items[1].choices) do single = single and #c == 1 end
+  local function score(model)
+    if not single then return evalm.score(model, items, {batch = eval_batch}) end
+    local res = {}
+    for i, it in ipairs(items) do
+      local logits = model:next_logits(it.context)
+      local mx = -math.huge
+      for _, v in ipairs(logits) do if v > mx then mx = v end end
+      local z = 0.0
+      for _, v in ipairs(logits) do z = z + math.exp(v - mx) end
+      local lse = mx + math.log(z)
+      local sum = {}
+      for c, ids in ipairs(it.choices) do sum[c] = logits[ids[1] + 1] - lse end -- ids are 0-based
+      res[i] = {sum = sum, answer = it.answer, pred_sum = evalm.argmax(sum)}
+    end
+    return res
+  end
+
+  local function evaluate(model)
+    local res = score(model)
+    local correct, yes, nll = 0, 0, 0.0
+    for _, r in ipairs(res) do
+      if r.pred_sum == r.answer then correct = correct + 1 end
+      if r.pred_sum == 2 then yes = yes + 1 end
+      nll = nll - r.sum[r.answer]
+    end
+    return {accuracy = correct / #res, yes_rate = yes / #res, loss = nll / #res}
+  end
+
+  print(string.format("lomo %s: %s, %d training pairs (longest %d tokens), %d held-out pairs, seed %d",
+    lomo.version, cfg.model.path, #train_examples, longest, #items, seed))
+
+  local loader = data.loader(train_examples, {batch = batch, seed = seed, shuffle = true})
+  local opt = lomo.optimizer(m, {name = cfg.optim.name or "lomo", clip_grad_norm = cfg.optim.clip_grad_norm,
+                                 clip_grad_value = cfg.optim.clip_grad_value,
+                                 weight_decay = cfg.optim.weight_decay, seed = seed})
+  local r = trainer.run{
+    model = m, optimizer = opt, data = loader, epochs = epochs, seed = seed,
+    lr = {name = cfg.optim.schedule or "linear", lr = lr, warmup = cfg.optim.warmup or 0},
+    eval = function(model) return evaluate(model) end,
+    eval_at_start = true, eval_at_end = true,
+    out_dir = out_dir, memory = ctx, progress = cfg.progress or "bar",
+    title = "WiC (WordNet): LOMO fine-tuning of SmolLM2-135M-Instruct",
+  }
+
+  local zero, tuned = r.evals[1], r.evals[#r.evals]
+  local losses = r.losses
+  local q = math.max(1, #losses // 4)
+  local first, last = 0.0, 0.0
+  for i = 1, q do first = first + losses[i] end
+  for i = #losses - q + 1, #losses do last = last + losses[i] end
+  first, last = first / q, last / q
+
+  local results = {
+    zero_shot_accuracy = zero.accuracy, fine_tuned_accuracy = tuned.accuracy,
+    zero_shot_yes_rate = zero.yes_rate, fine_tuned_yes_rate = tuned.yes_rate,
+    train_pairs = #train_examples, heldout_pairs = #items, steps = r.step, epochs = epochs,
+    train_loss_first_quarter = first, train_loss_last_quarter = last,
+    train_seconds = r.elapsed, seconds = lomo.clock() - t_start, peak_rss = lomo.peak_rss(),
+  }
+  if cfg.save_model and out_dir then
+    m:save(out_dir .. "/model")
+    results.model = out_dir .. "/model"
+  end
+  if out_dir then
+    lomo.atomic_write(out_dir .. "/results.json", lomo.json.encode(results) .. "\n")
+  end
+
+  print(string.format("zero-shot accuracy:  %.1f%% (answers \"yes\" %.0f%% of the time)",
+    100 * zero.accuracy, 100 * zero.yes_rate))
+  print(string.format("fine-tuned accuracy: %.1f%% (answers \"yes\" %.0f%% of the time)",
+    100 * tuned.accuracy, 100 * tuned.yes_rate))
+  print(string.format("train loss %.4f -> %.4f (mean of the first and last quarter of %d steps)",
+    first, last, r.step))
+  print(string.format("wall time %.0f s (training %.0f s), peak RSS %.0f MiB",
+    results.seconds, r.elapsed, results.peak_rss / 2^20))
+  if out_dir then print("metrics, loss curve and results in " .. cfg.out_dir) end
+
+  opt:close()
+  m:close()
+  tok:close()
+  ctx:close()
+
+  if cfg.check then
+    if not (last < first) then
+      error(string.format("check failed: the train loss did not fall (%.4f -> %.4f)", first, last), 0)
+    end
+    if not (tuned.accuracy > 0.5) then
+      error(string.format("check failed: fine-tuned accuracy %.3f does not beat chance (0.5)", tuned.accuracy), 0)
+    end
+    print("check passed: the loss falls and accuracy beats chance")
+  end
+  return results
+end
