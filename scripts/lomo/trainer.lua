@@ -255,7 +255,10 @@ function M.run(cfg)
   local elapsed0 = st.elapsed
 
   local ok, err = pcall(function()
-    if cfg.eval_at_start and st.step == 0 and #st.evals == 0 then do_eval() end
+    if cfg.eval_at_start and st.step == 0 and #st.evals == 0 then
+      do_eval()
+      t0 = clock()   -- tokens/s and the ETA measure training, not the evaluation before it
+    end
     while st.step < total do
       local batch = loader:next()
       local s = st.step + 1
@@ -279,7 +282,11 @@ function M.run(cfg)
                  memory = mem, epoch = batch.epoch}
       info.step = s
       if cfg.on_step then cfg.on_step({step = s, loss = loss, lr = lr, result = r, batch = batch}) end
-      if eval_every and s % eval_every == 0 then do_eval() end
+      if eval_every and s % eval_every == 0 then
+        local e0 = clock()
+        do_eval()
+        t0 = t0 + (clock() - e0)   -- keep evaluation out of tokens/s and the ETA
+      end
       if ck_every and s % ck_every == 0 then checkpoint() end
       if cfg.stop_after and run_steps >= cfg.stop_after and s < total then
         stopped = "stop_after"
