@@ -171,6 +171,10 @@ int main(void) {
     expect("lomo.optimizer");
     send("help(lomo.context())\n");
     expect("obj:memory");
+    /* Only at the prompt is the terminal in readline's raw mode: a ^D sent while the line
+     * discipline is still canonical (output in progress) can be lost in the mode switch. */
+    expect("> ");
+    for (long end = now_ms() + 300; now_ms() < end;) pump(50);
 
     send("\x04");   /* Ctrl-D: end of input */
     int status = 0;
