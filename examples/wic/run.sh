@@ -8,19 +8,9 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 start=$(date +%s)
 
-packages=(cmake make gcc libc6-dev pkg-config libopenblas-openmp-dev libjansson-dev libpcre2-dev
-          liblua5.4-dev lua5.4 libyaml-dev libreadline-dev wordnet-base python3-pip unzip)
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo=sudo
-  echo "== installing: ${missing[*]}"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+echo "== installing what is missing"
+tests/install_packages.sh cmake make gcc libc6-dev pkg-config libopenblas-openmp-dev libjansson-dev \
+  libpcre2-dev liblua5.4-dev lua5.4 libyaml-dev libreadline-dev wordnet-base python3-pip unzip
 
 build="${BUILD_DIR:-build}"
 echo "== building lomo in $build"
