@@ -191,6 +191,12 @@ static int l_peak_rss(lua_State *L) {
     return 1;
 }
 
+static int l_isatty(lua_State *L) {
+    lua_Integer fd = luaL_optinteger(L, 1, 1);
+    lua_pushboolean(L, fd >= 0 && fd <= 1024 && isatty((int)fd));
+    return 1;
+}
+
 static int l_interrupted(lua_State *L) {
     lua_pushboolean(L, lomo_lua_interrupt_flag != 0);
     lomo_lua_interrupt_flag = 0;
@@ -339,6 +345,7 @@ static const lomo_lua_reg module_funcs[] = {
     {"clock", l_clock, "() -> monotonic seconds"},
     {"peak_rss", l_peak_rss, "() -> peak resident memory of the process, bytes"},
     {"interrupted", l_interrupted, "() -> true once after Ctrl-C"},
+    {"isatty", l_isatty, "([fd = 1]) -> whether the file descriptor is a terminal"},
     {"atomic_write", l_atomic_write, "(path, s): write through a temp file, fsync, rename"},
     {"help", lomo_lua_help, "(obj): print the functions of a table or the methods of a handle"},
     {NULL, NULL, NULL},

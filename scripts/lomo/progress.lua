@@ -43,6 +43,14 @@ function M.format(f)
   return table.concat(parts, "  ")
 end
 
+-- default_mode(): "bar" when stderr is a terminal, else "lines" (a log gets whole lines, not
+-- a single line redrawn with "\r"); "bar" when that cannot be told (no bindings).
+function M.default_mode()
+  local ok, lomo = pcall(require, "lomo")
+  if ok and type(lomo) == "table" and lomo.isatty then return lomo.isatty(2) and "bar" or "lines" end
+  return "bar"
+end
+
 local Bar = {}
 Bar.__index = Bar
 

@@ -23,7 +23,8 @@
 --   resume                a checkpoint from trainer.latest(out_dir), or true to look it up;
 --                         the model must already hold the checkpoint's weights (load ck.model)
 --   seed                  seed of info.rng, a PRNG handed to eval and saved in checkpoints
---   progress              "bar" (default), "lines", "off"; progress_out (io.stderr)
+--   progress              "bar", "lines", "off"; default: "bar" on a terminal, "lines" (every
+--                         5% of the run) when stderr is not one; progress_out (io.stderr)
 --   memory                function() -> bytes, or a lomo context (ctx:memory())
 --   json                  {encode=, decode=} (default lomo.json)
 --   clock                 function() -> seconds (default lomo.clock)
@@ -200,8 +201,10 @@ function M.run(cfg)
     end
   end
 
-  local bar = progress.new{mode = cfg.progress == false and "off" or cfg.progress or "bar",
-                           out = cfg.progress_out, every = cfg.progress_every}
+  -- stderr that is not a terminal (a log) gets whole lines; a caller's own stream gets the bar
+  local auto_mode = cfg.progress_out and "bar" or progress.default_mode()
+  local bar = progress.new{mode = cfg.progress == false and "off" or cfg.progress or auto_mode,
+                           out = cfg.progress_out, every = cfg.progress_every or math.max(1, total // 20)}
   local info = {model = m, optimizer = opt, rng = rng, step = st.step, total = total, trainer = st}
 
   local function do_eval()
