@@ -89,7 +89,7 @@ return function(cfg)
     epochs = int_field(cfg, "epochs", 1), steps = cfg.steps and int_field(cfg, "steps"), seed = seed,
     lr = {name = o.schedule or "linear", lr = o.lr or 0.01, warmup = o.warmup or 0},
     eval = function() return held_loss() end, eval_at_start = true,
-    out_dir = out_dir, memory = ctx, progress = cfg.progress or "bar",
+    out_dir = out_dir, memory = ctx, progress = cfg.progress,   -- nil: a bar on a terminal, lines in a log
     title = "instruction tuning with LOMO",
   }
 

@@ -88,7 +88,7 @@ return function(cfg)
     steps = steps, seed = seed,
     lr = {name = o.schedule or "cosine", lr = o.lr or 3e-2, warmup = o.warmup or 0},
     eval = function() return held_bpb() end, eval_every = math.max(1, steps // 5), eval_at_start = true,
-    out_dir = out_dir, memory = ctx, progress = cfg.progress or "bar",
+    out_dir = out_dir, memory = ctx, progress = cfg.progress,   -- nil: a bar on a terminal, lines in a log
     title = "pretraining from scratch (" .. cfg.text .. ")",
   }
 

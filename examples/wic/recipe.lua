@@ -166,7 +166,7 @@ return function(cfg)
     lr = {name = cfg.optim.schedule or "linear", lr = lr, warmup = cfg.optim.warmup or 0},
     eval = function(model) return evaluate(model) end,
     eval_at_start = true, eval_at_end = true,
-    out_dir = out_dir, memory = ctx, progress = cfg.progress or "bar",
+    out_dir = out_dir, memory = ctx, progress = cfg.progress,   -- nil: a bar on a terminal, lines in a log
     title = "WiC (WordNet): LOMO fine-tuning of SmolLM2-135M-Instruct",
   }
 
