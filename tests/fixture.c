@@ -156,3 +156,20 @@ void fx_llama_config(const fixture *fx, lomo_llama_config *c) {
         .rope_theta = fx_scalar(fx, "config.rope_theta"),
     };
 }
+
+void *fx_read_file(const char *path, size_t *len) {
+    *len = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    long n = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
+    char *b = n >= 0 && fseek(f, 0, SEEK_SET) == 0 ? malloc((size_t)n + 1) : NULL;
+    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) {
+        free(b);
+        b = NULL;
+    }
+    fclose(f);
+    if (!b) return NULL;
+    b[n] = 0;
+    *len = (size_t)n;
+    return b;
+}

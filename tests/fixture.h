@@ -41,6 +41,9 @@ size_t fx_compare(const char *what, const float *got, const double *want, size_t
                   double rtol);
 double fx_max_abs(const double *x, size_t n);
 
+/* A whole file, malloc'd and NUL-terminated (for text); NULL if it cannot be read. */
+void *fx_read_file(const char *path, size_t *len);
+
 /* The config.* records of a model or training fixture. */
 struct lomo_llama_config;
 void fx_llama_config(const fixture *fx, struct lomo_llama_config *cfg);

@@ -47,19 +47,6 @@ static char *tpath(const char *rel) {
     return buf[k];
 }
 
-static uint8_t *read_all(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    *len = 0;
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *b = malloc((size_t)n + 1);
-    if (fread(b, 1, (size_t)n, f) != (size_t)n) n = 0;
-    fclose(f);
-    *len = (size_t)n;
-    return b;
-}
 
 static void write_all(const char *path, const void *b, size_t n) {
     FILE *f = fopen(path, "wb");
@@ -69,7 +56,7 @@ static void write_all(const char *path, const void *b, size_t n) {
 
 static void copy_file(const char *from, const char *to) {
     size_t n;
-    uint8_t *b = read_all(from, &n);
+    uint8_t *b = fx_read_file(from, &n);
     CHECK(b != NULL, "read %s", from);
     if (b) write_all(to, b, n);
     free(b);
@@ -110,7 +97,7 @@ static int exists(const char *p) {
 /* Copies fixture file `fixture_file` to `out` with its JSON header changed by edit(hdr). */
 static void mutate(const char *fixture_file, const char *out, void (*edit)(json_t *hdr)) {
     size_t n;
-    uint8_t *b = read_all(fx_path(fixture_file), &n);
+    uint8_t *b = fx_read_file(fx_path(fixture_file), &n);
     uint64_t h;
     memcpy(&h, b, 8);
     json_t *hdr = json_loadb((const char *)b + 8, (size_t)h, 0, NULL);
@@ -326,9 +313,9 @@ static void test_round_trip(void) {
                 st_close(&f);
             }
             size_t n1, n2;
-            uint8_t *b1 = read_all(tpath("rt_single/model.safetensors"), &n1);
+            uint8_t *b1 = fx_read_file(tpath("rt_single/model.safetensors"), &n1);
             lomo_model_save_hf(a, tpath("rt_single"), 0);
-            uint8_t *b2 = read_all(tpath("rt_single/model.safetensors"), &n2);
+            uint8_t *b2 = fx_read_file(tpath("rt_single/model.safetensors"), &n2);
             CHECK(n1 == n2 && n1 && !memcmp(b1, b2, n1), "saving twice writes the same bytes");
             free(b1);
             free(b2);
@@ -469,7 +456,7 @@ static void test_bad_checkpoints(void) {
     expect_load_fail(m, f, LOMO_ERR_FORMAT, NEEDLES("bad.safetensors", "model.norm.weight", "overlap"),
                      "overlapping ranges");
     size_t n;
-    uint8_t *b = read_all(fx_path("st/tiny/model.safetensors"), &n);
+    uint8_t *b = fx_read_file(fx_path("st/tiny/model.safetensors"), &n);
     write_all(f, b, n / 2);
     expect_load_fail(m, f, LOMO_ERR_FORMAT, NEEDLES("bad.safetensors", "past the end"), "truncated file");
     free(b);
@@ -586,7 +573,7 @@ static void test_bad_index(void) {
 
 static int same_file(const char *path, const uint8_t *b, size_t n) {
     size_t m;
-    uint8_t *c = read_all(path, &m);
+    uint8_t *c = fx_read_file(path, &m);
     int same = c && m == n && !memcmp(b, c, n);
     free(c);
     return same;
@@ -634,7 +621,7 @@ static void take(snapshot *s, const char *dir) {
         char p[700];
         snprintf(s->name[s->n], 64, "%.63s", e->d_name);
         snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-        s->data[s->n] = read_all(p, &s->len[s->n]);
+        s->data[s->n] = fx_read_file(p, &s->len[s->n]);
         s->n++;
     }
     if (d) closedir(d);

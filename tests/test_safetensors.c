@@ -17,21 +17,6 @@
 
 static lomo_ctx *ctx;
 
-static uint8_t *read_all(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *b = malloc((size_t)n + 1);
-    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) {
-        free(b);
-        b = NULL;
-    }
-    fclose(f);
-    *len = (size_t)n;
-    return b;
-}
 
 /* u64 length + header text + data: a file with exactly this header. */
 static uint8_t *assemble(const char *header, const uint8_t *data, size_t dlen, size_t *len) {
@@ -53,7 +38,7 @@ static const uint8_t *ref_data;
 static size_t ref_dlen;
 
 static int load_reference(void) {
-    ref = read_all(fx_path("st/tiny/model.safetensors"), &ref_len);
+    ref = fx_read_file(fx_path("st/tiny/model.safetensors"), &ref_len);
     CHECK(ref != NULL, "cannot read fixtures/st/tiny/model.safetensors");
     if (!ref) return -1;
     uint64_t h;

@@ -30,21 +30,6 @@ static json_t *load_json(const char *file) {
     return j;
 }
 
-static char *read_file(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = malloc((size_t)n + 1);
-    if (s && fread(s, 1, (size_t)n, f) != (size_t)n) {
-        free(s);
-        s = NULL;
-    }
-    fclose(f);
-    if (s) s[n] = 0, *len = (size_t)n;
-    return s;
-}
 
 /* ids (a JSON list) == got? Prints the first difference under `what`. */
 static int same_ids(const char *what, const json_t *want, const int32_t *got, size_t n) {
@@ -116,7 +101,7 @@ static void check_refs(lomo_tokenizer *t, const char *name) {
     CHECK(roundtrips == hf_roundtrips, "%s: %d lines round-trip, HF: %d", name, roundtrips, hf_roundtrips);
     CHECK(json_array_size(lines) > 90, "%s: only %zu lines", name, json_array_size(lines));
     size_t len = 0;
-    char *corpus = read_file(fx_path("tok/corpus.txt"), &len);
+    char *corpus = fx_read_file(fx_path("tok/corpus.txt"), &len);
     CHECK(corpus != NULL, "corpus.txt");
     const json_t *f = json_object_get(ref, "file");
     char what[160];
@@ -605,7 +590,7 @@ static void test_errors(void) {
 /* About 100 KB in well under a second (skipped as a check under sanitizers). */
 static void test_speed(void) {
     size_t len = 0;
-    char *corpus = read_file(fx_path("tok/corpus.txt"), &len);
+    char *corpus = fx_read_file(fx_path("tok/corpus.txt"), &len);
     if (!corpus) return;
     size_t reps = 100000 / len + 1, big_len = reps * len;
     char *big = malloc(big_len);
