@@ -12,8 +12,26 @@
 
 #include "lomo.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct lomo_backend {
     const char *name;
+    /* 1 if 16-bit weights must be widened into an f32 buffer (wbuf) for GEMMs */
+    int needs_wbuf;
+
+    /*
+     * The first failure of an asynchronous device call (CUDA launch, cuBLAS
+     * status), with the call named; NULL while all is well. Ops return void,
+     * so the runtime checks this at the end of every forward, backward and
+     * step. Sticky: a device error leaves the device unusable.
+     */
+    const char *(*error)(void);
+    /* waits for queued device work (timing) */
+    void (*sync)(void);
+    /* gives back the backend's own temporary buffers (they grow again on demand) */
+    void (*release_scratch)(void);
 
     /* memory: 64-byte aligned; free(NULL) is a no-op */
     void *(*alloc)(size_t bytes);
@@ -26,6 +44,10 @@ typedef struct lomo_backend {
     /* out f32 [n] = src (dtype) [n]; and back, rounding to nearest even */
     void (*to_f32)(float *out, const void *src, lomo_dtype dt, size_t n);
     void (*from_f32)(void *out, lomo_dtype dt, const float *src, size_t n);
+    /* the same between host and device: out (dt) [n] on the device from host f32 src,
+     * and host f32 out from device src (dt) */
+    void (*upload_f32)(void *out, lomo_dtype dt, const float *src_host, size_t n);
+    void (*download_f32)(float *out_host, const void *src, lomo_dtype dt, size_t n);
 
     /* out [BT, C] = wte[tokens] ; tokens [BT], wte [V, C] */
     void (*embedding_forward)(float *out, const int32_t *tokens, const void *wte, lomo_dtype dt,
@@ -52,6 +74,14 @@ typedef struct lomo_backend {
     /* dw [OC, IC] = beta*dw + alpha * dout^T [OC, BT] @ inp [BT, IC] (f32) */
     void (*matmul_backward_weight)(float *dw, const float *dout, const float *inp,
                                    float alpha, float beta, int BT, int IC, int OC);
+    /*
+     * The fused LOMO update of a linear weight w [OC, IC] of dtype dt, with no
+     * gradient ever stored: w = round(beta*w + alpha * dout^T @ inp), the
+     * arithmetic in f32 and rounded once to storage (stochastically when
+     * sr_seed != 0). wbuf as for matmul_forward.
+     */
+    void (*linear_update)(void *w, lomo_dtype dt, float *wbuf, const float *dout, const float *inp,
+                          float alpha, float beta, int BT, int IC, int OC, uint64_t sr_seed);
 
     /*
      * RoPE, HF rotate-half convention, in place on x [B, T, H, hd]. Row t
@@ -62,16 +92,24 @@ typedef struct lomo_backend {
                  int pos_offset, int inverse);
 
     /*
-     * Causal attention with grouped-query heads. q [B, T, NH, hd],
-     * k, v [B, T, NKV, hd] -> out [B, T, NH, hd]; att [B, NH, T, T] keeps the
-     * softmax probabilities (upper triangle zero) for backward.
+     * Causal attention with grouped-query heads, scale 1/sqrt(hd). q [B, T, NH, hd],
+     * k, v [B, T, NKV, hd] -> out [B, T, NH, hd]. `att` is what the backend
+     * saves for backward, attention_saved_floats(B, T, NH) floats: the CPU
+     * keeps the softmax probabilities [B, NH, T, T]; CUDA keeps only the
+     * log-sum-exp of each row [B, NH, T] and recomputes (flash attention).
+     * dt is the model's storage dtype: for a 16-bit model a backend may take
+     * the products in that dtype on tensor cores (accumulating in f32), as
+     * it does for the linear layers; f32 models get f32 products.
      */
     void (*attention_forward)(float *out, float *att, const float *q, const float *k,
-                              const float *v, int B, int T, int NH, int NKV, int hd);
-    /* dq, dk, dv overwritten (not accumulated); datt scratch [B, NH, T, T] */
+                              const float *v, int B, int T, int NH, int NKV, int hd, lomo_dtype dt);
+    /* dq, dk, dv overwritten (not accumulated); datt scratch of
+     * attention_scratch_floats(B, T, NH) floats; out is the forward's output */
     void (*attention_backward)(float *dq, float *dk, float *dv, float *datt, const float *dout,
-                               const float *att, const float *q, const float *k, const float *v,
-                               int B, int T, int NH, int NKV, int hd);
+                               const float *out, const float *att, const float *q, const float *k,
+                               const float *v, int B, int T, int NH, int NKV, int hd, lomo_dtype dt);
+    size_t (*attention_saved_floats)(int B, int T, int NH);
+    size_t (*attention_scratch_floats)(int B, int T, int NH);
 
     /* out [N] = silu(gate) * up */
     void (*swiglu_forward)(float *out, const float *gate, const float *up, size_t n);
@@ -139,8 +177,19 @@ typedef struct lomo_backend {
      */
     double (*linear_grad_sumsq_gram)(float *gram, int inp_gram_valid, const float *dout, const float *inp,
                                      int BT, int IC, int OC);
+    /* w (dt) [n] = uniform in [-scale, scale] from a counter hash of (seed, i):
+     * for benchmarks, which must not spend minutes drawing billions of weights on the host */
+    void (*fill_uniform)(void *w, lomo_dtype dt, size_t n, uint64_t seed, float scale);
 } lomo_backend;
 
 const lomo_backend *lomo_backend_cpu(void);
+#ifdef LOMO_HAVE_CUDA
+/* The CUDA backend, or NULL with the reason in why[] when no usable device is there. */
+const lomo_backend *lomo_backend_cuda(char *why, size_t why_len);
+#endif
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif /* LOMO_BACKEND_H */

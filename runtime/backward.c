@@ -70,7 +70,8 @@ static int block_backward(bwd *b, int l, const layer_acts *a, const float *x) {
     be->matmul_backward_input(g->datty, g->dres, param_ptr(m, param_index(l, P_WO)), dt, m->wbuf, 0.0f, BT,
                               NH * hd, C);
     if (linear_grad(b, param_index(l, P_WO), g->dres, a->atty)) return 1;
-    be->attention_backward(g->dq, g->dk, g->dv, g->datt, g->datty, a->att, a->q, a->k, a->v, B, T, NH, NKV, hd);
+    be->attention_backward(g->dq, g->dk, g->dv, g->datt, g->datty, a->atty, a->att, a->q, a->k, a->v, B, T, NH, NKV, hd,
+                           dt);
     be->rope(g->dq, m->rope_cos, m->rope_sin, B, T, NH, hd, 0, 1);
     be->rope(g->dk, m->rope_cos, m->rope_sin, B, T, NKV, hd, 0, 1);
     be->matmul_backward_input(g->dln, g->dq, param_ptr(m, param_index(l, P_WQ)), dt, m->wbuf, 0.0f, BT, C, NH * hd);
@@ -113,7 +114,8 @@ static int block_replay(bwd *b, int l, const layer_acts *a) {
 
     be->matmul_backward_input(g->datty, dmid, param_ptr(m, param_index(l, P_WO)), dt, m->wbuf, 0.0f, BT, NH * hd, C);
     if (linear_grad(b, param_index(l, P_WO), dmid, a->atty)) return 1;
-    be->attention_backward(g->dq, g->dk, g->dv, g->datt, g->datty, a->att, a->q, a->k, a->v, B, T, NH, NKV, hd);
+    be->attention_backward(g->dq, g->dk, g->dv, g->datt, g->datty, a->atty, a->att, a->q, a->k, a->v, B, T, NH, NKV, hd,
+                           dt);
     be->rope(g->dq, m->rope_cos, m->rope_sin, B, T, NH, hd, 0, 1);
     be->rope(g->dk, m->rope_cos, m->rope_sin, B, T, NKV, hd, 0, 1);
     if (linear_grad(b, param_index(l, P_WQ), g->dq, a->ln1)) return 1;
@@ -237,12 +239,12 @@ lomo_status model_backward(lomo_model *m, float loss_scale, const lomo_grad_hook
         be->embedding_backward(m->gradbuf, dx0, m->emap, BT, C);
         if (!b.failed && hook->on_rows(hook->user, 0, m->erows, nrows, m->gradbuf)) b.failed = 1;
         if (b.failed) goto hook_failed;
-        return LOMO_OK;
+        return lomo_device_check(m->ctx);
     }
     if (!c->tie_word_embeddings) be->memset0(m->gradbuf, (size_t)V * C * sizeof(float));
     be->embedding_backward(m->gradbuf, dx0, m->tokens, BT, C);
     if (dense_grad(&b, 0, m->gradbuf)) goto hook_failed;
-    return LOMO_OK;
+    return lomo_device_check(m->ctx);
 
 hook_failed:
     return lomo_fail(m->ctx, LOMO_ERR_CALLBACK, "backward: gradient hook failed on %s",

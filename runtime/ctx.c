@@ -9,22 +9,64 @@
 
 extern void openblas_set_num_threads(int);
 
+/* The backend for a device name (NULL or "": LOMO_DEVICE, else cuda when usable, else cpu). */
+static const lomo_backend *choose_backend(lomo_ctx *ctx, const char *device) {
+    if (!device || !*device) device = getenv("LOMO_DEVICE");
+    int any = !device || !*device;
+    if (!any && strcmp(device, "cpu") != 0 && strcmp(device, "cuda") != 0) {
+        lomo_fail(ctx, LOMO_ERR_INVALID_ARG, "unknown device \"%s\" (expected \"cpu\" or \"cuda\")", device);
+        return NULL;
+    }
+    if (!any && strcmp(device, "cpu") == 0) return lomo_backend_cpu();
+#ifdef LOMO_HAVE_CUDA
+    char why[256] = "";
+    const lomo_backend *be = lomo_backend_cuda(why, sizeof why);
+    if (be) return be;
+    if (any) return lomo_backend_cpu();
+    lomo_fail(ctx, LOMO_ERR_DEVICE, "device \"cuda\" is not usable: %s", why);
+    return NULL;
+#else
+    if (any) return lomo_backend_cpu();
+    lomo_fail(ctx, LOMO_ERR_DEVICE, "device \"cuda\": this build of lomo has no CUDA backend (nvcc was not found "
+              "when it was configured)");
+    return NULL;
+#endif
+}
+
 lomo_status lomo_ctx_create(lomo_ctx **out, const lomo_ctx_options *opts) {
     if (!out) return LOMO_ERR_INVALID_ARG;
     *out = NULL;
     lomo_ctx *ctx = calloc(1, sizeof *ctx);
     if (!ctx) return LOMO_ERR_OOM;
-    ctx->be = lomo_backend_cpu();
     ctx->num_threads = opts ? opts->num_threads : 0;
     if (ctx->num_threads < 0) {
         free(ctx);
         return LOMO_ERR_INVALID_ARG;
     }
+    ctx->be = choose_backend(ctx, opts ? opts->device : NULL);
+    if (!ctx->be) {
+        /* the reason is in ctx->err, which dies with ctx: print it where the caller can see it */
+        fprintf(stderr, "lomo: %s\n", ctx->err);
+        lomo_status st = strstr(ctx->err, "unknown device") ? LOMO_ERR_INVALID_ARG : LOMO_ERR_DEVICE;
+        free(ctx);
+        return st;
+    }
     *out = ctx;
     return LOMO_OK;
 }
 
-void lomo_ctx_destroy(lomo_ctx *ctx) { free(ctx); }
+const char *lomo_ctx_device(const lomo_ctx *ctx) { return ctx ? ctx->be->name : "none"; }
+
+lomo_status lomo_device_check(lomo_ctx *ctx) {
+    const char *e = ctx->be->error();
+    return e ? lomo_fail(ctx, LOMO_ERR_DEVICE, "%s device error: %s", ctx->be->name, e) : LOMO_OK;
+}
+
+/* The backend's scratch is shared by the process's contexts; it regrows for the next one that needs it. */
+void lomo_ctx_destroy(lomo_ctx *ctx) {
+    if (ctx) ctx->be->release_scratch();
+    free(ctx);
+}
 
 const char *lomo_last_error(const lomo_ctx *ctx) { return ctx ? ctx->err : "no context"; }
 
@@ -49,8 +91,14 @@ void lomo_ctx_apply_threads(const lomo_ctx *ctx) {
 void *lomo_dev_alloc(lomo_ctx *ctx, lomo_mem_category cat, size_t bytes, const char *what) {
     void *p = ctx->be->alloc(bytes);
     if (!p) {
-        lomo_fail(ctx, LOMO_ERR_OOM, "out of memory: %s needs %zu bytes (%s)", what, bytes,
-                  lomo_mem_category_name(cat));
+        const lomo_mem_stats *m = &ctx->mem;
+        lomo_fail(ctx, LOMO_ERR_OOM,
+                  "out of %s memory: %s needs %.1f MiB (%s); already held: weights %.1f, activations %.1f, "
+                  "gradients %.1f, optimizer %.1f, scratch %.1f MiB (`lomo plan` shows the whole plan)",
+                  ctx->be->name, what, bytes / 1048576.0, lomo_mem_category_name(cat),
+                  m->current[LOMO_MEM_WEIGHTS] / 1048576.0, m->current[LOMO_MEM_ACTIVATIONS] / 1048576.0,
+                  m->current[LOMO_MEM_GRADIENTS] / 1048576.0, m->current[LOMO_MEM_OPTIMIZER] / 1048576.0,
+                  m->current[LOMO_MEM_SCRATCH] / 1048576.0);
         return NULL;
     }
     lomo_mem_stats *m = &ctx->mem;
@@ -92,6 +140,7 @@ const char *lomo_status_name(lomo_status s) {
     case LOMO_ERR_STATE: return "wrong call order";
     case LOMO_ERR_NONFINITE: return "non-finite value";
     case LOMO_ERR_CALLBACK: return "gradient hook failed";
+    case LOMO_ERR_DEVICE: return "device error";
     }
     return "unknown status";
 }

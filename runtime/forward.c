@@ -23,7 +23,7 @@ void model_block_forward(lomo_model *m, int l, const layer_acts *a, const float 
     be->matmul_forward(a->v, a->ln1, param_ptr(m, param_index(l, P_WV)), dt, m->wbuf, BT, C, NKV * hd);
     be->rope(a->q, m->rope_cos, m->rope_sin, B, T, NH, hd, 0, 0);
     be->rope(a->k, m->rope_cos, m->rope_sin, B, T, NKV, hd, 0, 0);
-    be->attention_forward(a->atty, a->att, a->q, a->k, a->v, B, T, NH, NKV, hd);
+    be->attention_forward(a->atty, a->att, a->q, a->k, a->v, B, T, NH, NKV, hd, dt);
     be->matmul_forward(a->xmid, a->atty, param_ptr(m, param_index(l, P_WO)), dt, m->wbuf, BT, NH * hd, C);
     be->add_inplace(a->xmid, x, (size_t)BT * C);
 
@@ -90,7 +90,7 @@ lomo_status lomo_model_forward(lomo_model *m, const int32_t *tokens, const int32
     m->rec_valid = 0;
     m->have_targets = targets != NULL;
     m->have_forward = 1;
-    if (!targets) return LOMO_OK;
+    if (!targets) return lomo_device_check(m->ctx);
 
     be->to_device(m->targets, targets, (size_t)BT * sizeof(int32_t));
     be->crossentropy_forward(m->losses, m->lse, m->logits, m->targets, BT, c->vocab_size);
@@ -106,6 +106,7 @@ lomo_status lomo_model_forward(lomo_model *m, const int32_t *tokens, const int32
         n++;
     }
     free(host);
+    if ((st = lomo_device_check(m->ctx))) return st;
     m->n_valid = n;
     m->loss = n ? (float)(sum / n) : 0.0f;
     *loss = m->loss;

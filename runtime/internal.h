@@ -25,6 +25,9 @@ lomo_status lomo_fail(lomo_ctx *ctx, lomo_status s, const char *fmt, ...)
 void *lomo_dev_alloc(lomo_ctx *ctx, lomo_mem_category cat, size_t bytes, const char *what);
 void lomo_dev_free(lomo_ctx *ctx, lomo_mem_category cat, void *p, size_t bytes);
 
+/* LOMO_ERR_DEVICE naming the failed device call, if the backend recorded one; else LOMO_OK. */
+lomo_status lomo_device_check(lomo_ctx *ctx);
+
 /* Applies the context's thread count to OpenMP and OpenBLAS for this thread. */
 void lomo_ctx_apply_threads(const lomo_ctx *ctx);
 

@@ -30,6 +30,7 @@ typedef enum lomo_status {
     LOMO_ERR_STATE,         /* call order is wrong (e.g. backward before forward) */
     LOMO_ERR_NONFINITE,     /* a loss or gradient is NaN or infinite */
     LOMO_ERR_CALLBACK,      /* a gradient hook reported failure */
+    LOMO_ERR_DEVICE,        /* the device (CUDA, cuBLAS) failed or is missing */
 } lomo_status;
 
 typedef enum lomo_dtype {
@@ -53,6 +54,12 @@ typedef struct lomo_model lomo_model;
 
 typedef struct lomo_ctx_options {
     int num_threads;        /* 0: leave OpenMP/OpenBLAS defaults */
+    /*
+     * "cpu" or "cuda". NULL or "": the environment variable LOMO_DEVICE if
+     * set, else cuda when this build has it and a GPU is present, else cpu.
+     * Asking for cuda where there is none is an error naming why.
+     */
+    const char *device;
 } lomo_ctx_options;
 
 typedef struct lomo_mem_stats {
@@ -96,7 +103,7 @@ typedef struct lomo_param_info {
     int64_t shape[2];
     size_t numel;
     lomo_dtype dtype;
-    const char *device;        /* the backend holding data: "cpu" */
+    const char *device;        /* the backend holding data: "cpu" or "cuda" */
     void *data;                /* device pointer to the weights, storage dtype */
 } lomo_param_info;
 
@@ -130,6 +137,8 @@ typedef struct lomo_grad_hook {
 lomo_status lomo_ctx_create(lomo_ctx **out, const lomo_ctx_options *opts);
 void lomo_ctx_destroy(lomo_ctx *ctx);
 const char *lomo_last_error(const lomo_ctx *ctx);
+/* "cpu" or "cuda": the backend this context runs on. */
+const char *lomo_ctx_device(const lomo_ctx *ctx);
 void lomo_mem_get_stats(const lomo_ctx *ctx, lomo_mem_stats *out);
 void lomo_mem_reset_peak(lomo_ctx *ctx);
 const char *lomo_mem_category_name(lomo_mem_category c);
@@ -183,7 +192,7 @@ lomo_status lomo_grads_create(lomo_grads **out, lomo_model *m);
 void lomo_grads_destroy(lomo_grads *g);
 void lomo_grads_zero(lomo_grads *g);
 lomo_grad_hook lomo_grads_hook(lomo_grads *g);
-const float *lomo_grads_get(const lomo_grads *g, int param);   /* f32 [numel] */
+const float *lomo_grads_get(const lomo_grads *g, int param);   /* f32 [numel], device memory of the context */
 
 /* ---- optimizers: the LOMO engine (DESIGN.md 1) ----
  *

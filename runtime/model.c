@@ -73,7 +73,7 @@ static void init_params(lomo_model *m, uint64_t seed) {
                 buf[i] = d->kind == LOMO_PARAM_NORM ? 1.0f : (float)(0.02 * r * cos(th));
                 if (i + 1 < n) buf[i + 1] = d->kind == LOMO_PARAM_NORM ? 1.0f : (float)(0.02 * r * sin(th));
             }
-            m->be->from_f32(dst + i0 * lomo_dtype_size(m->dtype), m->dtype, buf, n);
+            m->be->upload_f32(dst + i0 * lomo_dtype_size(m->dtype), m->dtype, buf, n);
         }
     }
 }
@@ -130,7 +130,7 @@ lomo_status model_create(lomo_model **out, lomo_ctx *ctx, const lomo_llama_confi
     for (int p = 0; p < m->nparams; p++)
         if (m->params[p].kind != LOMO_PARAM_NORM && m->params[p].numel > max_linear)
             max_linear = m->params[p].numel;
-    size_t wbuf_n = m->dtype == LOMO_F32 ? 0 : max_linear;
+    size_t wbuf_n = m->dtype == LOMO_F32 || !m->be->needs_wbuf ? 0 : max_linear;
     m->const_bytes = (2 * rope_n + wbuf_n + (size_t)C) * sizeof(float);
     float *cb = lomo_dev_alloc(ctx, LOMO_MEM_SCRATCH, m->const_bytes, "rope tables and f32 weight buffer");
     if (!cb) goto oom;
@@ -149,7 +149,8 @@ lomo_status model_create(lomo_model **out, lomo_ctx *ctx, const lomo_llama_confi
     return LOMO_OK;
 oom:
     st = LOMO_ERR_OOM;
-    if (!strstr(ctx->err, "out of memory")) lomo_fail(ctx, st, "out of memory creating the model");
+    /* keep the allocator's message (it names what did not fit); a host-side failure has none */
+    if (!strstr(ctx->err, "out of ")) lomo_fail(ctx, st, "out of memory creating the model");
     lomo_model_destroy(m);
     return st;
 }
@@ -198,7 +199,8 @@ static void carve_activations(lomo_model *m, carver *cv, int B, int T) {
     size_t BT = (size_t)B * T, C = c->hidden_size, F = c->intermediate_size, V = c->vocab_size;
     size_t qd = (size_t)c->num_attention_heads * m->head_dim;
     size_t kvd = (size_t)c->num_key_value_heads * m->head_dim;
-    size_t attn = (size_t)B * c->num_attention_heads * T * T;
+    size_t attn = m->be->attention_saved_floats(B, T, c->num_attention_heads);
+    size_t attn_scratch = m->be->attention_scratch_floats(B, T, c->num_attention_heads);
     int L = c->num_hidden_layers, nsets = m->checkpointing ? 1 : L;
     for (int l = 0; l <= L; l++) {
         float *p = carve(cv, BT * C);
@@ -234,7 +236,7 @@ static void carve_activations(lomo_model *m, carver *cv, int B, int T) {
     g->dq = carve(cv, BT * qd);
     g->dk = carve(cv, BT * kvd);
     g->dv = carve(cv, BT * kvd);
-    g->datt = carve(cv, attn);
+    g->datt = carve(cv, attn_scratch);
     g->datty = carve(cv, BT * qd);
     g->dh = carve(cv, BT * F);
     g->dup = carve(cv, BT * F);
@@ -386,14 +388,14 @@ lomo_status lomo_model_set_param_f32(lomo_model *m, int index, const float *src,
     if (!m) return LOMO_ERR_INVALID_ARG;
     lomo_status st = check_param_io(m, index, src, n);
     if (st) return st;
-    m->be->from_f32(param_ptr(m, index), m->dtype, src, n);
+    m->be->upload_f32(param_ptr(m, index), m->dtype, src, n);
     m->have_forward = 0;
     m->rec_valid = 0;   /* saved activations no longer match the weights */
     return LOMO_OK;
 }
 
 void model_param_write_f32(lomo_model *m, int p, size_t first, const float *src, size_t n) {
-    m->be->from_f32((char *)param_ptr(m, p) + first * lomo_dtype_size(m->dtype), m->dtype, src, n);
+    m->be->upload_f32((char *)param_ptr(m, p) + first * lomo_dtype_size(m->dtype), m->dtype, src, n);
     m->have_forward = 0;
     m->rec_valid = 0;
 }
@@ -402,6 +404,6 @@ lomo_status lomo_model_get_param_f32(const lomo_model *m, int index, float *dst,
     if (!m) return LOMO_ERR_INVALID_ARG;
     lomo_status st = check_param_io(m, index, dst, n);
     if (st) return st;
-    m->be->to_f32(dst, param_ptr(m, index), m->dtype, n);
+    m->be->download_f32(dst, param_ptr(m, index), m->dtype, n);
     return LOMO_OK;
 }

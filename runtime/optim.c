@@ -261,6 +261,7 @@ lomo_status lomo_optim_step(lomo_optim *o, const int32_t *tokens, const int32_t 
     }
     applied(o);
 done:
+    if (!st) st = lomo_device_check(o->ctx);
     o->inject = -1;
     if (result) *result = r;
     return st;

@@ -141,14 +141,7 @@ static int update_linear(void *user, int p, const float *dout, const float *inp,
     }
     /* the fused update: W <- (1 - lr*wd) W - (lr*coef/scale) dout^T inp, no gradient ever formed */
     float alpha = -o->lr * o->coef * o->gscale, beta = 1.0f - o->lr * o->o.weight_decay;
-    if (m->dtype == LOMO_F32) {
-        o->be->matmul_backward_weight(w, dout, inp, alpha, beta, BT, IC, OC);
-    } else {
-        /* 16-bit storage: widen into the model's f32 weight buffer, update in f32, round back */
-        o->be->to_f32(m->wbuf, w, m->dtype, d->numel);
-        o->be->matmul_backward_weight(m->wbuf, dout, inp, alpha, beta, BT, IC, OC);
-        o->be->round_from_f32(w, m->dtype, m->wbuf, d->numel, optim_sr_seed(o, p));
-    }
+    o->be->linear_update(w, m->dtype, m->wbuf, dout, inp, alpha, beta, BT, IC, OC, optim_sr_seed(o, p));
     return 0;
 }
 

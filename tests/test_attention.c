@@ -14,11 +14,11 @@ int main(void) {
     float *out = op_zeros(nq), *att = op_zeros(na), *datt = op_zeros(na);
     float *dq = op_zeros(nq), *dk = op_zeros(nk), *dv = op_zeros(nk);
 
-    be->attention_forward(out, att, q, k, v, B, T, NH, NKV, hd);
+    be->attention_forward(out, att, q, k, v, B, T, NH, NKV, hd, LOMO_F32);
     op_compare(&fx, "attention.out", out);
     /* stale values must not leak in: backward overwrites its outputs */
     for (size_t i = 0; i < nk; i++) dk[i] = dv[i] = 1e3f;
-    be->attention_backward(dq, dk, dv, datt, dout, att, q, k, v, B, T, NH, NKV, hd);
+    be->attention_backward(dq, dk, dv, datt, dout, out, att, q, k, v, B, T, NH, NKV, hd, LOMO_F32);
     op_compare(&fx, "attention.dq", dq);
     op_compare(&fx, "attention.dk", dk);
     op_compare(&fx, "attention.dv", dv);

@@ -32,8 +32,10 @@ static void causal_softmax(float *s, int T, float scale) {
     }
 }
 
+/* dt is unused: the CPU takes every product in f32 */
 void cpu_attention_forward(float *out, float *att, const float *q, const float *k, const float *v, int B, int T,
-                           int NH, int NKV, int hd) {
+                           int NH, int NKV, int hd, lomo_dtype dt) {
+    (void)dt;
     int group = NH / NKV;
     int qs = NH * hd, ks = NKV * hd;   /* row strides */
     float scale = 1.0f / sqrtf((float)hd);
@@ -56,8 +58,12 @@ void cpu_attention_forward(float *out, float *att, const float *q, const float *
 
 /* One thread owns one (batch, kv head): it alone writes that head's dk and dv,
  * summing over its query heads in order, so the result is deterministic. */
-void cpu_attention_backward(float *dq, float *dk, float *dv, float *datt, const float *dout, const float *att,
-                            const float *q, const float *k, const float *v, int B, int T, int NH, int NKV, int hd) {
+void cpu_attention_backward(float *dq, float *dk, float *dv, float *datt, const float *dout, const float *out_unused,
+                            const float *att,
+                            const float *q, const float *k, const float *v, int B, int T, int NH, int NKV, int hd,
+                            lomo_dtype dt) {
+    (void)out_unused;   /* the CPU keeps the probabilities; flash-style backends need out */
+    (void)dt;
     int group = NH / NKV;
     int qs = NH * hd, ks = NKV * hd;
     float scale = 1.0f / sqrtf((float)hd);
@@ -93,3 +99,6 @@ void cpu_attention_backward(float *dq, float *dk, float *dv, float *datt, const 
         }
     }
 }
+
+/* The CPU keeps the probabilities: [B, NH, T, T] saved, the same again as scratch. */
+size_t cpu_attention_saved_floats(int B, int T, int NH) { return (size_t)B * NH * T * T; }

@@ -11,8 +11,16 @@ static void cpu_free(void *p) { free(p); }
 static void cpu_memset0(void *p, size_t bytes) { memset(p, 0, bytes); }
 static void cpu_copy(void *dst, const void *src, size_t bytes) { memcpy(dst, src, bytes); }
 
+static const char *cpu_error(void) { return NULL; }
+static void cpu_sync(void) {}
+static void cpu_release_scratch(void) {}
+
 static const lomo_backend cpu_backend = {
     .name = "cpu",
+    .needs_wbuf = 1,
+    .error = cpu_error,
+    .sync = cpu_sync,
+    .release_scratch = cpu_release_scratch,
     .alloc = cpu_alloc,
     .free = cpu_free,
     .memset0 = cpu_memset0,
@@ -21,6 +29,8 @@ static const lomo_backend cpu_backend = {
     .to_device = cpu_copy,
     .to_f32 = cpu_to_f32,
     .from_f32 = cpu_from_f32,
+    .upload_f32 = cpu_from_f32,
+    .download_f32 = cpu_to_f32,
     .embedding_forward = cpu_embedding_forward,
     .embedding_backward = cpu_embedding_backward,
     .rmsnorm_forward = cpu_rmsnorm_forward,
@@ -31,6 +41,8 @@ static const lomo_backend cpu_backend = {
     .rope = cpu_rope,
     .attention_forward = cpu_attention_forward,
     .attention_backward = cpu_attention_backward,
+    .attention_saved_floats = cpu_attention_saved_floats,
+    .attention_scratch_floats = cpu_attention_saved_floats,
     .swiglu_forward = cpu_swiglu_forward,
     .swiglu_backward = cpu_swiglu_backward,
     .add_inplace = cpu_add_inplace,
@@ -46,6 +58,8 @@ static const lomo_backend cpu_backend = {
     .adalomo_update = cpu_adalomo_update,
     .adamw_update = cpu_adamw_update,
     .linear_grad_sumsq_gram = cpu_linear_grad_sumsq_gram,
+    .linear_update = cpu_linear_update,
+    .fill_uniform = cpu_fill_uniform,
 };
 
 const lomo_backend *lomo_backend_cpu(void) { return &cpu_backend; }

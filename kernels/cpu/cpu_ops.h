@@ -30,10 +30,12 @@ void cpu_rope(float *x, const float *cos, const float *sin, int B, int T, int H,
               int pos_offset, int inverse);
 
 void cpu_attention_forward(float *out, float *att, const float *q, const float *k,
-                           const float *v, int B, int T, int NH, int NKV, int hd);
+                           const float *v, int B, int T, int NH, int NKV, int hd, lomo_dtype dt);
 void cpu_attention_backward(float *dq, float *dk, float *dv, float *datt, const float *dout,
-                            const float *att, const float *q, const float *k, const float *v,
-                            int B, int T, int NH, int NKV, int hd);
+                            const float *out_unused, const float *att, const float *q, const float *k, const float *v,
+                            int B, int T, int NH, int NKV, int hd, lomo_dtype dt);
+
+size_t cpu_attention_saved_floats(int B, int T, int NH);
 
 void cpu_swiglu_forward(float *out, const float *gate, const float *up, size_t n);
 void cpu_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate,
@@ -59,6 +61,9 @@ void cpu_adalomo_update(void *w, lomo_dtype dt, float *g, float *row, float *col
                         uint64_t sr_seed);
 void cpu_adamw_update(void *w, lomo_dtype dt, const float *g, float *m, float *v, size_t n, float lr,
                       float wd, float b1, float b2, float eps, float bc1, float bc2, uint64_t sr_seed);
+void cpu_linear_update(void *w, lomo_dtype dt, float *wbuf, const float *dout, const float *inp, float alpha,
+                       float beta, int BT, int IC, int OC, uint64_t sr_seed);
+void cpu_fill_uniform(void *w, lomo_dtype dt, size_t n, uint64_t seed, float scale);
 double cpu_linear_grad_sumsq_gram(float *gram, int inp_gram_valid, const float *dout, const float *inp,
                                   int BT, int IC, int OC);
 

@@ -170,3 +170,24 @@ double cpu_linear_grad_sumsq_gram(float *gram, int inp_gram_valid, const float *
     }
     return total;
 }
+
+void cpu_linear_update(void *w, lomo_dtype dt, float *wbuf, const float *dout, const float *inp, float alpha,
+                       float beta, int BT, int IC, int OC, uint64_t sr_seed) {
+    if (dt == LOMO_F32) {
+        cpu_matmul_backward_weight(w, dout, inp, alpha, beta, BT, IC, OC);
+        return;
+    }
+    /* 16-bit storage: widen, update in f32, round back once */
+    cpu_to_f32(wbuf, w, dt, (size_t)OC * IC);
+    cpu_matmul_backward_weight(wbuf, dout, inp, alpha, beta, BT, IC, OC);
+    cpu_round_from_f32(w, dt, wbuf, (size_t)OC * IC, sr_seed);
+}
+
+void cpu_fill_uniform(void *w, lomo_dtype dt, size_t n, uint64_t seed, float scale) {
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        uint64_t r = mix64(seed ^ (i * 0x9e3779b97f4a7c15ull) ^ 0x5851f42d4c957f2dull);
+        float u = (float)(r >> 40) * (1.0f / 16777216.0f);   /* [0, 1) with 24 bits */
+        store(w, dt, i, (2.0f * u - 1.0f) * scale, 0);
+    }
+}
