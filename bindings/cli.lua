@@ -61,7 +61,7 @@ function M.run(yaml, ...)
   return fn(cfg, {yaml = yaml, dir = dir, recipe = recipe})
 end
 
--- ---- lomo plan <model> --seq N --batch B --dtype bf16 [--checkpointing] ----
+-- ---- lomo plan <model> --seq N --batch B --dtype bf16 [--checkpointing] [--device cuda] ----
 
 local function size(n)
   if n >= 10 * 2^30 then return ("%.1f GiB"):format(n / 2^30) end
@@ -69,7 +69,7 @@ local function size(n)
 end
 
 M.plan_usage = "usage: lomo plan <model.gguf | hf-folder | config.json> --seq N [--batch B] " ..
-               "[--dtype f32|bf16|f16] [--checkpointing]"
+               "[--dtype f32|bf16|f16] [--checkpointing] [--device cpu|cuda]"
 
 function M.plan(...)
   local args = {...}
@@ -87,6 +87,7 @@ function M.plan(...)
       if not v or v <= 0 then error(a .. " needs a positive integer, got " .. args[i], 0) end
       opt[a:sub(3)] = v
     elseif a == "--dtype" then opt.dtype = value()
+    elseif a == "--device" then opt.device = value()
     elseif a == "--checkpointing" then opt.checkpointing = true
     elseif a:sub(1, 1) == "-" then error("unknown option " .. a .. "\n" .. M.plan_usage, 0)
     elseif opt.model then error("one model only (got " .. opt.model .. " and " .. a .. ")", 0)
@@ -95,7 +96,7 @@ function M.plan(...)
   end
   if not opt.model or not opt.seq then error(M.plan_usage, 0) end
   local p = lomo.plan{model = opt.model, seq = opt.seq, batch = opt.batch, dtype = opt.dtype,
-                      checkpointing = opt.checkpointing}
+                      checkpointing = opt.checkpointing, device = opt.device}
   print(("memory plan for %s: batch %d x seq %d, %s weights, checkpointing %s"):format(
     opt.model, opt.batch, opt.seq, opt.dtype, opt.checkpointing and "on" or "off"))
   local cols = {"weights", "activations", "gradients", "optimizer", "scratch", "total"}

@@ -28,6 +28,7 @@
 #define LOMO_T_MODEL "lomo.model"
 #define LOMO_T_TOKENIZER "lomo.tokenizer"
 #define LOMO_T_OPTIMIZER "lomo.optimizer"
+#define LOMO_T_TENSOR "lomo.tensor"
 
 /* the module's entry point; the only symbol lomo.so exports */
 __attribute__((visibility("default"))) int luaopen_lomo(lua_State *L);
@@ -64,11 +65,25 @@ typedef struct lomo_lua_reg {
 /* Creates the metatable `tname` (methods in __index, __gc = __close = close, __tostring). */
 void lomo_lua_new_type(lua_State *L, const char *tname, const lomo_lua_reg *methods, lua_CFunction close,
                        lua_CFunction tostring);
+/*
+ * Gives the type tname fields (obj.name): __index becomes index, a C closure
+ * whose upvalue 1 is the methods table, and help() lists fields (fn unused).
+ */
+void lomo_lua_set_fields(lua_State *L, const char *tname, lua_CFunction index, const lomo_lua_reg *fields);
 /* Sets functions into the table on top of the stack and records their help text. */
 void lomo_lua_set_funcs(lua_State *L, const lomo_lua_reg *funcs);
 
 /* Raises "<where>: <runtime message>" for a failed runtime call. */
 int lomo_lua_fail(lua_State *L, lomo_ctx *ctx, lomo_status st, const char *where);
+
+/*
+ * A new runtime context; device "cpu", "cuda", or NULL for the runtime's
+ * choice (LOMO_DEVICE, else cuda when usable, else cpu). Raises "<where>: ..."
+ * naming the device when it cannot be had.
+ */
+lomo_ctx *lomo_lua_new_ctx(lua_State *L, int threads, const char *device, const char *where);
+/* The optional field 'device' of the table at t: NULL when absent or "", else "cpu" or "cuda". */
+const char *lomo_lua_opt_device(lua_State *L, int t, const char *where);
 
 /* The handle at index i of type tname, raising on a wrong type or a closed handle. */
 lomo_ctx_ref *lomo_lua_check_context(lua_State *L, int i);
@@ -99,12 +114,20 @@ lomo_status lomo_lua_config_from_path(lomo_ctx *ctx, const char *path, lomo_llam
 int32_t *lomo_lua_check_ids(lua_State *L, int arg, const char *where, const char *what, int V, int is_target,
                             int *B, int *T);
 
+/*
+ * Pushes a tensor handle: a view of parameter index (0-based) of the model
+ * whose handle is at model_arg. The view holds a reference to the model and
+ * keeps its handle from being collected.
+ */
+void lomo_lua_push_tensor(lua_State *L, int model_arg, lomo_model_ref *r, int index);
+
 /* The sub-modules; each leaves its table on the stack. */
 void lomo_lua_open_json(lua_State *L);
 void lomo_lua_open_yaml(lua_State *L);
 void lomo_lua_open_model(lua_State *L);      /* sets context, load, model, plan into the table on top */
 void lomo_lua_open_tokenizer(lua_State *L);  /* sets tokenizer into the table on top */
 void lomo_lua_open_optim(lua_State *L);      /* sets optimizer into the table on top */
+void lomo_lua_open_tensor(lua_State *L);     /* registers the tensor type; sets nothing */
 
 /* help(obj): prints the functions of a table or the methods of a handle. */
 int lomo_lua_help(lua_State *L);

@@ -95,7 +95,7 @@ static void usage(FILE *f) {
             "usage: lomo [script.lua [args...]]\n"
             "       lomo run recipe.yaml [key=value ...]   (dotted keys: optim.lr=1e-4)\n"
             "       lomo plan <model.gguf | hf-folder> --seq N [--batch B] [--dtype f32|bf16|f16] "
-            "[--checkpointing]\n"
+            "[--checkpointing] [--device cpu|cuda]\n"
             "       lomo --version | --help\n"
             "Without arguments, lomo opens a REPL (help(lomo) lists the API) or runs stdin.\n");
 }

@@ -30,20 +30,18 @@ lomo_ctx_ref *lomo_lua_check_context(lua_State *L, int i) {
 }
 
 static int l_context(lua_State *L) {
-    static const char *const known[] = {"threads", NULL};
+    static const char *const known[] = {"threads", "device", NULL};
     if (!lua_isnoneornil(L, 1)) {
         luaL_checktype(L, 1, LUA_TTABLE);
         lomo_lua_check_keys(L, 1, "lomo.context", known);
     }
     lua_Integer threads = lomo_lua_opt_int(L, 1, "threads", 0, "lomo.context");
     if (threads < 0 || threads > 4096) return luaL_error(L, "lomo.context: threads must be in [0, 4096]");
+    const char *device = lomo_lua_opt_device(L, 1, "lomo.context");
     context_handle *h = lua_newuserdatauv(L, sizeof *h, 0);
     h->r = NULL;   /* closed until the context exists */
     luaL_setmetatable(L, LOMO_T_CONTEXT);
-    lomo_ctx_options o = {.num_threads = (int)threads};
-    lomo_ctx *ctx = NULL;
-    lomo_status st = lomo_ctx_create(&ctx, &o);
-    if (st != LOMO_OK) return luaL_error(L, "lomo.context: %s", lomo_status_name(st));
+    lomo_ctx *ctx = lomo_lua_new_ctx(L, (int)threads, device, "lomo.context");
     h->r = lomo_lua_ctx_ref_new(ctx);
     if (!h->r) {
         lomo_ctx_destroy(ctx);
@@ -61,8 +59,20 @@ static int ctx_close(lua_State *L) {
 
 static int ctx_tostring(lua_State *L) {
     context_handle *h = luaL_checkudata(L, 1, LOMO_T_CONTEXT);
-    if (h->r) lua_pushfstring(L, LOMO_T_CONTEXT " (%p)", (void *)h->r);
+    if (h->r) lua_pushfstring(L, LOMO_T_CONTEXT " (%s, %p)", lomo_ctx_device(h->r->ctx), (void *)h->r);
     else lua_pushliteral(L, LOMO_T_CONTEXT " (closed)");
+    return 1;
+}
+
+/* ctx.device as a field; everything else from the methods */
+static int ctx_index(lua_State *L) {
+    const char *k = lua_tostring(L, 2);
+    if (k && strcmp(k, "device") == 0) {
+        lua_pushstring(L, lomo_ctx_device(lomo_lua_check_context(L, 1)->ctx));
+        return 1;
+    }
+    lua_pushvalue(L, 2);
+    lua_gettable(L, lua_upvalueindex(1));
     return 1;
 }
 
@@ -372,6 +382,41 @@ static int model_set(lua_State *L) {
     return 0;
 }
 
+/* m:param(name | index): index is 1-based, in the order of m:params() */
+static int model_param(lua_State *L) {
+    lomo_model_ref *r = lomo_lua_check_model(L, 1);
+    int n = lomo_model_num_params(r->m), idx;
+    if (lua_type(L, 2) == LUA_TNUMBER) {
+        int isint = 0;
+        lua_Integer i = lua_tointegerx(L, 2, &isint);
+        if (!isint) return luaL_error(L, "lomo.model:param: index must be an integer, got %s", luaL_tolstring(L, 2, NULL));
+        if (i < 1 || i > n) return luaL_error(L, "lomo.model:param: index %I is outside [1, %d]", i, n);
+        idx = (int)i - 1;
+    } else {
+        lomo_param_info pi;
+        idx = find_param(L, r, 2, "lomo.model:param", &pi);
+    }
+    lomo_lua_push_tensor(L, 1, r, idx);
+    return 1;
+}
+
+static int tensors_next(lua_State *L) {
+    lomo_model_ref *r = lomo_lua_check_model(L, 1);
+    lua_Integer i = luaL_checkinteger(L, 2);
+    if (i < 0 || i >= lomo_model_num_params(r->m)) return 0;
+    lua_pushinteger(L, i + 1);
+    lomo_lua_push_tensor(L, 1, r, (int)i);
+    return 2;
+}
+
+static int model_tensors(lua_State *L) {
+    lomo_lua_check_model(L, 1);
+    lua_pushcfunction(L, tensors_next);
+    lua_pushvalue(L, 1);
+    lua_pushinteger(L, 0);
+    return 3;
+}
+
 /*
  * Reads a [B][T] table of ids at arg into a new userdata buffer (pushed).
  * is_target: -100 allowed. B and T in/out: 0 means "set from this table".
@@ -519,7 +564,7 @@ static void push_plan(lua_State *L, const lomo_plan *p) {
 }
 
 static int l_plan(lua_State *L) {
-    static const char *const known[] = {"config", "model", "seq", "batch", "dtype", "checkpointing", NULL};
+    static const char *const known[] = {"config", "model", "seq", "batch", "dtype", "checkpointing", "device", NULL};
     const char *where = "lomo.plan";
     luaL_checktype(L, 1, LUA_TTABLE);
     lomo_lua_check_keys(L, 1, where, known);
@@ -530,20 +575,19 @@ static int l_plan(lua_State *L) {
     lomo_model_options mo = {.dtype = LOMO_F32};
     lomo_lua_parse_dtype(L, lomo_lua_opt_str(L, 1, "dtype", "f32", where), where, &mo.dtype);
     mo.checkpointing = lomo_lua_opt_bool(L, 1, "checkpointing", 0, where);
+    const char *device = lomo_lua_opt_device(L, 1, where);   /* plans differ by backend */
 
-    lomo_ctx *ctx = NULL;
-    lomo_ctx_options co = {0};
-    lomo_status st = lomo_ctx_create(&ctx, &co);
-    if (st != LOMO_OK) return luaL_error(L, "%s: %s", where, lomo_status_name(st));
     /* the context lives in a closed-safe userdata so an error below cannot leak it */
     context_handle *h = lua_newuserdatauv(L, sizeof *h, 0);
     h->r = NULL;
     luaL_setmetatable(L, LOMO_T_CONTEXT);
+    lomo_ctx *ctx = lomo_lua_new_ctx(L, 0, device, where);
     h->r = lomo_lua_ctx_ref_new(ctx);
     if (!h->r) {
         lomo_ctx_destroy(ctx);
         return luaL_error(L, "%s: out of memory", where);
     }
+    lomo_status st = LOMO_OK;
 
     lomo_llama_config cfg;
     lua_getfield(L, 1, "config");
@@ -601,9 +645,16 @@ static const lomo_lua_reg context_methods[] = {
     {NULL, NULL, NULL},
 };
 
+static const lomo_lua_reg context_fields[] = {
+    {"device", NULL, "\"cpu\" or \"cuda\": where its models live and run"},
+    {NULL, NULL, NULL},
+};
+
 static const lomo_lua_reg model_methods[] = {
     {"config", model_config, "() -> table with HF field names"},
     {"params", model_params, "() -> array of {name=, shape=, numel=, dtype=, kind=}"},
+    {"param", model_param, "(name | index) -> a tensor: a view of that parameter (help(t) for its methods)"},
+    {"tensors", model_tensors, "() -> iterator: for i, t in m:tensors() do ... end, t a tensor view"},
     {"get", model_get, "(name) -> the parameter as a flat array of numbers"},
     {"set", model_set, "(name, array): write a parameter from a flat array"},
     {"forward", model_forward, "(tokens, targets) -> mean loss (nil without targets)"},
@@ -617,15 +668,16 @@ static const lomo_lua_reg model_methods[] = {
 };
 
 static const lomo_lua_reg model_funcs[] = {
-    {"context", l_context, "{threads=} -> a context (runtime, memory accounting)"},
+    {"context", l_context, "{threads=, device=\"cpu\"|\"cuda\"} -> a context (runtime, device, memory accounting)"},
     {"load", l_load, "(ctx, path, {dtype=, checkpointing=}) -> model from a .gguf file or an HF folder"},
     {"model", l_model, "(ctx, cfg, {dtype=, checkpointing=, seed=}) -> randomly initialized model"},
-    {"plan", l_plan, "{config= | model=, seq=, batch=, dtype=, checkpointing=} -> memory plan in bytes"},
+    {"plan", l_plan, "{config= | model=, seq=, batch=, dtype=, checkpointing=, device=} -> memory plan in bytes"},
     {NULL, NULL, NULL},
 };
 
 void lomo_lua_open_model(lua_State *L) {
     lomo_lua_new_type(L, LOMO_T_CONTEXT, context_methods, ctx_close, ctx_tostring);
+    lomo_lua_set_fields(L, LOMO_T_CONTEXT, ctx_index, context_fields);
     lomo_lua_new_type(L, LOMO_T_MODEL, model_methods, model_close, model_tostring);
     lomo_lua_set_funcs(L, model_funcs);
 }

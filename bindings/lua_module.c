@@ -89,6 +89,20 @@ void lomo_lua_new_type(lua_State *L, const char *tname, const lomo_lua_reg *meth
     lua_pop(L, 1);
 }
 
+void lomo_lua_set_fields(lua_State *L, const char *tname, lua_CFunction index, const lomo_lua_reg *fields) {
+    luaL_getmetatable(L, tname);
+    lua_getfield(L, -1, "__methods");
+    lua_pushcclosure(L, index, 1);
+    lua_setfield(L, -2, "__index");
+    lua_newtable(L);   /* for help(), in order: "name  text" */
+    for (int i = 0; fields[i].name; i++) {
+        lua_pushfstring(L, "%s  %s", fields[i].name, fields[i].doc ? fields[i].doc : "");
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua_setfield(L, -2, "__fields");
+    lua_pop(L, 1);
+}
+
 int lomo_lua_is_type(lua_State *L, int i, const char *tname) {
     return luaL_testudata(L, i, tname) != NULL;
 }
@@ -97,6 +111,37 @@ int lomo_lua_fail(lua_State *L, lomo_ctx *ctx, lomo_status st, const char *where
     const char *msg = ctx ? lomo_last_error(ctx) : NULL;
     if (!msg || !*msg) msg = lomo_status_name(st);
     return luaL_error(L, "%s: %s", where, msg);
+}
+
+/* ---- contexts and devices ---- */
+
+static int is_device_name(const char *s) {
+    return strcmp(s, "cpu") == 0 || strcmp(s, "cuda") == 0;
+}
+
+const char *lomo_lua_opt_device(lua_State *L, int t, const char *where) {
+    const char *d = lomo_lua_opt_str(L, t, "device", NULL, where);
+    if (!d || !*d) return NULL;
+    if (!is_device_name(d)) luaL_error(L, "%s: device must be \"cpu\" or \"cuda\", got \"%s\"", where, d);
+    return d;
+}
+
+lomo_ctx *lomo_lua_new_ctx(lua_State *L, int threads, const char *device, const char *where) {
+    lomo_ctx_options o = {.num_threads = threads, .device = device};
+    lomo_ctx *ctx = NULL;
+    lomo_status st = lomo_ctx_create(&ctx, &o);
+    if (st == LOMO_OK) return ctx;
+    /* the runtime's reason dies with the context it could not make; it printed it to stderr */
+    const char *env = getenv("LOMO_DEVICE");
+    const char *from = device ? "" : " (from LOMO_DEVICE)";
+    if (!device && env && *env) device = env;
+    if (st == LOMO_ERR_INVALID_ARG && device && !is_device_name(device))
+        luaL_error(L, "%s: device \"%s\"%s is unknown (expected \"cpu\" or \"cuda\")", where, device, from);
+    if (st == LOMO_ERR_DEVICE)
+        luaL_error(L, "%s: device \"%s\"%s is not usable (the reason is on stderr); device = \"cpu\" runs on "
+                   "the CPU", where, device ? device : "cuda", device ? from : "");
+    luaL_error(L, "%s: %s", where, lomo_status_name(st));
+    return NULL;
 }
 
 /* ---- option tables ---- */
@@ -320,6 +365,12 @@ int lomo_lua_help(lua_State *L) {
         if (name && lua_istable(L, -1)) {
             printf("%s methods:\n", name);
             print_members(L, -1, "obj", ":");
+            if (lua_getfield(L, -3, "__fields") == LUA_TTABLE) {
+                for (lua_Integer i = 1; lua_rawgeti(L, -1, i) == LUA_TSTRING; i++) {
+                    printf("  obj.%s\n", lua_tostring(L, -1));
+                    lua_pop(L, 1);
+                }
+            }
             fflush(stdout);
             return 0;
         }
@@ -391,5 +442,6 @@ int luaopen_lomo(lua_State *L) {
     lomo_lua_open_model(L);
     lomo_lua_open_tokenizer(L);
     lomo_lua_open_optim(L);
+    lomo_lua_open_tensor(L);
     return 1;
 }

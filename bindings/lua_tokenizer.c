@@ -46,11 +46,8 @@ static int l_tokenizer(lua_State *L) {
     luaL_setmetatable(L, LOMO_T_TOKENIZER);
     if (cr) {
         cr->refs++;
-    } else {   /* a private context, for the error text */
-        lomo_ctx *ctx = NULL;
-        lomo_ctx_options co = {0};
-        lomo_status st = lomo_ctx_create(&ctx, &co);
-        if (st != LOMO_OK) return luaL_error(L, "%s: %s", w, lomo_status_name(st));
+    } else {   /* a private context, for the error text; the tokenizer never needs a GPU */
+        lomo_ctx *ctx = lomo_lua_new_ctx(L, 0, "cpu", w);
         cr = lomo_lua_ctx_ref_new(ctx);
         if (!cr) {
             lomo_ctx_destroy(ctx);
@@ -189,6 +186,12 @@ static const lomo_lua_reg tok_methods[] = {
     {NULL, NULL, NULL},
 };
 
+static const lomo_lua_reg tok_fields[] = {
+    {"bos", NULL, "the BOS token id, or nil"},
+    {"eos", NULL, "the EOS token id, or nil"},
+    {NULL, NULL, NULL},
+};
+
 static const lomo_lua_reg tok_funcs[] = {
     {"tokenizer", l_tokenizer, "([ctx,] path) -> tokenizer from a tokenizer.json, an HF folder or a .gguf file"},
     {NULL, NULL, NULL},
@@ -196,11 +199,6 @@ static const lomo_lua_reg tok_funcs[] = {
 
 void lomo_lua_open_tokenizer(lua_State *L) {
     lomo_lua_new_type(L, LOMO_T_TOKENIZER, tok_methods, tok_close, tok_tostring);
-    /* __index becomes a function (for tok.bos / tok.eos) over the methods table */
-    luaL_getmetatable(L, LOMO_T_TOKENIZER);
-    lua_getfield(L, -1, "__index");
-    lua_pushcclosure(L, tok_index, 1);
-    lua_setfield(L, -2, "__index");
-    lua_pop(L, 1);
+    lomo_lua_set_fields(L, LOMO_T_TOKENIZER, tok_index, tok_fields);
     lomo_lua_set_funcs(L, tok_funcs);
 }

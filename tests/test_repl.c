@@ -1,7 +1,7 @@
 /*
  * test_repl.c: drives the `lomo` REPL through a pseudo-terminal (forkpty):
  * start, evaluate an expression, multi-line input, Ctrl-C on a running loop
- * and on a half-typed line, help(lomo), and Ctrl-D to leave.
+ * and on a half-typed line, help(lomo), help of a context and a tensor view, and Ctrl-D to leave.
  * Exits 77 (skipped) when no pseudo-terminal or no lomo program is available.
  */
 #define _DEFAULT_SOURCE
@@ -171,6 +171,17 @@ int main(void) {
     expect("lomo.optimizer");
     send("help(lomo.context())\n");
     expect("obj:memory");
+    expect("obj.device");
+    /* a tensor view: how the REPL shows it, and its own help */
+    send("t = lomo.model(lomo.context{device = 'cpu'}, {hidden_size = 16, intermediate_size = 32, "
+         "num_hidden_layers = 1, num_attention_heads = 2, vocab_size = 32}):param('model.norm.weight')\n");
+    expect("> ");
+    send("t\n");
+    expect("tensor(model.norm.weight, [16], f32)");
+    send("help(t)\n");
+    expect("lomo.tensor methods:");
+    expect("obj:stats");
+    expect("obj.dtype");
     /* Only at the prompt is the terminal in readline's raw mode: a ^D sent while the line
      * discipline is still canonical (output in progress) can be lost in the mode switch. */
     expect("> ");
