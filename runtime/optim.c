@@ -224,6 +224,7 @@ lomo_status lomo_optim_step(lomo_optim *o, const int32_t *tokens, const int32_t 
     o->gscale = 1.0f / o->scale;
     o->coef = 1.0f;
     o->checked = 0;
+    o->finite_inp = NULL;
     if (!isfinite(r.loss)) {
         r.skipped = r.nonfinite = 1;   /* not the scale's fault: keep it */
         goto done;

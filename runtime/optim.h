@@ -20,6 +20,7 @@ struct lomo_optim {
     /* this step */
     float lr, coef, gscale;     /* gscale = 1 / loss scale */
     int checked;                /* 1: a measuring pass vetted every gradient already */
+    const float *finite_inp;    /* the linear input last found finite in this block (q/k/v share one) */
     double sumsq;
     int nonfinite_param;        /* first parameter found non-finite, or -1 */
     int inject;                 /* testing: parameter to treat as non-finite, or -1 */

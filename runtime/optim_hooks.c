@@ -127,9 +127,13 @@ static int update_linear(void *user, int p, const float *dout, const float *inp,
     lomo_model *m = o->m;
     const param_desc *d = &m->params[p];
     int OC = (int)d->shape[0], IC = (int)d->shape[1];
-    if (!o->checked && (injected(o, p) || !o->be->all_finite(dout, (size_t)BT * OC) ||
-                        !o->be->all_finite(inp, (size_t)BT * IC)))
-        return found_nonfinite(o, p);
+    /* each check reads the tensor and waits for the device: an input shared by q/k/v or
+     * gate/up is checked once per block */
+    if (!o->checked) {
+        if (injected(o, p) || !o->be->all_finite(dout, (size_t)BT * OC)) return found_nonfinite(o, p);
+        if (inp != o->finite_inp && !o->be->all_finite(inp, (size_t)BT * IC)) return found_nonfinite(o, p);
+        o->finite_inp = inp;
+    }
     void *w = param_ptr(m, p);
     if (o->o.kind == LOMO_OPTIM_ADALOMO || o->o.clip_grad_value > 0) {
         if (optim_reserve_gscratch(o)) return 1;
@@ -147,6 +151,7 @@ static int update_linear(void *user, int p, const float *dout, const float *inp,
 
 static int update_dense(void *user, int p, float *grad) {
     lomo_optim *o = user;
+    o->finite_inp = NULL;   /* a new block's inputs follow (the buffers are reused across blocks) */
     const param_desc *d = &o->m->params[p];
     if (!o->checked && (injected(o, p) || !o->be->all_finite(grad, d->numel))) return found_nonfinite(o, p);
     if (o->o.kind == LOMO_OPTIM_ADALOMO) adalomo_apply(o, p, grad);

@@ -1,0 +1,115 @@
+/*
+ * cuda_ops.h: the CUDA implementations behind the backend table
+ * (runtime/backend.h documents every op's shapes and semantics; these follow
+ * it exactly). Every kernel runs on cuda_stream(); every CUDA and cuBLAS
+ * status goes through cuda_ok / cublas_ok, which keep the first failure for
+ * the backend's error() so the runtime can report it by name.
+ */
+#ifndef LOMO_CUDA_OPS_H
+#define LOMO_CUDA_OPS_H
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#include "../../runtime/backend.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- shared state (cuda_backend.cu) ---- */
+cudaStream_t cuda_stream(void);
+cublasHandle_t cuda_blas(void);
+/* 1 if e is cudaSuccess; otherwise records "what: cuda error text" (first failure wins) and returns 0 */
+int cuda_ok(cudaError_t e, const char *what);
+int cublas_ok(cublasStatus_t s, const char *what);
+/* checks the launch just made (cudaGetLastError) */
+#define CUDA_LAUNCHED(what) cuda_ok(cudaGetLastError(), what)
+/*
+ * A growable device scratch for temporaries an op needs only during the call
+ * (16-bit copies of GEMM operands, reduction partials). slot 0..CUDA_SCRATCH_SLOTS-1
+ * are independent buffers; contents do not survive the next call with that slot.
+ * NULL (error recorded) if the device is out of memory.
+ */
+#define CUDA_SCRATCH_SLOTS 5   /* 0, 1: GEMM operands; 2: update.cu; 3: attention; 4: GEMM f32 chunks */
+void *cuda_scratch(int slot, size_t bytes);
+/* bytes held by the scratch slots (reported by benchmarks) */
+size_t cuda_scratch_bytes(void);
+
+/* 1-D launch helper: blocks of `threads` covering n */
+static inline unsigned cuda_blocks(size_t n, unsigned threads) {
+    size_t b = (n + threads - 1) / threads;
+    return (unsigned)(b > 1048576 ? 1048576 : b);   /* kernels grid-stride past this */
+}
+
+/* ---- ops.cu ---- */
+void cuda_embedding_forward(float *out, const int32_t *tokens, const void *wte, lomo_dtype dt, int BT, int C);
+void cuda_embedding_backward(float *dwte, const float *dout, const int32_t *tokens, int BT, int C);
+void cuda_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *w, int BT, int C, float eps);
+void cuda_rmsnorm_backward(float *dinp, float *dw, const float *dout, const float *inp, const float *w,
+                           const float *rstd, int BT, int C);
+void cuda_rope(float *x, const float *cos, const float *sin, int B, int T, int H, int hd, int pos_offset,
+               int inverse);
+void cuda_swiglu_forward(float *out, const float *gate, const float *up, size_t n);
+void cuda_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate, const float *up,
+                          size_t n);
+void cuda_add_inplace(float *a, const float *b, size_t n);
+void cuda_crossentropy_forward(float *losses, float *lse, const float *logits, const int32_t *targets, int N,
+                               int V);
+void cuda_crossentropy_backward(float *dlogits, const float *logits, const float *lse, const int32_t *targets,
+                                float dloss, int N, int V);
+
+/* ---- gemm.cu (cuBLAS) ---- */
+void cuda_matmul_forward(float *out, const float *inp, const void *w, lomo_dtype dt, float *wbuf, int BT, int IC,
+                         int OC);
+void cuda_matmul_backward_input(float *dinp, const float *dout, const void *w, lomo_dtype dt, float *wbuf,
+                                float beta, int BT, int IC, int OC);
+void cuda_matmul_backward_weight(float *dw, const float *dout, const float *inp, float alpha, float beta, int BT,
+                                 int IC, int OC);
+void cuda_linear_update(void *w, lomo_dtype dt, float *wbuf, const float *dout, const float *inp, float alpha,
+                        float beta, int BT, int IC, int OC, uint64_t sr_seed);
+double cuda_linear_grad_sumsq_gram(float *gram, int inp_gram_valid, const float *dout, const float *inp, int BT,
+                                   int IC, int OC);
+
+/* ---- attention.cu (flash attention: never stores [T, T]) ---- */
+void cuda_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T,
+                            int NH, int NKV, int hd);
+void cuda_attention_backward(float *dq, float *dk, float *dv, float *scratch, const float *dout, const float *out,
+                             const float *lse, const float *q, const float *k, const float *v, int B, int T, int NH,
+                             int NKV, int hd);
+size_t cuda_attention_saved_floats(int B, int T, int NH);     /* B*NH*T: log-sum-exp per row */
+
+/* ---- attention_tc.cu: the same on tensor cores, 16-bit products (dt) with f32 accumulation ---- */
+int cuda_attention_tc_supported(int hd);                       /* 1 for the head sizes it has kernels for */
+void cuda_attention_tc_forward(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T,
+                               int NH, int NKV, int hd, lomo_dtype dt);
+void cuda_attention_tc_backward(float *dq, float *dk, float *dv, float *scratch, const float *dout,
+                                const float *out, const float *lse, const float *q, const float *k, const float *v,
+                                int B, int T, int NH, int NKV, int hd, lomo_dtype dt);
+size_t cuda_attention_scratch_floats(int B, int T, int NH);   /* B*NH*T: rowsum(dout * out) */
+
+/* ---- update.cu (optimizer math, f32, rounding to storage) ---- */
+void cuda_to_f32(float *out, const void *src, lomo_dtype dt, size_t n);
+void cuda_from_f32(void *out, lomo_dtype dt, const float *src, size_t n);
+/* host f32 <-> device storage, through a bounded staging buffer */
+void cuda_upload_f32(void *out, lomo_dtype dt, const float *src_host, size_t n);
+void cuda_download_f32(float *out_host, const void *src, lomo_dtype dt, size_t n);
+double cuda_sumsq(const float *x, size_t n);
+int cuda_all_finite(const float *x, size_t n);
+void cuda_round_from_f32(void *out, lomo_dtype dt, const float *src, size_t n, uint64_t sr_seed);
+void cuda_sgd_update(void *w, lomo_dtype dt, const float *g, size_t n, float lr, float wd, float gscale,
+                     float clip_value, float coef, uint64_t sr_seed);
+void cuda_sgd_update_rows(void *w, lomo_dtype dt, const float *g, const int32_t *rows, int nrows, int V, int C,
+                          float lr, float wd, float gscale, float clip_value, float coef, uint64_t sr_seed);
+void cuda_rows_add(float *dst, const float *src, const int32_t *rows, int nrows, int C);
+void cuda_grad_prepare(float *g, size_t n, float gscale, float clip_value, float coef);
+void cuda_adalomo_update(void *w, lomo_dtype dt, float *g, float *row, float *col, int rows, int cols, float beta,
+                         float lr, float wd, float eps1, float eps2, float clip_threshold, uint64_t sr_seed);
+void cuda_adamw_update(void *w, lomo_dtype dt, const float *g, float *m, float *v, size_t n, float lr, float wd,
+                       float b1, float b2, float eps, float bc1, float bc2, uint64_t sr_seed);
+void cuda_fill_uniform(void *w, lomo_dtype dt, size_t n, uint64_t seed, float scale);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* LOMO_CUDA_OPS_H */

@@ -1,0 +1,262 @@
+/*
+ * ops.cu: the elementwise and row-wise ops of the CUDA backend: embedding,
+ * RMSNorm, RoPE, SwiGLU, residual add, cross-entropy. Each follows its CPU
+ * counterpart in kernels/cpu/ (the reference) operation for operation; sums
+ * that the CPU takes in double are taken in double here too, and every
+ * reduction has a fixed order, so results are the same from run to run.
+ */
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include "cuda_ops.h"
+
+#define IGNORE_INDEX (-100)
+
+__device__ __forceinline__ float load_w(const void *w, lomo_dtype dt, size_t i) {
+    if (dt == LOMO_F32) return ((const float *)w)[i];
+    if (dt == LOMO_BF16) return __uint_as_float((uint32_t)((const uint16_t *)w)[i] << 16);
+    return __half2float(((const __half *)w)[i]);
+}
+
+/* Block-wide sum in double; every thread gets the result. blockDim.x is a multiple of 32, <= 1024. */
+__device__ double block_sum(double v) {
+    __shared__ double part[32];
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    __syncthreads();   /* part[] may still be read from a previous call */
+    if (lane == 0) part[warp] = v;
+    __syncthreads();
+    v = lane < nw ? part[lane] : 0.0;
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+__device__ float block_max(float v) {
+    __shared__ float part[32];
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    __syncthreads();
+    if (lane == 0) part[warp] = v;
+    __syncthreads();
+    v = lane < nw ? part[lane] : -INFINITY;
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+/* ---- embedding ---- */
+
+__global__ void embedding_forward_kernel(float *out, const int32_t *tokens, const void *wte, lomo_dtype dt, int BT,
+                                         int C) {
+    size_t n = (size_t)BT * C;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        size_t row = i / C, c = i % C;
+        out[i] = load_w(wte, dt, (size_t)tokens[row] * C + c);
+    }
+}
+
+void cuda_embedding_forward(float *out, const int32_t *tokens, const void *wte, lomo_dtype dt, int BT, int C) {
+    size_t n = (size_t)BT * C;
+    if (!n) return;
+    embedding_forward_kernel<<<cuda_blocks(n, 256), 256, 0, cuda_stream()>>>(out, tokens, wte, dt, BT, C);
+    CUDA_LAUNCHED("embedding forward");
+}
+
+/* One thread per column walks the rows in order: repeated tokens sum deterministically, no atomics. */
+__global__ void embedding_backward_kernel(float *dwte, const float *dout, const int32_t *tokens, int BT, int C) {
+    int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= C) return;
+    for (int i = 0; i < BT; i++) dwte[(size_t)tokens[i] * C + c] += dout[(size_t)i * C + c];
+}
+
+void cuda_embedding_backward(float *dwte, const float *dout, const int32_t *tokens, int BT, int C) {
+    if (!BT || !C) return;
+    embedding_backward_kernel<<<(C + 127) / 128, 128, 0, cuda_stream()>>>(dwte, dout, tokens, BT, C);
+    CUDA_LAUNCHED("embedding backward");
+}
+
+/* ---- RMSNorm: one block per row ---- */
+
+__global__ void rmsnorm_forward_kernel(float *out, float *rstd, const float *inp, const float *w, int C, float eps) {
+    const float *x = inp + (size_t)blockIdx.x * C;
+    float *o = out + (size_t)blockIdx.x * C;
+    double ss = 0.0;
+    for (int c = threadIdx.x; c < C; c += blockDim.x) ss += (double)x[c] * x[c];
+    ss = block_sum(ss);
+    float r = (float)(1.0 / sqrt(ss / C + (double)eps));
+    for (int c = threadIdx.x; c < C; c += blockDim.x) o[c] = x[c] * r * w[c];
+    if (threadIdx.x == 0) rstd[blockIdx.x] = r;
+}
+
+void cuda_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *w, int BT, int C, float eps) {
+    if (!BT) return;
+    rmsnorm_forward_kernel<<<BT, 256, 0, cuda_stream()>>>(out, rstd, inp, w, C, eps);
+    CUDA_LAUNCHED("rmsnorm forward");
+}
+
+__global__ void rmsnorm_backward_dx_kernel(float *dinp, const float *dout, const float *inp, const float *w,
+                                           const float *rstd, int C) {
+    size_t base = (size_t)blockIdx.x * C;
+    const float *x = inp + base, *g = dout + base;
+    float *dx = dinp + base;
+    float r = rstd[blockIdx.x];
+    double dot = 0.0;
+    for (int c = threadIdx.x; c < C; c += blockDim.x) dot += (double)(g[c] * w[c]) * (x[c] * r);
+    dot = block_sum(dot);
+    float m = (float)(dot / C);
+    for (int c = threadIdx.x; c < C; c += blockDim.x) dx[c] += r * (g[c] * w[c] - x[c] * r * m);
+}
+
+/*
+ * dw in two fixed-order stages, deterministic: partial sums of column c over
+ * chunks of DW_ROWS rows (blockIdx.y picks the chunk), then each column adds
+ * its chunks in order. One pass over all rows per column would leave the GPU
+ * nearly idle for large batches.
+ */
+#define DW_ROWS 64
+__global__ void rmsnorm_dw_partial_kernel(float *part, const float *dout, const float *inp, const float *rstd, int BT,
+                                          int C) {
+    int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= C) return;
+    int i0 = blockIdx.y * DW_ROWS, i1 = i0 + DW_ROWS < BT ? i0 + DW_ROWS : BT;
+    float acc = 0.0f;
+    for (int i = i0; i < i1; i++) acc += dout[(size_t)i * C + c] * inp[(size_t)i * C + c] * rstd[i];
+    part[(size_t)blockIdx.y * C + c] = acc;
+}
+
+__global__ void rmsnorm_dw_sum_kernel(float *dw, const float *part, int nchunks, int C) {
+    int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= C) return;
+    float acc = 0.0f;
+    for (int k = 0; k < nchunks; k++) acc += part[(size_t)k * C + c];
+    dw[c] += acc;
+}
+
+void cuda_rmsnorm_backward(float *dinp, float *dw, const float *dout, const float *inp, const float *w,
+                           const float *rstd, int BT, int C) {
+    if (!BT) return;
+    rmsnorm_backward_dx_kernel<<<BT, 256, 0, cuda_stream()>>>(dinp, dout, inp, w, rstd, C);
+    CUDA_LAUNCHED("rmsnorm backward (input)");
+    int nchunks = (BT + DW_ROWS - 1) / DW_ROWS;
+    float *part = (float *)cuda_scratch(1, (size_t)nchunks * C * sizeof(float));
+    if (!part) return;
+    rmsnorm_dw_partial_kernel<<<dim3((C + 127) / 128, nchunks), 128, 0, cuda_stream()>>>(part, dout, inp, rstd, BT, C);
+    CUDA_LAUNCHED("rmsnorm backward (weight, partial sums)");
+    rmsnorm_dw_sum_kernel<<<(C + 127) / 128, 128, 0, cuda_stream()>>>(dw, part, nchunks, C);
+    CUDA_LAUNCHED("rmsnorm backward (weight, sum)");
+}
+
+/* ---- RoPE, rotate-half pairs (j, j + hd/2), in place ---- */
+
+__global__ void rope_kernel(float *x, const float *cosv, const float *sinv, int B, int T, int H, int hd,
+                            int pos_offset, float sgn) {
+    int half = hd / 2;
+    size_t n = (size_t)B * T * H * half;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        int j = (int)(i % half);
+        size_t vec = i / half;                  /* (b, t, h) */
+        int t = (int)((vec / H) % T);
+        float *v = x + vec * hd;
+        size_t tab = (size_t)(pos_offset + t) * half + j;
+        float c = cosv[tab], sn = sgn * sinv[tab];
+        float a = v[j], bb = v[j + half];
+        v[j] = a * c - bb * sn;
+        v[j + half] = bb * c + a * sn;
+    }
+}
+
+void cuda_rope(float *x, const float *cos, const float *sin, int B, int T, int H, int hd, int pos_offset,
+               int inverse) {
+    size_t n = (size_t)B * T * H * (hd / 2);
+    if (!n) return;
+    rope_kernel<<<cuda_blocks(n, 256), 256, 0, cuda_stream()>>>(x, cos, sin, B, T, H, hd, pos_offset,
+                                                                 inverse ? -1.0f : 1.0f);
+    CUDA_LAUNCHED("rope");
+}
+
+/* ---- SwiGLU and the residual add ---- */
+
+__global__ void swiglu_forward_kernel(float *out, const float *gate, const float *up, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        float g = gate[i];
+        out[i] = g / (1.0f + expf(-g)) * up[i];
+    }
+}
+
+void cuda_swiglu_forward(float *out, const float *gate, const float *up, size_t n) {
+    if (!n) return;
+    swiglu_forward_kernel<<<cuda_blocks(n, 256), 256, 0, cuda_stream()>>>(out, gate, up, n);
+    CUDA_LAUNCHED("swiglu forward");
+}
+
+/* dgate may alias dout: each element's dout is read before dgate is written */
+__global__ void swiglu_backward_kernel(float *dgate, float *dup, const float *dout, const float *gate,
+                                       const float *up, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        float g = gate[i], s = 1.0f / (1.0f + expf(-g)), d = dout[i];
+        dgate[i] = d * up[i] * s * (1.0f + g * (1.0f - s));
+        dup[i] = d * g * s;
+    }
+}
+
+void cuda_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate, const float *up,
+                          size_t n) {
+    if (!n) return;
+    swiglu_backward_kernel<<<cuda_blocks(n, 256), 256, 0, cuda_stream()>>>(dgate, dup, dout, gate, up, n);
+    CUDA_LAUNCHED("swiglu backward");
+}
+
+__global__ void add_kernel(float *a, const float *b, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        a[i] += b[i];
+}
+
+void cuda_add_inplace(float *a, const float *b, size_t n) {
+    if (!n) return;
+    add_kernel<<<cuda_blocks(n, 256), 256, 0, cuda_stream()>>>(a, b, n);
+    CUDA_LAUNCHED("residual add");
+}
+
+/* ---- cross-entropy: one block per row; only the log-sum-exp is kept, no probability tensor ---- */
+
+__global__ void crossentropy_forward_kernel(float *losses, float *lse, const float *logits, const int32_t *targets,
+                                            int V) {
+    const float *z = logits + (size_t)blockIdx.x * V;
+    float mx = -INFINITY;
+    for (int j = threadIdx.x; j < V; j += blockDim.x) mx = fmaxf(mx, z[j]);
+    mx = block_max(mx);
+    double s = 0.0;
+    for (int j = threadIdx.x; j < V; j += blockDim.x) s += exp((double)(z[j] - mx));
+    s = block_sum(s);
+    if (threadIdx.x == 0) {
+        float l = mx + (float)log(s);
+        int t = targets[blockIdx.x];
+        lse[blockIdx.x] = l;
+        losses[blockIdx.x] = t == IGNORE_INDEX ? 0.0f : l - z[t];
+    }
+}
+
+void cuda_crossentropy_forward(float *losses, float *lse, const float *logits, const int32_t *targets, int N,
+                               int V) {
+    if (!N) return;
+    crossentropy_forward_kernel<<<N, 512, 0, cuda_stream()>>>(losses, lse, logits, targets, V);
+    CUDA_LAUNCHED("cross-entropy forward");
+}
+
+/* in place allowed: each element reads its logit, then writes its gradient */
+__global__ void crossentropy_backward_kernel(float *dlogits, const float *logits, const float *lse,
+                                             const int32_t *targets, float dloss, int V) {
+    size_t base = (size_t)blockIdx.x * V;
+    int t = targets[blockIdx.x];
+    float l = lse[blockIdx.x];
+    for (int j = threadIdx.x; j < V; j += blockDim.x) {
+        float d = t == IGNORE_INDEX ? 0.0f : dloss * expf(logits[base + j] - l);
+        if (j == t) d -= dloss;
+        dlogits[base + j] = d;
+    }
+}
+
+void cuda_crossentropy_backward(float *dlogits, const float *logits, const float *lse, const int32_t *targets,
+                                float dloss, int N, int V) {
+    if (!N) return;
+    crossentropy_backward_kernel<<<N, 512, 0, cuda_stream()>>>(dlogits, logits, lse, targets, dloss, V);
+    CUDA_LAUNCHED("cross-entropy backward");
+}

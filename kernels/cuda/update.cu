@@ -1,0 +1,561 @@
+/*
+ * update.cu: optimizer element math on the GPU: conversions to and from the
+ * storage dtypes, norms, finiteness, rounding (nearest or stochastic), the
+ * SGD/LOMO, AdaLomo and AdamW updates, and the benchmark weight fill.
+ *
+ * Everything here must agree with kernels/cpu bit for bit where the CPU's
+ * result is defined by its order of operations. The CPU is compiled as ISO C
+ * (-std=c17), so GCC never contracts a*b+c into an FMA there; nvcc does by
+ * default, hence the explicit __fmul_rn/__fadd_rn/... intrinsics, which are
+ * never contracted. Division and sqrt go through __fdiv_rn/__fsqrt_rn so a
+ * -use_fast_math build cannot change them either.
+ */
+#include <math.h>
+#include <stdint.h>
+#include "cuda_ops.h"
+
+#define THREADS 256
+/* must equal cpu_sumsq's chunk: the per-chunk partials are then the very same doubles */
+#define SUM_CHUNK 4096
+#define SUM_BLOCK 32                      /* chunks (threads, one warp) per block: many blocks even for mid-size tensors */
+#define SUM_TILE 32                       /* floats of each chunk staged through shared memory per step */
+#define STAGE_FLOATS ((size_t)4 << 20)    /* upload/download staging: 16 MiB of f32 */
+#define SCRATCH_SLOT 2
+
+/* internal linkage: the other .cu files of the backend may use the same kernel names */
+namespace {
+
+/* ---- scalar conversions: runtime/dtype.h, bit for bit ---- */
+
+__device__ __forceinline__ int finite_f32(float f) { return (__float_as_uint(f) & 0x7f800000u) != 0x7f800000u; }
+
+__device__ __forceinline__ float bf16_to_f32(uint16_t h) { return __uint_as_float((uint32_t)h << 16); }
+
+__device__ __forceinline__ uint16_t f32_to_bf16(float f) {
+    uint32_t u = __float_as_uint(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u); /* quiet NaN */
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+__device__ __forceinline__ float f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t exp = (h >> 10) & 0x1fu, man = h & 0x3ffu;
+    if (exp == 0x1f) return __uint_as_float(sign | 0x7f800000u | (man << 13));
+    if (exp == 0) {
+        if (man == 0) return __uint_as_float(sign);
+        float v = __fmul_rn(__uint2float_rn(man), 5.9604644775390625e-8f);   /* man * 2^-24, exact */
+        return sign ? -v : v;
+    }
+    return __uint_as_float(sign | ((exp + 112u) << 23) | (man << 13));
+}
+
+__device__ __forceinline__ uint16_t f32_to_f16(float f) {
+    uint32_t u = __float_as_uint(f);
+    uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
+    uint32_t a = u & 0x7fffffffu;
+    if (a > 0x7f800000u) return (uint16_t)(sign | 0x7e00u);          /* NaN */
+    if (a >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u);         /* rounds to >= 65520: inf */
+    if (a < 0x38800000u) {                                           /* below 2^-14: subnormal */
+        if (a < 0x33000000u) return sign;                            /* < 2^-25 rounds to 0 */
+        uint32_t e = a >> 23, m = (a & 0x7fffffu) | 0x800000u;
+        uint32_t shift = 126u - e;                                   /* 14..24 */
+        uint32_t q = m >> shift, rem = m & ((1u << shift) - 1u), half = 1u << (shift - 1u);
+        if (rem > half || (rem == half && (q & 1u))) q++;
+        return (uint16_t)(sign | q);
+    }
+    uint32_t r = a + 0xfffu + ((a >> 13) & 1u);                      /* round mantissa to 10 bits */
+    return (uint16_t)(sign | ((r - 0x38000000u) >> 13));
+}
+
+/* ---- stochastic rounding: update.c's mix64 / sr_bf16 / sr_f16, bit for bit ---- */
+
+__device__ __forceinline__ uint64_t mix64(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+__device__ __forceinline__ uint16_t sr_bf16(float f, uint64_t seed, size_t i) {
+    uint32_t u = __float_as_uint(f);
+    if ((u & 0x7f800000u) == 0x7f800000u) return f32_to_bf16(f);    /* inf, NaN */
+    uint32_t r = (uint32_t)mix64(seed ^ ((uint64_t)i * 0x9e3779b97f4a7c15ull)) & 0xffffu;
+    uint32_t s = u + r;
+    if ((s & 0x7f800000u) == 0x7f800000u) return f32_to_bf16(f);    /* would carry into inf */
+    return (uint16_t)(s >> 16);
+}
+
+__device__ __forceinline__ uint16_t sr_f16(float f, uint64_t seed, size_t i) {
+    uint16_t h = f32_to_f16(f);
+    float r = f16_to_f32(h);
+    if (r == f || !finite_f32(r) || !finite_f32(f)) return h;
+    uint16_t other = (f > r) == !(h & 0x8000u) ? (uint16_t)(h + 1) : (uint16_t)(h - 1);
+    if ((h & 0x7fffu) == 0) other = (uint16_t)(f > 0 ? 0x0001 : 0x8001);
+    float o = f16_to_f32(other);
+    if (!finite_f32(o)) return h;
+    double p = __ddiv_rn(fabs(__dsub_rn((double)f, (double)r)), fabs(__dsub_rn((double)o, (double)r)));
+    double u = __dmul_rn(__ull2double_rn(mix64(seed ^ ((uint64_t)i * 0x9e3779b97f4a7c15ull)) >> 11),
+                         1.0 / 9007199254740992.0);
+    return u < p ? other : h;
+}
+
+__device__ __forceinline__ float load(const void *w, lomo_dtype dt, size_t i) {
+    if (dt == LOMO_F32) return ((const float *)w)[i];
+    if (dt == LOMO_BF16) return bf16_to_f32(((const uint16_t *)w)[i]);
+    return f16_to_f32(((const uint16_t *)w)[i]);
+}
+
+/* seed 0: nearest even; else stochastic, the bits drawn from (seed, i) with i the tensor-wide index */
+__device__ __forceinline__ void store(void *w, lomo_dtype dt, size_t i, float v, uint64_t seed) {
+    if (dt == LOMO_F32) ((float *)w)[i] = v;
+    else if (dt == LOMO_BF16) ((uint16_t *)w)[i] = seed ? sr_bf16(v, seed, i) : f32_to_bf16(v);
+    else ((uint16_t *)w)[i] = seed ? sr_f16(v, seed, i) : f32_to_f16(v);
+}
+
+/* g' = clamp(g * gscale, +-clip) * coef, as update.c's prepare (NaN passes through the clamp) */
+__device__ __forceinline__ float prepare(float g, float gscale, float clip_value, float coef) {
+    g = __fmul_rn(g, gscale);
+    if (clip_value > 0.0f) g = g > clip_value ? clip_value : g < -clip_value ? -clip_value : g;
+    return __fmul_rn(g, coef);
+}
+
+/* w * (1 - lr*wd) - lr * g'; decay is computed here so no host compiler can contract it */
+__device__ __forceinline__ float sgd_value(float w, float g, float lr, float wd, float gscale, float clip_value,
+                                           float coef) {
+    float decay = __fsub_rn(1.0f, __fmul_rn(lr, wd));
+    return __fsub_rn(__fmul_rn(w, decay), __fmul_rn(lr, prepare(g, gscale, clip_value, coef)));
+}
+
+#define GRID_STRIDE(i, n) \
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (size_t)gridDim.x * blockDim.x)
+
+/* ---- kernels ---- */
+
+__global__ void to_f32_kernel(float *out, const void *src, lomo_dtype dt, size_t n) {
+    GRID_STRIDE(i, n) out[i] = load(src, dt, i);
+}
+
+__global__ void round_kernel(void *out, lomo_dtype dt, const float *src, size_t n, uint64_t seed) {
+    GRID_STRIDE(i, n) store(out, dt, i, src[i], seed);
+}
+
+/*
+ * cpu_sumsq's partials exactly: thread t of block b sums chunk b*SUM_BLOCK+t
+ * (SUM_CHUNK elements) sequentially in double, in index order. Tiles of
+ * SUM_TILE floats per chunk go through shared memory so the global reads stay
+ * coalesced although each thread walks its own contiguous chunk.
+ * (double)x * x is exact, so the sum is the only rounding, as on the CPU.
+ */
+__global__ void sumsq_chunks_kernel(double *part, const void *x, lomo_dtype dt, size_t n, size_t nchunks) {
+    __shared__ float tile[SUM_BLOCK][SUM_TILE + 1];   /* +1: conflict-free row reads */
+    size_t nblocks = (nchunks + SUM_BLOCK - 1) / SUM_BLOCK;
+    for (size_t b = blockIdx.x; b < nblocks; b += gridDim.x) {
+        size_t c0 = b * SUM_BLOCK;
+        double s = 0.0;
+        for (int k0 = 0; k0 < SUM_CHUNK; k0 += SUM_TILE) {
+            if (c0 * SUM_CHUNK + k0 >= n) break;   /* uniform over the block; the rest would add only zeros */
+            for (int e = threadIdx.x; e < SUM_BLOCK * SUM_TILE; e += blockDim.x) {
+                int r = e / SUM_TILE, c = e % SUM_TILE;
+                size_t i = (c0 + r) * SUM_CHUNK + (size_t)k0 + c;
+                tile[r][c] = i < n ? load(x, dt, i) : 0.0f;   /* s >= +0, so adding +0 changes nothing */
+            }
+            __syncthreads();
+            for (int c = 0; c < SUM_TILE; c++) {
+                double v = (double)tile[threadIdx.x][c];
+                s = __dadd_rn(s, __dmul_rn(v, v));
+            }
+            __syncthreads();
+        }
+        if (c0 + threadIdx.x < nchunks) part[c0 + threadIdx.x] = s;
+    }
+}
+
+/* out = sum of x[0..n) in double, strictly in index order (one block; thread 0 adds, the rest load) */
+template <typename T>
+__global__ void serial_sum_kernel(double *out, const T *x, size_t n) {
+    __shared__ double tile[THREADS];
+    double s = 0.0;
+    for (size_t i0 = 0; i0 < n; i0 += THREADS) {
+        size_t i = i0 + threadIdx.x;
+        if (i < n) tile[threadIdx.x] = (double)x[i];
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            int m = n - i0 < THREADS ? (int)(n - i0) : THREADS;
+            for (int k = 0; k < m; k++) s = __dadd_rn(s, tile[k]);
+        }
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) *out = s;
+}
+
+__global__ void nonfinite_kernel(int *bad, const float *x, size_t n) {
+    GRID_STRIDE(i, n) {
+        if (!finite_f32(x[i])) *bad = 1;   /* every writer stores the same value */
+    }
+}
+
+__global__ void sgd_kernel(void *w, lomo_dtype dt, const float *g, size_t n, float lr, float wd, float gscale,
+                           float clip_value, float coef, uint64_t seed) {
+    GRID_STRIDE(i, n) store(w, dt, i, sgd_value(load(w, dt, i), g[i], lr, wd, gscale, clip_value, coef), seed);
+}
+
+/* one block per row of w [V, C]; rows not in `rows` see a zero gradient, as on the CPU */
+__global__ void sgd_rows_all_kernel(void *w, lomo_dtype dt, const float *g, const int32_t *rows, int nrows, int V,
+                                    int C, float lr, float wd, float gscale, float clip_value, float coef,
+                                    uint64_t seed) {
+    for (int r = blockIdx.x; r < V; r += gridDim.x) {
+        int lo = 0, hi = nrows - 1, hit = -1;
+        while (lo <= hi) {
+            int mid = lo + (hi - lo) / 2, v = rows[mid];
+            if (v == r) { hit = mid; break; }
+            if (v < r) lo = mid + 1;
+            else hi = mid - 1;
+        }
+        size_t base = (size_t)r * C;
+        const float *gr = hit >= 0 ? g + (size_t)hit * C : NULL;
+        for (int c = threadIdx.x; c < C; c += blockDim.x) {
+            float gv = gr ? gr[c] : 0.0f;
+            store(w, dt, base + c, sgd_value(load(w, dt, base + c), gv, lr, wd, gscale, clip_value, coef), seed);
+        }
+    }
+}
+
+/* wd == 0: the CPU leaves unlisted rows untouched, so only the listed rows are visited */
+__global__ void sgd_rows_listed_kernel(void *w, lomo_dtype dt, const float *g, const int32_t *rows, int nrows,
+                                       int C, float lr, float wd, float gscale, float clip_value, float coef,
+                                       uint64_t seed) {
+    for (int k = blockIdx.x; k < nrows; k += gridDim.x) {
+        size_t base = (size_t)rows[k] * C;
+        const float *gr = g + (size_t)k * C;
+        for (int c = threadIdx.x; c < C; c += blockDim.x)
+            store(w, dt, base + c, sgd_value(load(w, dt, base + c), gr[c], lr, wd, gscale, clip_value, coef), seed);
+    }
+}
+
+__global__ void rows_add_kernel(float *dst, const float *src, const int32_t *rows, size_t n, int C) {
+    GRID_STRIDE(e, n) {
+        size_t i = e / (size_t)C, c = e % (size_t)C;
+        size_t d = (size_t)rows[i] * C + c;
+        dst[d] = __fadd_rn(dst[d], src[e]);
+    }
+}
+
+__global__ void grad_prepare_kernel(float *g, size_t n, float gscale, float clip_value, float coef) {
+    GRID_STRIDE(i, n) g[i] = prepare(g[i], gscale, clip_value, coef);
+}
+
+__global__ void adamw_kernel(void *w, lomo_dtype dt, const float *g, float *m, float *v, size_t n, float lr, float wd,
+                             float b1, float b2, float eps, float bc1, float bc2, uint64_t seed) {
+    float decay = __fsub_rn(1.0f, __fmul_rn(lr, wd)), step = __fdiv_rn(lr, bc1), sbc2 = __fsqrt_rn(bc2);
+    float ob1 = __fsub_rn(1.0f, b1), ob2 = __fsub_rn(1.0f, b2);
+    GRID_STRIDE(i, n) {
+        float gi = g[i];
+        float mi = __fadd_rn(__fmul_rn(b1, m[i]), __fmul_rn(ob1, gi));
+        float vi = __fadd_rn(__fmul_rn(b2, v[i]), __fmul_rn(__fmul_rn(ob2, gi), gi));   /* ((1-b2)*g)*g, as C parses it */
+        m[i] = mi;
+        v[i] = vi;
+        float denom = __fadd_rn(__fdiv_rn(__fsqrt_rn(vi), sbc2), eps);
+        store(w, dt, i, __fsub_rn(__fmul_rn(load(w, dt, i), decay), __fdiv_rn(__fmul_rn(step, mi), denom)), seed);
+    }
+}
+
+/* AdaLomo 2-D, rows: one warp per row, mean of g^2 + eps1 in double (fixed lane split and butterfly) */
+__global__ void adalomo_row_kernel(float *row, const float *g, int rows, int cols, float beta, float eps1) {
+    const int wpb = blockDim.x / 32, lane = threadIdx.x % 32;
+    float ob = __fsub_rn(1.0f, beta);
+    double e1 = (double)eps1;
+    for (size_t i = (size_t)blockIdx.x * wpb + threadIdx.x / 32; i < (size_t)rows; i += (size_t)gridDim.x * wpb) {
+        const float *gi = g + i * cols;
+        double s = 0.0;
+        for (int j = lane; j < cols; j += 32) {
+            double v = (double)gi[j];
+            s = __dadd_rn(s, __dadd_rn(__dmul_rn(v, v), e1));
+        }
+        for (int off = 16; off > 0; off >>= 1) s = __dadd_rn(s, __shfl_xor_sync(0xffffffffu, s, off));
+        if (lane == 0)
+            row[i] = __fadd_rn(__fmul_rn(beta, row[i]), __fmul_rn(ob, __double2float_rn(__ddiv_rn(s, (double)cols))));
+    }
+}
+
+/* AdaLomo 2-D, columns: part[p, j] = sum over rows [p*rchunk, (p+1)*rchunk) of g^2 + eps1 (coalesced over j) */
+__global__ void adalomo_colpart_kernel(double *part, const float *g, int rows, int cols, int rchunk, float eps1) {
+    int j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= cols) return;
+    int i0 = blockIdx.y * rchunk, i1 = i0 + rchunk < rows ? i0 + rchunk : rows;
+    double e1 = (double)eps1, s = 0.0;
+    for (int i = i0; i < i1; i++) {
+        double v = (double)g[(size_t)i * cols + j];
+        s = __dadd_rn(s, __dadd_rn(__dmul_rn(v, v), e1));
+    }
+    part[(size_t)blockIdx.y * cols + j] = s;
+}
+
+/* the partials summed in order of p, then the column EMA */
+__global__ void adalomo_col_kernel(float *col, const double *part, int nparts, int rows, int cols, float beta) {
+    float ob = __fsub_rn(1.0f, beta);
+    GRID_STRIDE(j, (size_t)cols) {
+        double s = 0.0;
+        for (int p = 0; p < nparts; p++) s = __dadd_rn(s, part[(size_t)p * cols + j]);
+        col[j] = __fadd_rn(__fmul_rn(beta, col[j]), __fmul_rn(ob, __double2float_rn(__ddiv_rn(s, (double)rows))));
+    }
+}
+
+/* g[i, j] = g * (1 / sqrt(row[i] / mean_row)) / sqrt(col[j]); rs = sum of row (double), mean_row = rs / rows */
+__global__ void adalomo_scale_kernel(float *g, const float *row, const float *col, const double *rs, int rows,
+                                     int cols) {
+    float mean_row = __double2float_rn(__ddiv_rn(*rs, (double)rows));
+    for (size_t i = blockIdx.x; i < (size_t)rows; i += gridDim.x) {
+        float ri = __fdiv_rn(1.0f, __fsqrt_rn(__fdiv_rn(row[i], mean_row)));
+        float *gi = g + i * cols;
+        for (int j = threadIdx.x; j < cols; j += blockDim.x) gi[j] = __fdiv_rn(__fmul_rn(gi[j], ri), __fsqrt_rn(col[j]));
+    }
+}
+
+/* AdaLomo 1-D: row is the full second moment */
+__global__ void adalomo_1d_kernel(float *g, float *row, size_t n, float beta, float eps1) {
+    float ob = __fsub_rn(1.0f, beta);
+    GRID_STRIDE(i, n) {
+        float gi = g[i];
+        float ri = __fadd_rn(__fmul_rn(beta, row[i]), __fmul_rn(ob, __fadd_rn(__fmul_rn(gi, gi), eps1)));
+        row[i] = ri;
+        g[i] = __fdiv_rn(gi, __fsqrt_rn(ri));
+    }
+}
+
+__global__ void fill_uniform_kernel(void *w, lomo_dtype dt, size_t n, uint64_t seed, float scale) {
+    GRID_STRIDE(i, n) {
+        uint64_t r = mix64(seed ^ ((uint64_t)i * 0x9e3779b97f4a7c15ull) ^ 0x5851f42d4c957f2dull);
+        float u = __fmul_rn(__ull2float_rn(r >> 40), 1.0f / 16777216.0f);   /* [0, 1) with 24 bits, exact */
+        store(w, dt, i, __fmul_rn(__fsub_rn(__fmul_rn(2.0f, u), 1.0f), scale), 0);
+    }
+}
+
+}  /* namespace */
+
+/* ---- host side ---- */
+
+static inline size_t dtype_bytes(lomo_dtype dt) { return dt == LOMO_F32 ? 4 : 2; }
+
+static unsigned grid_for(size_t n) { return cuda_blocks(n, THREADS); }
+static unsigned grid_rows(size_t rows) { return (unsigned)(rows < 65536 ? rows : 65536); }
+
+/* cpu_sumsq (dt f32) or adalomo.c's weights_sumsq (16-bit): the same double, bit for bit */
+static double sumsq_dt(const void *x, lomo_dtype dt, size_t n) {
+    if (n == 0) return 0.0;
+    size_t nchunks = (n + SUM_CHUNK - 1) / SUM_CHUNK;
+    double *scr = (double *)cuda_scratch(SCRATCH_SLOT, (nchunks + 1) * sizeof(double));
+    if (!scr) return NAN;
+    double *total = scr, *part = scr + 1;
+    cudaStream_t st = cuda_stream();
+    size_t nb = (nchunks + SUM_BLOCK - 1) / SUM_BLOCK;
+    unsigned grid = (unsigned)(nb < 1048576 ? nb : 1048576);
+    sumsq_chunks_kernel<<<grid, SUM_BLOCK, 0, st>>>(part, x, dt, n, nchunks);
+    if (!CUDA_LAUNCHED("sumsq_chunks_kernel")) return NAN;
+    serial_sum_kernel<double><<<1, THREADS, 0, st>>>(total, part, nchunks);
+    if (!CUDA_LAUNCHED("sumsq serial_sum_kernel")) return NAN;
+    double h = NAN;
+    if (!cuda_ok(cudaMemcpyAsync(&h, total, sizeof h, cudaMemcpyDeviceToHost, st), "sumsq: copy to host")) return NAN;
+    if (!cuda_ok(cudaStreamSynchronize(st), "sumsq: synchronize")) return NAN;
+    return h;
+}
+
+extern "C" {
+
+void cuda_to_f32(float *out, const void *src, lomo_dtype dt, size_t n) {
+    if (n == 0) return;
+    if (dt == LOMO_F32) {
+        if ((const void *)out != src)
+            cuda_ok(cudaMemcpyAsync(out, src, n * sizeof(float), cudaMemcpyDeviceToDevice, cuda_stream()),
+                    "to_f32: copy");
+        return;
+    }
+    to_f32_kernel<<<grid_for(n), THREADS, 0, cuda_stream()>>>(out, src, dt, n);
+    CUDA_LAUNCHED("to_f32_kernel");
+}
+
+void cuda_from_f32(void *out, lomo_dtype dt, const float *src, size_t n) {
+    if (n == 0) return;
+    if (dt == LOMO_F32) {
+        if (out != (const void *)src)
+            cuda_ok(cudaMemcpyAsync(out, src, n * sizeof(float), cudaMemcpyDeviceToDevice, cuda_stream()),
+                    "from_f32: copy");
+        return;
+    }
+    round_kernel<<<grid_for(n), THREADS, 0, cuda_stream()>>>(out, dt, src, n, 0);
+    CUDA_LAUNCHED("round_kernel (nearest)");
+}
+
+void cuda_upload_f32(void *out, lomo_dtype dt, const float *src_host, size_t n) {
+    if (n == 0) return;
+    cudaStream_t st = cuda_stream();
+    if (dt == LOMO_F32) {
+        if (cuda_ok(cudaMemcpyAsync(out, src_host, n * sizeof(float), cudaMemcpyHostToDevice, st), "upload_f32: copy"))
+            cuda_ok(cudaStreamSynchronize(st), "upload_f32: synchronize");
+        return;
+    }
+    size_t chunk = n < STAGE_FLOATS ? n : STAGE_FLOATS;
+    float *stage = (float *)cuda_scratch(SCRATCH_SLOT, chunk * sizeof(float));
+    if (!stage) return;
+    /* stream order keeps the staging buffer from being overwritten before the kernel has read it */
+    for (size_t i0 = 0; i0 < n; i0 += chunk) {
+        size_t m = n - i0 < chunk ? n - i0 : chunk;
+        if (!cuda_ok(cudaMemcpyAsync(stage, src_host + i0, m * sizeof(float), cudaMemcpyHostToDevice, st),
+                     "upload_f32: copy"))
+            return;
+        round_kernel<<<grid_for(m), THREADS, 0, st>>>((char *)out + i0 * dtype_bytes(dt), dt, stage, m, 0);
+        if (!CUDA_LAUNCHED("upload_f32: round_kernel")) return;
+    }
+    cuda_ok(cudaStreamSynchronize(st), "upload_f32: synchronize");
+}
+
+void cuda_download_f32(float *out_host, const void *src, lomo_dtype dt, size_t n) {
+    if (n == 0) return;
+    cudaStream_t st = cuda_stream();
+    if (dt == LOMO_F32) {
+        if (cuda_ok(cudaMemcpyAsync(out_host, src, n * sizeof(float), cudaMemcpyDeviceToHost, st),
+                    "download_f32: copy"))
+            cuda_ok(cudaStreamSynchronize(st), "download_f32: synchronize");
+        return;
+    }
+    size_t chunk = n < STAGE_FLOATS ? n : STAGE_FLOATS;
+    float *stage = (float *)cuda_scratch(SCRATCH_SLOT, chunk * sizeof(float));
+    if (!stage) return;
+    for (size_t i0 = 0; i0 < n; i0 += chunk) {
+        size_t m = n - i0 < chunk ? n - i0 : chunk;
+        to_f32_kernel<<<grid_for(m), THREADS, 0, st>>>(stage, (const char *)src + i0 * dtype_bytes(dt), dt, m);
+        if (!CUDA_LAUNCHED("download_f32: to_f32_kernel")) return;
+        if (!cuda_ok(cudaMemcpyAsync(out_host + i0, stage, m * sizeof(float), cudaMemcpyDeviceToHost, st),
+                     "download_f32: copy"))
+            return;
+    }
+    cuda_ok(cudaStreamSynchronize(st), "download_f32: synchronize");
+}
+
+double cuda_sumsq(const float *x, size_t n) { return sumsq_dt(x, LOMO_F32, n); }
+
+int cuda_all_finite(const float *x, size_t n) {
+    if (n == 0) return 1;
+    int *bad = (int *)cuda_scratch(SCRATCH_SLOT, sizeof(int));
+    if (!bad) return 0;
+    cudaStream_t st = cuda_stream();
+    if (!cuda_ok(cudaMemsetAsync(bad, 0, sizeof(int), st), "all_finite: clear")) return 0;
+    nonfinite_kernel<<<grid_for(n), THREADS, 0, st>>>(bad, x, n);
+    if (!CUDA_LAUNCHED("nonfinite_kernel")) return 0;
+    int h = 1;
+    if (!cuda_ok(cudaMemcpyAsync(&h, bad, sizeof h, cudaMemcpyDeviceToHost, st), "all_finite: copy to host")) return 0;
+    if (!cuda_ok(cudaStreamSynchronize(st), "all_finite: synchronize")) return 0;
+    return h == 0;
+}
+
+void cuda_round_from_f32(void *out, lomo_dtype dt, const float *src, size_t n, uint64_t sr_seed) {
+    if (!sr_seed || dt == LOMO_F32) {
+        cuda_from_f32(out, dt, src, n);
+        return;
+    }
+    if (n == 0) return;
+    round_kernel<<<grid_for(n), THREADS, 0, cuda_stream()>>>(out, dt, src, n, sr_seed);
+    CUDA_LAUNCHED("round_kernel (stochastic)");
+}
+
+void cuda_sgd_update(void *w, lomo_dtype dt, const float *g, size_t n, float lr, float wd, float gscale,
+                     float clip_value, float coef, uint64_t sr_seed) {
+    if (n == 0) return;
+    sgd_kernel<<<grid_for(n), THREADS, 0, cuda_stream()>>>(w, dt, g, n, lr, wd, gscale, clip_value, coef, sr_seed);
+    CUDA_LAUNCHED("sgd_kernel");
+}
+
+void cuda_sgd_update_rows(void *w, lomo_dtype dt, const float *g, const int32_t *rows, int nrows, int V, int C,
+                          float lr, float wd, float gscale, float clip_value, float coef, uint64_t sr_seed) {
+    if (C <= 0) return;
+    if (wd != 0.0f) {
+        if (V <= 0) return;
+        sgd_rows_all_kernel<<<grid_rows((size_t)V), THREADS, 0, cuda_stream()>>>(
+            w, dt, g, rows, nrows > 0 ? nrows : 0, V, C, lr, wd, gscale, clip_value, coef, sr_seed);
+        CUDA_LAUNCHED("sgd_rows_all_kernel");
+    } else {
+        if (nrows <= 0) return;
+        sgd_rows_listed_kernel<<<grid_rows((size_t)nrows), THREADS, 0, cuda_stream()>>>(
+            w, dt, g, rows, nrows, C, lr, wd, gscale, clip_value, coef, sr_seed);
+        CUDA_LAUNCHED("sgd_rows_listed_kernel");
+    }
+}
+
+void cuda_rows_add(float *dst, const float *src, const int32_t *rows, int nrows, int C) {
+    if (nrows <= 0 || C <= 0) return;
+    size_t n = (size_t)nrows * C;
+    rows_add_kernel<<<grid_for(n), THREADS, 0, cuda_stream()>>>(dst, src, rows, n, C);
+    CUDA_LAUNCHED("rows_add_kernel");
+}
+
+void cuda_grad_prepare(float *g, size_t n, float gscale, float clip_value, float coef) {
+    if (n == 0) return;
+    grad_prepare_kernel<<<grid_for(n), THREADS, 0, cuda_stream()>>>(g, n, gscale, clip_value, coef);
+    CUDA_LAUNCHED("grad_prepare_kernel");
+}
+
+void cuda_adalomo_update(void *w, lomo_dtype dt, float *g, float *row, float *col, int rows, int cols, float beta,
+                         float lr, float wd, float eps1, float eps2, float clip_threshold, uint64_t sr_seed) {
+    if (rows <= 0) return;
+    size_t n = (size_t)rows * (cols > 0 ? cols : 1);
+    cudaStream_t st = cuda_stream();
+    /* column partials over row chunks: enough threads to fill the GPU, a bounded scratch */
+    int nparts = 0, rchunk = 0;
+    if (cols > 0) {
+        nparts = (1 << 18) / cols;
+        if (nparts < 1) nparts = 1;
+        if (nparts > 4096) nparts = 4096;
+        if (nparts > rows) nparts = rows;
+        rchunk = (rows + nparts - 1) / nparts;
+        nparts = (rows + rchunk - 1) / rchunk;
+    }
+    /* one request big enough for the two sumsq's below too: the slot cannot fail or regrow mid-update,
+     * so no half-done update is ever applied with a NaN scale from a failed allocation */
+    size_t need = (1 + (size_t)nparts * (cols > 0 ? cols : 0)) * sizeof(double);
+    size_t need_sum = ((n + SUM_CHUNK - 1) / SUM_CHUNK + 1) * sizeof(double);
+    double *scr = (double *)cuda_scratch(SCRATCH_SLOT, need > need_sum ? need : need_sum);
+    if (!scr) return;
+    if (cols > 0) {
+        double *rs = scr, *part = scr + 1;
+
+        adalomo_row_kernel<<<grid_rows(((size_t)rows + THREADS / 32 - 1) / (THREADS / 32)), THREADS, 0, st>>>(
+            row, g, rows, cols, beta, eps1);
+        if (!CUDA_LAUNCHED("adalomo_row_kernel")) return;
+        dim3 pgrid((unsigned)((cols + THREADS - 1) / THREADS), (unsigned)nparts);
+        adalomo_colpart_kernel<<<pgrid, THREADS, 0, st>>>(part, g, rows, cols, rchunk, eps1);
+        if (!CUDA_LAUNCHED("adalomo_colpart_kernel")) return;
+        adalomo_col_kernel<<<grid_for((size_t)cols), THREADS, 0, st>>>(col, part, nparts, rows, cols, beta);
+        if (!CUDA_LAUNCHED("adalomo_col_kernel")) return;
+        /* mean of the updated row factor, summed in index order like the CPU */
+        serial_sum_kernel<float><<<1, THREADS, 0, st>>>(rs, row, (size_t)rows);
+        if (!CUDA_LAUNCHED("adalomo serial_sum_kernel")) return;
+        adalomo_scale_kernel<<<grid_rows((size_t)rows), THREADS, 0, st>>>(g, row, col, rs, rows, cols);
+        if (!CUDA_LAUNCHED("adalomo_scale_kernel")) return;
+    } else {
+        adalomo_1d_kernel<<<grid_for(n), THREADS, 0, st>>>(g, row, n, beta, eps1);
+        if (!CUDA_LAUNCHED("adalomo_1d_kernel")) return;
+    }
+    /* the same host scalar math as adalomo.c, on the same doubles */
+    double su = sumsq_dt(g, LOMO_F32, n);
+    double sw = sumsq_dt(w, dt, n);
+    float rms_u = (float)sqrt(su / (double)n);
+    float inv_d = 1.0f / fmaxf(1.0f, rms_u / clip_threshold);
+    float rms_w = (float)sqrt(sw / (double)n);
+    float lr_t = lr * fmaxf(eps2, rms_w);
+    cuda_sgd_update(w, dt, g, n, lr_t, wd, inv_d, 0.0f, 1.0f, sr_seed);
+}
+
+void cuda_adamw_update(void *w, lomo_dtype dt, const float *g, float *m, float *v, size_t n, float lr, float wd,
+                       float b1, float b2, float eps, float bc1, float bc2, uint64_t sr_seed) {
+    if (n == 0) return;
+    adamw_kernel<<<grid_for(n), THREADS, 0, cuda_stream()>>>(w, dt, g, m, v, n, lr, wd, b1, b2, eps, bc1, bc2,
+                                                              sr_seed);
+    CUDA_LAUNCHED("adamw_kernel");
+}
+
+void cuda_fill_uniform(void *w, lomo_dtype dt, size_t n, uint64_t seed, float scale) {
+    if (n == 0) return;
+    fill_uniform_kernel<<<grid_for(n), THREADS, 0, cuda_stream()>>>(w, dt, n, seed, scale);
+    CUDA_LAUNCHED("fill_uniform_kernel");
+}
+
+}  /* extern "C" */

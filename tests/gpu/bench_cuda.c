@@ -1,0 +1,291 @@
+/*
+ * bench_cuda.c: LOMO training steps on the GPU for LLaMA shapes with random
+ * weights (bf16, activation checkpointing, seq 1024): peak device memory, step
+ * time, tokens/s and model FLOP utilization, at batch 1 and at the largest
+ * batch the memory plan says fits; then the largest LLaMA shape that trains.
+ *
+ *   bench_cuda [--quick] [--out results.md]
+ *
+ * MFU counts 6 * N_nonembedding + 6 * L * T * C (causal attention: half of
+ * PaLM's 12 L T C) FLOPs per token, against the dense bf16 peak of an
+ * H100/H200 SXM, 989 TFLOP/s (override with LOMO_PEAK_TFLOPS).
+ */
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include "runtime/model.h"
+
+typedef struct shape {
+    const char *name;
+    int C, F, L, NH, NKV, V;
+} shape;
+
+static const shape SHAPES[] = {
+    {"LLaMA 1B (TinyLlama)", 2048, 5632, 22, 32, 4, 32000},
+    {"LLaMA-7B", 4096, 11008, 32, 32, 32, 32000},
+    {"LLaMA-13B", 5120, 13824, 40, 40, 40, 32000},
+    {"LLaMA-30B", 6656, 17920, 60, 52, 52, 32000},
+    {"LLaMA-65B", 8192, 22016, 80, 64, 64, 32000},
+    {"LLaMA-2-70B", 8192, 28672, 80, 64, 8, 32000},
+};
+
+static FILE *OUT;
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void say(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vprintf(fmt, ap);
+    va_end(ap);
+    fflush(stdout);
+    if (OUT) {
+        va_start(ap, fmt);
+        vfprintf(OUT, fmt, ap);
+        va_end(ap);
+        fflush(OUT);
+    }
+}
+
+static lomo_llama_config config_of(const shape *s, int T) {
+    return (lomo_llama_config){.hidden_size = s->C, .intermediate_size = s->F, .num_hidden_layers = s->L,
+                               .num_attention_heads = s->NH, .num_key_value_heads = s->NKV, .vocab_size = s->V,
+                               .max_position_embeddings = T, .tie_word_embeddings = 0, .rms_norm_eps = 1e-5,
+                               .rope_theta = 10000.0};
+}
+
+static double nonembedding_params(const lomo_llama_config *c) {
+    double C = c->hidden_size, F = c->intermediate_size, hd = C / c->num_attention_heads;
+    double per = 2 * C * C + 2 * C * hd * c->num_key_value_heads + 3 * C * F + 2 * C;
+    return per * c->num_hidden_layers + C + (double)c->vocab_size * C;   /* the LM head is a GEMM too */
+}
+
+/* Random weights on the device: the host never draws billions of numbers. */
+static lomo_status random_model(lomo_model **out, lomo_ctx *ctx, const lomo_llama_config *cfg) {
+    lomo_model_options mo = {.dtype = LOMO_BF16, .checkpointing = 1};
+    lomo_status st = model_create(out, ctx, cfg, &mo, 0);
+    if (st) return st;
+    lomo_model *m = *out;
+    float *ones = NULL;
+    for (int p = 0; p < m->nparams; p++) {
+        const param_desc *d = &m->params[p];
+        if (d->kind == LOMO_PARAM_NORM) {
+            ones = realloc(ones, d->numel * sizeof(float));
+            for (size_t i = 0; i < d->numel; i++) ones[i] = 1.0f;
+            model_param_write_f32(m, p, 0, ones, d->numel);
+        } else {
+            /* uniform with std 0.02 */
+            m->be->fill_uniform(param_ptr(m, p), m->dtype, d->numel, 1000 + p, 0.02f * 1.7320508f);
+        }
+    }
+    free(ones);
+    return LOMO_OK;
+}
+
+typedef struct result {
+    int ok;
+    double step_s, tok_s, mfu;
+    double fwd_s, attn_s;   /* one forward with loss; attention's share of a step (estimate) */
+    double accounted_gib, used_gib;
+    float loss;
+    char err[400];
+} result;
+
+static result bench_one(const shape *s, int B, int T, int steps, size_t free0) {
+    result r = {0};
+    lomo_ctx *ctx = NULL;
+    lomo_ctx_options co = {.device = "cuda"};
+    if (lomo_ctx_create(&ctx, &co)) {
+        snprintf(r.err, sizeof r.err, "no cuda context");
+        return r;
+    }
+    lomo_llama_config cfg = config_of(s, T);
+    lomo_model *m = NULL;
+    lomo_optim *o = NULL;
+    lomo_optim_options oo;
+    lomo_optim_options_default(&oo, LOMO_OPTIM_LOMO);
+    int32_t *tok = malloc((size_t)B * T * 4), *tgt = malloc((size_t)B * T * 4);
+    uint64_t z = 12345;
+    for (int i = 0; i < B * T; i++) {
+        z = z * 6364136223846793005ull + 1442695040888963407ull;
+        tok[i] = (int32_t)((z >> 33) % (uint64_t)s->V);
+    }
+    for (int i = 0; i < B * T; i++) tgt[i] = (i + 1) % T ? tok[i + 1] : -100;
+    if (random_model(&m, ctx, &cfg) || lomo_optim_create(&o, m, &oo)) {
+        snprintf(r.err, sizeof r.err, "%s", lomo_last_error(ctx));
+        goto done;
+    }
+    lomo_step_result sr;
+    /* the first step allocates activations and warms cuBLAS: not timed */
+    if (lomo_optim_step(o, tok, tgt, B, T, 1e-5f, &sr)) {
+        snprintf(r.err, sizeof r.err, "%s", lomo_last_error(ctx));
+        goto done;
+    }
+    m->be->sync();
+    double t0 = now();
+    for (int i = 0; i < steps; i++) {
+        if (lomo_optim_step(o, tok, tgt, B, T, 1e-5f, &sr)) {
+            snprintf(r.err, sizeof r.err, "%s", lomo_last_error(ctx));
+            goto done;
+        }
+    }
+    m->be->sync();
+    r.step_s = (now() - t0) / steps;
+    /* where the time goes: a forward alone, and attention alone (forward twice, with the
+     * recompute, and backward once per layer) */
+    float loss;
+    m->be->sync();
+    t0 = now();
+    lomo_model_forward(m, tok, tgt, B, T, &loss, NULL);
+    m->be->sync();
+    r.fwd_s = now() - t0;
+    {
+        const lomo_backend *be = m->be;
+        int NH = cfg.num_attention_heads, NKV = cfg.num_key_value_heads, hd = cfg.hidden_size / NH;
+        size_t nq = (size_t)B * T * NH * hd, nk = (size_t)B * T * NKV * hd, ns = be->attention_saved_floats(B, T, NH);
+        float *q = be->alloc(nq * 4), *k = be->alloc(nk * 4), *v = be->alloc(nk * 4), *ao = be->alloc(nq * 4);
+        float *dq = be->alloc(nq * 4), *dk = be->alloc(nk * 4), *dv = be->alloc(nk * 4), *dy = be->alloc(nq * 4);
+        float *sv = be->alloc(ns * 4), *sc = be->alloc(be->attention_scratch_floats(B, T, NH) * 4);
+        if (q && k && v && ao && dq && dk && dv && dy && sv && sc) {
+            be->fill_uniform(q, LOMO_F32, nq, 1, 1.0f);
+            be->fill_uniform(k, LOMO_F32, nk, 2, 1.0f);
+            be->fill_uniform(v, LOMO_F32, nk, 3, 1.0f);
+            be->fill_uniform(dy, LOMO_F32, nq, 4, 1.0f);
+            be->attention_forward(ao, sv, q, k, v, B, T, NH, NKV, hd, LOMO_BF16);
+            be->sync();
+            t0 = now();
+            be->attention_forward(ao, sv, q, k, v, B, T, NH, NKV, hd, LOMO_BF16);
+            be->sync();
+            double tf = now() - t0;
+            t0 = now();
+            be->attention_backward(dq, dk, dv, sc, dy, ao, sv, q, k, v, B, T, NH, NKV, hd, LOMO_BF16);
+            be->sync();
+            double tb = now() - t0;
+            r.attn_s = cfg.num_hidden_layers * (2 * tf + tb);
+        }
+        void *bufs[] = {q, k, v, ao, dq, dk, dv, dy, sv, sc};
+        for (int i = 0; i < 10; i++) be->free(bufs[i]);
+    }
+    r.loss = sr.loss;
+    r.tok_s = B * T / r.step_s;
+    const char *peak_env = getenv("LOMO_PEAK_TFLOPS");
+    double peak = (peak_env ? atof(peak_env) : 989.0) * 1e12;
+    double flops_tok = 6 * nonembedding_params(&cfg) + 6.0 * cfg.num_hidden_layers * T * cfg.hidden_size;
+    r.mfu = flops_tok * r.tok_s / peak;
+    lomo_mem_stats ms;
+    lomo_mem_get_stats(ctx, &ms);
+    r.accounted_gib = ms.peak_total / 1073741824.0;
+    size_t fr, tot;
+    cudaMemGetInfo(&fr, &tot);
+    r.used_gib = (double)(free0 - fr) / 1073741824.0;   /* everything this run holds: plan, scratch, cuBLAS */
+    r.ok = 1;
+done:
+    lomo_optim_destroy(o);
+    lomo_model_destroy(m);
+    lomo_ctx_destroy(ctx);
+    free(tok);
+    free(tgt);
+    return r;
+}
+
+/* The plan's total for one LOMO step, in GiB. */
+static double plan_gib(const shape *s, int B, int T) {
+    lomo_ctx *ctx = NULL;
+    lomo_ctx_options co = {.device = "cuda"};
+    if (lomo_ctx_create(&ctx, &co)) return 1e9;
+    lomo_llama_config cfg = config_of(s, T);
+    lomo_model_options mo = {.dtype = LOMO_BF16, .checkpointing = 1};
+    lomo_optim_options oo;
+    lomo_optim_options_default(&oo, LOMO_OPTIM_LOMO);
+    lomo_plan p;
+    double g = lomo_plan_memory(ctx, &cfg, &mo, &oo, B, T, &p) ? 1e9 : p.total / 1073741824.0;
+    lomo_ctx_destroy(ctx);
+    return g;
+}
+
+static void row(const shape *s, int B, int T, const result *r, double plan) {
+    if (r->ok)
+        say("| %s | %d | %d | %.2f | %.2f | %.2f | %.3f | %.3f | %.3f | %.0f | %.1f%% | %.3f |\n", s->name, B, T,
+            plan, r->accounted_gib, r->used_gib, r->step_s, r->fwd_s, r->attn_s, r->tok_s, 100 * r->mfu, r->loss);
+    else
+        say("| %s | %d | %d | %.2f | failed: %s |\n", s->name, B, T, plan, r->err);
+}
+
+int main(int argc, char **argv) {
+    int quick = 0;
+    const char *out_path = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--quick")) quick = 1;
+        else if (!strcmp(argv[i], "--out") && i + 1 < argc) out_path = argv[++i];
+    }
+    char why[256] = "";
+    if (!lomo_backend_cuda(why, sizeof why)) {
+        printf("SKIP: no usable GPU: %s\n", why);
+        return 77;
+    }
+    if (out_path && !(OUT = fopen(out_path, "w"))) {
+        perror(out_path);
+        return 1;
+    }
+    struct cudaDeviceProp prop;
+    cudaGetDeviceProperties(&prop, 0);
+    size_t free0, total;
+    cudaMemGetInfo(&free0, &total);
+    time_t t = time(NULL);
+    char date[32];
+    strftime(date, sizeof date, "%Y-%m-%d", gmtime(&t));
+    say("GPU: %s, %.1f GiB (%.1f free), %d SMs; %s\n\n", prop.name, total / 1073741824.0, free0 / 1073741824.0,
+        prop.multiProcessorCount, date);
+    say("LOMO step (plain SGD fused into backward), bf16 weights, activation checkpointing, random weights.\n");
+    say("plan = lomo_plan_memory total; accounted = the runtime's peak; used = cudaMemGetInfo delta "
+        "(adds scratch, cuBLAS workspace, CUDA context). forward = one forward with the loss; attention = "
+        "the flash-attention kernels' time in one step (two forwards, one backward per layer), timed alone.\n\n");
+    say("| shape | batch | seq | plan GiB | accounted GiB | used GiB | step s | forward s | attention s/step | "
+        "tokens/s | MFU | loss |\n");
+    say("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    int T = 1024, steps = quick ? 2 : 3;
+    double budget = free0 / 1073741824.0 - 4.0;   /* headroom for scratch, workspace, fragmentation */
+    for (int si = 0; si < 2; si++) {
+        const shape *s = &SHAPES[si];
+        result r = bench_one(s, 1, T, steps, free0);
+        row(s, 1, T, &r, plan_gib(s, 1, T));
+        int best = 1;
+        for (int B = 2; B <= 64; B *= 2)
+            if (plan_gib(s, B, T) <= budget) best = B;
+        if (quick && best > 8) best = 8;
+        if (best > 1) {
+            /* big batches: fewer timed steps, the run must stay within minutes */
+            r = bench_one(s, best, T, best > 8 ? 2 : steps, free0);
+            while (!r.ok && best > 2 && strstr(r.err, "out of")) {
+                row(s, best, T, &r, plan_gib(s, best, T));
+                best /= 2;
+                r = bench_one(s, best, T, best > 8 ? 2 : steps, free0);
+            }
+            row(s, best, T, &r, plan_gib(s, best, T));
+        }
+    }
+    /* the largest shape that trains: from the largest down, batch 1 */
+    say("\nLargest LLaMA shape that trains here (batch 1, seq %d, 2 timed steps):\n\n", T);
+    say("| shape | batch | seq | plan GiB | accounted GiB | used GiB | step s | forward s | attention s/step | "
+        "tokens/s | MFU | loss |\n");
+    say("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    for (int si = (int)(sizeof SHAPES / sizeof *SHAPES) - 1; si >= 2; si--) {
+        const shape *s = &SHAPES[si];
+        double plan = plan_gib(s, 1, T);
+        if (plan > free0 / 1073741824.0) {
+            say("| %s | 1 | %d | %.2f | does not fit (%.1f GiB free) |\n", s->name, T, plan, free0 / 1073741824.0);
+            continue;
+        }
+        result r = bench_one(s, 1, T, 2, free0);
+        row(s, 1, T, &r, plan);
+        if (r.ok) break;
+    }
+    if (OUT) fclose(OUT);
+    return 0;
+}

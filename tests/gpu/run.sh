@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# tests/gpu/run.sh: the GPU checks, on a machine with an NVIDIA GPU.
+#
+# Builds lomo with the CUDA backend, runs the CPU-vs-GPU parity test of every
+# op and of whole training steps (tests/gpu/test_cuda.c), then the benchmark
+# table (tests/gpu/bench_cuda.c). Results go to gpu-results/ (or $1):
+# parity.txt, bench.md, gpu.txt. Takes about 5 minutes on one H100/H200.
+#
+#   tests/gpu/run.sh [results-dir]
+#   LOMO_GPU_BIN=dir tests/gpu/run.sh   # use test_cuda and bench_cuda already built in dir
+#   LOMO_BENCH_QUICK=1                  # smaller benchmark (batch <= 8)
+set -uo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+out=${1:-$root/gpu-results}
+mkdir -p "$out"
+
+if ! command -v nvidia-smi >/dev/null || ! nvidia-smi -L >/dev/null 2>&1; then
+    echo "tests/gpu/run.sh: skipped: no NVIDIA GPU here (nvidia-smi finds none)"
+    exit 77
+fi
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
+
+bin=${LOMO_GPU_BIN:-}
+if [ -z "$bin" ]; then
+    command -v nvcc >/dev/null || export PATH=/usr/local/cuda/bin:$PATH
+    [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && bash "$root/tests/install_packages.sh"
+    # this GPU's architecture only: the build takes a minute instead of four
+    cmake -S "$root" -B "$root/build-gpu" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=native \
+        -DLOMO_WERROR=ON >"$out/build.log" 2>&1 &&
+        cmake --build "$root/build-gpu" -j"$(nproc)" --target test_cuda bench_cuda >>"$out/build.log" 2>&1 ||
+        { tail -30 "$out/build.log"; echo "tests/gpu/run.sh: build failed (log: $out/build.log)"; exit 1; }
+    bin=$root/build-gpu/tests
+fi
+
+echo "== parity: CUDA backend against the CPU backend"
+timeout 240 "$bin/test_cuda" 2>&1 | tee "$out/parity.txt"
+parity=${PIPESTATUS[0]}
+
+echo "== benchmark"
+quick=()
+[ -n "${LOMO_BENCH_QUICK:-}" ] && quick=(--quick)
+timeout 300 "$bin/bench_cuda" "${quick[@]}" --out "$out/bench.md" 2>&1 | tee "$out/bench.log"
+bench=${PIPESTATUS[0]}
+
+echo "== results in $out: parity exit $parity, benchmark exit $bench"
+[ "$parity" = 0 ] && [ "$bench" = 0 ]

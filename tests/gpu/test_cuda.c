@@ -1,0 +1,607 @@
+/*
+ * test_cuda.c: the CUDA backend against the CPU backend (the reference).
+ * Every op on the same random inputs, then whole training steps of a small
+ * model (lomo, lomo with norm clipping, adalomo; f32, bf16, f16 with loss
+ * scaling), compared with tolerances per dtype. Prints one line per check and
+ * exits 1 if any fails, 77 (skipped) when no usable GPU is present.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "runtime/backend.h"
+#include "runtime/dtype.h"
+#include "runtime/lomo.h"
+
+static const lomo_backend *CPU, *GPU;
+static int failures, checks;
+
+/* ---- host helpers ---- */
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+static float frand(void) {   /* uniform [-1, 1) */
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (float)((rng_state >> 40) * (1.0 / 8388608.0)) - 1.0f;
+}
+static float *hrand(size_t n, float scale) {
+    float *p = malloc((n ? n : 1) * sizeof(float));
+    for (size_t i = 0; i < n; i++) p[i] = frand() * scale;
+    return p;
+}
+static void *hcopy(const void *src, size_t bytes) {
+    void *p = malloc(bytes ? bytes : 1);
+    memcpy(p, src, bytes);
+    return p;
+}
+/* a device copy of host data */
+static void *dup_dev(const void *host, size_t bytes) {
+    void *d = GPU->alloc(bytes);
+    GPU->to_device(d, host, bytes);
+    return d;
+}
+static void *from_dev(const void *dev, size_t bytes) {
+    void *h = malloc(bytes ? bytes : 1);
+    GPU->to_host(h, dev, bytes);
+    return h;
+}
+
+/*
+ * max |got - want| over max(|want|) (relative to the tensor's scale, as in the
+ * CPU tests against PyTorch), checked against tol; prints a line either way.
+ */
+static void compare(const char *what, const float *got, const float *want, size_t n, double tol) {
+    double maxerr = 0, maxref = 0;
+    size_t worst = 0;
+    int nonfinite = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (isfinite(want[i]) != isfinite(got[i])) nonfinite = 1;
+        if (!isfinite(want[i])) continue;
+        double e = fabs((double)got[i] - want[i]);
+        if (e > maxerr) { maxerr = e; worst = i; }
+        if (fabs(want[i]) > maxref) maxref = fabs(want[i]);
+    }
+    double rel = maxerr / (maxref > 0 ? maxref : 1);
+    int ok = rel <= tol && !nonfinite;
+    checks++;
+    if (!ok) failures++;
+    printf("%s %-44s rel err %.3e (tol %.0e)%s", ok ? "PASS" : "FAIL", what, rel, tol,
+           nonfinite ? " non-finite mismatch" : "");
+    if (!ok && n) printf(" worst [%zu] got %.9g want %.9g", worst, got[worst], want[worst]);
+    printf("\n");
+}
+static void compare_dev(const char *what, const float *dev, const float *want, size_t n, double tol) {
+    float *h = from_dev(dev, n * sizeof(float));
+    compare(what, h, want, n, tol);
+    free(h);
+}
+static void check(const char *what, int ok, const char *detail) {
+    checks++;
+    if (!ok) failures++;
+    printf("%s %-44s %s\n", ok ? "PASS" : "FAIL", what, detail ? detail : "");
+}
+static void check_device_error(const char *after) {
+    const char *e = GPU->error();
+    char msg[600];
+    snprintf(msg, sizeof msg, "%s", e ? e : "none");
+    char what[96];
+    snprintf(what, sizeof what, "no device error after %s", after);
+    check(what, e == NULL, msg);
+}
+
+/* weights of dtype dt as f32 on the host, both backends' storage read the same way */
+static float *widen_host(const void *w, lomo_dtype dt, size_t n) {
+    float *f = malloc(n * sizeof(float));
+    CPU->to_f32(f, w, dt, n);
+    return f;
+}
+static double tol_for(lomo_dtype dt, double f32_tol) { return dt == LOMO_F32 ? f32_tol : dt == LOMO_BF16 ? 2e-2 : 4e-3; }
+
+/* ---- ops ---- */
+
+static void test_convert(void) {
+    size_t n = 100003;
+    float *x = hrand(n, 3.0f);
+    x[0] = NAN; x[1] = INFINITY; x[2] = 1e-30f; x[3] = 70000.0f; x[4] = -0.0f; x[5] = 6e-8f;
+    for (int d = 1; d <= 2; d++) {
+        lomo_dtype dt = (lomo_dtype)d;
+        uint16_t *hw = malloc(n * 2), *gw;
+        CPU->from_f32(hw, dt, x, n);
+        float *dx = dup_dev(x, n * 4);
+        void *dw = GPU->alloc(n * 2);
+        GPU->from_f32(dw, dt, dx, n);
+        gw = from_dev(dw, n * 2);
+        char name[64];
+        snprintf(name, sizeof name, "from_f32 %s bitwise", lomo_dtype_name(dt));
+        check(name, memcmp(hw, gw, n * 2) == 0, NULL);
+        /* upload/download through the staging path */
+        GPU->upload_f32(dw, dt, x, n);
+        free(gw);
+        gw = from_dev(dw, n * 2);
+        snprintf(name, sizeof name, "upload_f32 %s bitwise", lomo_dtype_name(dt));
+        check(name, memcmp(hw, gw, n * 2) == 0, NULL);
+        float *back = malloc(n * 4), *want = malloc(n * 4);
+        GPU->download_f32(back, dw, dt, n);
+        CPU->to_f32(want, hw, dt, n);
+        snprintf(name, sizeof name, "download_f32 %s bitwise", lomo_dtype_name(dt));
+        check(name, memcmp(back, want, n * 4) == 0, NULL);
+        /* stochastic rounding: same random bits as the CPU */
+        CPU->round_from_f32(hw, dt, x, n, 12345);
+        GPU->round_from_f32(dw, dt, dx, n, 12345);
+        free(gw);
+        gw = from_dev(dw, n * 2);
+        snprintf(name, sizeof name, "round_from_f32 %s stochastic bitwise", lomo_dtype_name(dt));
+        check(name, memcmp(hw, gw, n * 2) == 0, NULL);
+        /* fill_uniform */
+        CPU->fill_uniform(hw, dt, n, 77, 0.5f);
+        GPU->fill_uniform(dw, dt, n, 77, 0.5f);
+        free(gw);
+        gw = from_dev(dw, n * 2);
+        float *fu_want = widen_host(hw, dt, n), *fu_got = widen_host(gw, dt, n);
+        snprintf(name, sizeof name, "fill_uniform %s", lomo_dtype_name(dt));
+        compare(name, fu_got, fu_want, n, 1e-2);
+        free(fu_want); free(fu_got);
+        free(hw); free(gw); free(back); free(want);
+        GPU->free(dx); GPU->free(dw);
+    }
+    free(x);
+}
+
+static void test_rows_ops(void) {
+    int BT = 37, C = 96, V = 50;
+    int32_t tok[37];
+    for (int i = 0; i < BT; i++) tok[i] = (i * 7 + 3) % V;
+    tok[5] = tok[6] = tok[7] = 11;   /* repeated tokens sum */
+    for (int d = 0; d <= 2; d++) {
+        lomo_dtype dt = (lomo_dtype)d;
+        float *wf = hrand((size_t)V * C, 1.0f);
+        void *w = malloc((size_t)V * C * 4);
+        CPU->from_f32(w, dt, wf, (size_t)V * C);
+        float *want = malloc((size_t)BT * C * 4);
+        CPU->embedding_forward(want, tok, w, dt, BT, C);
+        void *dw = dup_dev(w, (size_t)V * C * lomo_dtype_size(dt));
+        int32_t *dt_ = dup_dev(tok, sizeof tok);
+        float *dout = GPU->alloc((size_t)BT * C * 4);
+        GPU->embedding_forward(dout, dt_, dw, dt, BT, C);
+        char name[64];
+        snprintf(name, sizeof name, "embedding forward %s", lomo_dtype_name(dt));
+        compare_dev(name, dout, want, (size_t)BT * C, 0);
+        free(wf); free(w); free(want); GPU->free(dw); GPU->free(dt_); GPU->free(dout);
+    }
+    float *g = hrand((size_t)BT * C, 1.0f), *dw = hrand((size_t)V * C, 1.0f);
+    float *ddw = dup_dev(dw, (size_t)V * C * 4), *dg = dup_dev(g, (size_t)BT * C * 4);
+    int32_t *dtok = dup_dev(tok, sizeof tok);
+    CPU->embedding_backward(dw, g, tok, BT, C);
+    GPU->embedding_backward(ddw, dg, dtok, BT, C);
+    compare_dev("embedding backward (accumulates)", ddw, dw, (size_t)V * C, 1e-6);
+    /* rows_add and sgd_update_rows over sorted distinct rows */
+    int32_t rows[5] = {1, 4, 11, 30, 49};
+    float *src = hrand(5 * (size_t)C, 1.0f);
+    float *dsrc = dup_dev(src, 5 * (size_t)C * 4);
+    int32_t *drows = dup_dev(rows, sizeof rows);
+    CPU->rows_add(dw, src, rows, 5, C);
+    GPU->rows_add(ddw, dsrc, drows, 5, C);
+    compare_dev("rows_add", ddw, dw, (size_t)V * C, 1e-6);
+    for (int d = 0; d <= 2; d++) {
+        lomo_dtype dt = (lomo_dtype)d;
+        size_t es = lomo_dtype_size(dt);
+        float *wf = hrand((size_t)V * C, 1.0f);
+        void *w = malloc((size_t)V * C * 4);
+        CPU->from_f32(w, dt, wf, (size_t)V * C);
+        void *dwt = dup_dev(w, (size_t)V * C * es);
+        CPU->sgd_update_rows(w, dt, src, rows, 5, V, C, 0.1f, 0.01f, 0.5f, 0.3f, 0.9f, 0);
+        GPU->sgd_update_rows(dwt, dt, dsrc, drows, 5, V, C, 0.1f, 0.01f, 0.5f, 0.3f, 0.9f, 0);
+        float *want = widen_host(w, dt, (size_t)V * C);
+        void *gw = from_dev(dwt, (size_t)V * C * es);
+        float *got = widen_host(gw, dt, (size_t)V * C);
+        char name[64];
+        snprintf(name, sizeof name, "sgd_update_rows %s", lomo_dtype_name(dt));
+        compare(name, got, want, (size_t)V * C, dt == LOMO_F32 ? 1e-6 : 1e-2);
+        free(wf); free(w); free(want); free(gw); free(got); GPU->free(dwt);
+    }
+    free(g); free(dw); free(src); GPU->free(ddw); GPU->free(dg); GPU->free(dtok); GPU->free(dsrc); GPU->free(drows);
+}
+
+static void test_norm_rope_swiglu_ce(void) {
+    int B = 3, T = 41, BT = B * T, C = 320, H = 5, hd = C / H;
+    float eps = 1e-5f;
+    float *x = hrand((size_t)BT * C, 2.0f), *w = hrand(C, 1.0f), *dy = hrand((size_t)BT * C, 1.0f);
+    float *out = malloc((size_t)BT * C * 4), *rstd = malloc(BT * 4);
+    CPU->rmsnorm_forward(out, rstd, x, w, BT, C, eps);
+    float *dx_ = dup_dev(x, (size_t)BT * C * 4), *dw_ = dup_dev(w, C * 4), *ddy = dup_dev(dy, (size_t)BT * C * 4);
+    float *dout = GPU->alloc((size_t)BT * C * 4), *drstd = GPU->alloc(BT * 4);
+    GPU->rmsnorm_forward(dout, drstd, dx_, dw_, BT, C, eps);
+    compare_dev("rmsnorm forward", dout, out, (size_t)BT * C, 1e-6);
+    compare_dev("rmsnorm forward rstd", drstd, rstd, BT, 1e-6);
+    float *dinp = hrand((size_t)BT * C, 1.0f), *dwg = hrand(C, 1.0f);
+    float *ddinp = dup_dev(dinp, (size_t)BT * C * 4), *ddwg = dup_dev(dwg, C * 4);
+    CPU->rmsnorm_backward(dinp, dwg, dy, x, w, rstd, BT, C);
+    GPU->rmsnorm_backward(ddinp, ddwg, ddy, dx_, dw_, drstd, BT, C);
+    compare_dev("rmsnorm backward dinp (accumulates)", ddinp, dinp, (size_t)BT * C, 1e-5);
+    compare_dev("rmsnorm backward dw (accumulates)", ddwg, dwg, C, 1e-5);
+
+    /* rope: tables of 64 positions, offset 3 */
+    int maxpos = 64, half = hd / 2;
+    float *cs = malloc((size_t)maxpos * half * 4), *sn = malloc((size_t)maxpos * half * 4);
+    for (int p = 0; p < maxpos; p++)
+        for (int j = 0; j < half; j++) {
+            double th = p * pow(10000.0, -2.0 * j / hd);
+            cs[p * half + j] = (float)cos(th);
+            sn[p * half + j] = (float)sin(th);
+        }
+    float *dcs = dup_dev(cs, (size_t)maxpos * half * 4), *dsn = dup_dev(sn, (size_t)maxpos * half * 4);
+    float *r = hcopy(x, (size_t)BT * C * 4);
+    float *dr = dup_dev(x, (size_t)BT * C * 4);
+    for (int inv = 0; inv <= 1; inv++) {
+        CPU->rope(r, cs, sn, B, T, H, hd, 3, inv);
+        GPU->rope(dr, dcs, dsn, B, T, H, hd, 3, inv);
+        compare_dev(inv ? "rope inverse" : "rope", dr, r, (size_t)BT * C, 1e-6);
+    }
+
+    size_t n = (size_t)BT * C;
+    float *gate = x, *up = dy;
+    float *sw = malloc(n * 4);
+    CPU->swiglu_forward(sw, gate, up, n);
+    GPU->swiglu_forward(dout, dx_, ddy, n);
+    compare_dev("swiglu forward", dout, sw, n, 1e-6);
+    float *dg = malloc(n * 4), *du = malloc(n * 4), *dd = hrand(n, 1.0f);
+    float *ddd = dup_dev(dd, n * 4), *ddu = GPU->alloc(n * 4);
+    CPU->swiglu_backward(dg, du, dd, gate, up, n);
+    GPU->swiglu_backward(ddd, ddu, ddd, dx_, ddy, n);   /* dgate over dout, as the model does */
+    compare_dev("swiglu backward dgate (in place)", ddd, dg, n, 1e-6);
+    compare_dev("swiglu backward dup", ddu, du, n, 1e-6);
+    float *a = hcopy(x, n * 4);
+    CPU->add_inplace(a, dy, n);
+    GPU->add_inplace(dx_, ddy, n);
+    compare_dev("add_inplace", dx_, a, n, 0);
+
+    /* cross-entropy with ignored rows, V not a multiple of the block */
+    int N = 29, V = 1003;
+    float *z = hrand((size_t)N * V, 8.0f);
+    int32_t tg[29];
+    for (int i = 0; i < N; i++) tg[i] = i % 5 == 0 ? -100 : (i * 37) % V;
+    float *loss = malloc(N * 4), *lse = malloc(N * 4);
+    CPU->crossentropy_forward(loss, lse, z, tg, N, V);
+    float *dz = dup_dev(z, (size_t)N * V * 4), *dloss = GPU->alloc(N * 4), *dlse = GPU->alloc(N * 4);
+    int32_t *dtg = dup_dev(tg, sizeof tg);
+    GPU->crossentropy_forward(dloss, dlse, dz, dtg, N, V);
+    compare_dev("crossentropy forward losses", dloss, loss, N, 1e-6);
+    compare_dev("crossentropy forward lse", dlse, lse, N, 1e-6);
+    CPU->crossentropy_backward(z, z, lse, tg, 0.37f, N, V);
+    GPU->crossentropy_backward(dz, dz, dlse, dtg, 0.37f, N, V);
+    compare_dev("crossentropy backward (in place)", dz, z, (size_t)N * V, 1e-6);
+
+    free(x); free(w); free(dy); free(out); free(rstd); free(dinp); free(dwg); free(cs); free(sn); free(r);
+    free(sw); free(dg); free(du); free(dd); free(a); free(z); free(loss); free(lse);
+    void *dev[] = {dx_, dw_, ddy, dout, drstd, ddinp, ddwg, dcs, dsn, dr, ddd, ddu, dz, dloss, dlse, dtg};
+    for (size_t i = 0; i < sizeof dev / sizeof *dev; i++) GPU->free(dev[i]);
+}
+
+static void test_matmul(void) {
+    int BT = 77, IC = 192, OC = 136;
+    float *x = hrand((size_t)BT * IC, 1.0f), *g = hrand((size_t)BT * OC, 1.0f);
+    float *dx = dup_dev(x, (size_t)BT * IC * 4), *dg = dup_dev(g, (size_t)BT * OC * 4);
+    float *wbuf = malloc((size_t)OC * IC * 4);
+    for (int d = 0; d <= 2; d++) {
+        lomo_dtype dt = (lomo_dtype)d;
+        size_t es = lomo_dtype_size(dt), nw = (size_t)OC * IC;
+        float *wf = hrand(nw, 0.5f);
+        void *w = malloc(nw * 4);
+        CPU->from_f32(w, dt, wf, nw);
+        void *dw = dup_dev(w, nw * es);
+        char name[80];
+        double tol = tol_for(dt, 1e-5);
+        float *out = malloc((size_t)BT * OC * 4), *dout_ = GPU->alloc((size_t)BT * OC * 4);
+        CPU->matmul_forward(out, x, w, dt, wbuf, BT, IC, OC);
+        GPU->matmul_forward(dout_, dx, dw, dt, NULL, BT, IC, OC);
+        snprintf(name, sizeof name, "matmul forward %s", lomo_dtype_name(dt));
+        compare_dev(name, dout_, out, (size_t)BT * OC, tol);
+        float *di = hrand((size_t)BT * IC, 1.0f), *ddi = dup_dev(di, (size_t)BT * IC * 4);
+        CPU->matmul_backward_input(di, g, w, dt, wbuf, 1.0f, BT, IC, OC);
+        GPU->matmul_backward_input(ddi, dg, dw, dt, NULL, 1.0f, BT, IC, OC);
+        snprintf(name, sizeof name, "matmul backward input %s (beta 1)", lomo_dtype_name(dt));
+        compare_dev(name, ddi, di, (size_t)BT * IC, tol);
+        /* the fused LOMO update, nearest and stochastic rounding */
+        for (int sr = 0; sr <= (dt == LOMO_F32 ? 0 : 1); sr++) {
+            void *w2 = hcopy(w, nw * es), *dw2 = dup_dev(w, nw * es);
+            CPU->linear_update(w2, dt, wbuf, g, x, -0.01f, 0.999f, BT, IC, OC, sr ? 99 : 0);
+            GPU->linear_update(dw2, dt, NULL, dg, dx, -0.01f, 0.999f, BT, IC, OC, sr ? 99 : 0);
+            float *want = widen_host(w2, dt, nw);
+            void *gw = from_dev(dw2, nw * es);
+            float *got = widen_host(gw, dt, nw);
+            snprintf(name, sizeof name, "linear_update (fused LOMO) %s%s", lomo_dtype_name(dt), sr ? " stochastic" : "");
+            compare(name, got, want, nw, dt == LOMO_F32 ? 1e-5 : 1e-2);
+            free(w2); free(want); free(gw); free(got); GPU->free(dw2);
+        }
+        free(wf); free(w); free(out); free(di); GPU->free(dw); GPU->free(dout_); GPU->free(ddi);
+    }
+    size_t nw = (size_t)OC * IC;
+    float *dw = hrand(nw, 1.0f), *ddw = dup_dev(dw, nw * 4);
+    CPU->matmul_backward_weight(dw, g, x, 0.5f, 1.0f, BT, IC, OC);
+    GPU->matmul_backward_weight(ddw, dg, dx, 0.5f, 1.0f, BT, IC, OC);
+    compare_dev("matmul backward weight f32 (alpha, beta)", ddw, dw, nw, 1e-5);
+    /* the Gram norm, against the formed gradient's norm */
+    float *gram = malloc(2 * (size_t)BT * BT * 4), *dgram = GPU->alloc(2 * (size_t)BT * BT * 4);
+    double c = CPU->linear_grad_sumsq_gram(gram, 0, g, x, BT, IC, OC);
+    double gg = GPU->linear_grad_sumsq_gram(dgram, 0, dg, dx, BT, IC, OC);
+    double gg2 = GPU->linear_grad_sumsq_gram(dgram, 1, dg, dx, BT, IC, OC);
+    char msg[128];
+    snprintf(msg, sizeof msg, "cpu %.10g gpu %.10g reused-Gram %.10g", c, gg, gg2);
+    check("linear_grad_sumsq_gram", fabs(gg - c) <= 1e-5 * c && gg2 == gg, msg);
+    free(x); free(g); free(wbuf); free(dw); free(gram);
+    GPU->free(dx); GPU->free(dg); GPU->free(ddw); GPU->free(dgram);
+}
+
+/* dt: f32 runs the f32 kernels; bf16/f16 the tensor-core kernels where they exist (hd 64, 128) */
+static void test_attention_shape(int B, int T, int NH, int NKV, int hd, lomo_dtype dt) {
+    size_t nq = (size_t)B * T * NH * hd, nk = (size_t)B * T * NKV * hd;
+    float *q = hrand(nq, 1.0f), *k = hrand(nk, 1.0f), *v = hrand(nk, 1.0f), *dy = hrand(nq, 1.0f);
+    size_t na = CPU->attention_saved_floats(B, T, NH);
+    float *out = malloc(nq * 4), *att = malloc(na * 4), *datt = malloc(na * 4);
+    float *dq = malloc(nq * 4), *dk = malloc(nk * 4), *dv = malloc(nk * 4);
+    CPU->attention_forward(out, att, q, k, v, B, T, NH, NKV, hd, LOMO_F32);
+    CPU->attention_backward(dq, dk, dv, datt, dy, out, att, q, k, v, B, T, NH, NKV, hd, LOMO_F32);
+    float *gq = dup_dev(q, nq * 4), *gk = dup_dev(k, nk * 4), *gv = dup_dev(v, nk * 4), *gy = dup_dev(dy, nq * 4);
+    float *gout = GPU->alloc(nq * 4), *gatt = GPU->alloc(GPU->attention_saved_floats(B, T, NH) * 4);
+    float *gs = GPU->alloc(GPU->attention_scratch_floats(B, T, NH) * 4);
+    float *gdq = GPU->alloc(nq * 4), *gdk = GPU->alloc(nk * 4), *gdv = GPU->alloc(nk * 4);
+    GPU->memset0(gdk, nk * 4);   /* overwritten, not accumulated: start from garbage-like values */
+    GPU->attention_forward(gout, gatt, gq, gk, gv, B, T, NH, NKV, hd, dt);
+    GPU->attention_backward(gdq, gdk, gdv, gs, gy, gout, gatt, gq, gk, gv, B, T, NH, NKV, hd, dt);
+    /* 16-bit products: errors of the operands' rounding (bf16 8 bits, f16 11 bits), relative to the tensor's scale */
+    double tol = dt == LOMO_F32 ? 1e-5 : dt == LOMO_BF16 ? 5e-2 : 1e-2;
+    const char *dn = lomo_dtype_name(dt);
+    char name[96];
+    snprintf(name, sizeof name, "attention %s out B%d T%d NH%d NKV%d hd%d", dn, B, T, NH, NKV, hd);
+    compare_dev(name, gout, out, nq, tol);
+    snprintf(name, sizeof name, "attention %s dq  B%d T%d NH%d NKV%d hd%d", dn, B, T, NH, NKV, hd);
+    compare_dev(name, gdq, dq, nq, tol);
+    snprintf(name, sizeof name, "attention %s dk  B%d T%d NH%d NKV%d hd%d", dn, B, T, NH, NKV, hd);
+    compare_dev(name, gdk, dk, nk, tol);
+    snprintf(name, sizeof name, "attention %s dv  B%d T%d NH%d NKV%d hd%d", dn, B, T, NH, NKV, hd);
+    compare_dev(name, gdv, dv, nk, tol);
+    snprintf(name, sizeof name, "attention %s B%d T%d hd%d", dn, B, T, hd);
+    check_device_error(name);
+    free(q); free(k); free(v); free(dy); free(out); free(att); free(datt); free(dq); free(dk); free(dv);
+    float *dev[] = {gq, gk, gv, gy, gout, gatt, gs, gdq, gdk, gdv};
+    for (int i = 0; i < 10; i++) GPU->free(dev[i]);
+}
+
+static void test_optimizer_ops(void) {
+    size_t n = 300007;
+    float *g = hrand(n, 2.0f);
+    float *dg = dup_dev(g, n * 4);
+    double a = CPU->sumsq(g, n), b = GPU->sumsq(dg, n);
+    char msg[128];
+    snprintf(msg, sizeof msg, "cpu %.15g gpu %.15g", a, b);
+    check("sumsq (double)", fabs(a - b) <= 1e-12 * a, msg);
+    check("sumsq deterministic", GPU->sumsq(dg, n) == b, NULL);
+    check("all_finite on finite data", GPU->all_finite(dg, n) == 1, NULL);
+    float bad = NAN;
+    GPU->to_device(dg + n - 1, &bad, 4);
+    check("all_finite finds a NaN in the last element", GPU->all_finite(dg, n) == 0, NULL);
+    snprintf(msg, sizeof msg, "%g", GPU->sumsq(dg, n));
+    check("sumsq propagates NaN", isnan(GPU->sumsq(dg, n)), msg);
+    GPU->to_device(dg, g, n * 4);
+    float *gp = hcopy(g, n * 4);
+    CPU->grad_prepare(gp, n, 0.5f, 0.7f, 0.9f);
+    GPU->grad_prepare(dg, n, 0.5f, 0.7f, 0.9f);
+    compare_dev("grad_prepare", dg, gp, n, 0);
+    GPU->to_device(dg, g, n * 4);
+    for (int d = 0; d <= 2; d++) {
+        lomo_dtype dt = (lomo_dtype)d;
+        size_t es = lomo_dtype_size(dt);
+        float *wf = hrand(n, 1.0f);
+        void *w = malloc(n * 4);
+        CPU->from_f32(w, dt, wf, n);
+        char name[80];
+        for (int sr = 0; sr <= (dt == LOMO_F32 ? 0 : 1); sr++) {
+            void *w2 = hcopy(w, n * es), *dw = dup_dev(w, n * es);
+            CPU->sgd_update(w2, dt, g, n, 0.01f, 0.1f, 0.5f, 1.5f, 0.8f, sr ? 5 : 0);
+            GPU->sgd_update(dw, dt, dg, n, 0.01f, 0.1f, 0.5f, 1.5f, 0.8f, sr ? 5 : 0);
+            /* not bitwise: nvcc contracts a*b - c*d into an FMA where the CPU build does not */
+            void *gw = from_dev(dw, n * es);
+            float *want = widen_host(w2, dt, n), *got = widen_host(gw, dt, n);
+            snprintf(name, sizeof name, "sgd_update %s%s", lomo_dtype_name(dt), sr ? " stochastic" : "");
+            compare(name, got, want, n, dt == LOMO_F32 ? 1e-6 : 1e-2);
+            free(w2); free(gw); free(want); free(got); GPU->free(dw);
+        }
+        /* adamw */
+        float *m = hrand(n, 0.1f), *v = hrand(n, 0.1f);
+        for (size_t i = 0; i < n; i++) v[i] = fabsf(v[i]);
+        float *dm = dup_dev(m, n * 4), *dv = dup_dev(v, n * 4);
+        void *w2 = hcopy(w, n * es), *dw = dup_dev(w, n * es);
+        CPU->adamw_update(w2, dt, g, m, v, n, 1e-3f, 0.1f, 0.9f, 0.999f, 1e-8f, 0.1f, 0.001f, 0);
+        GPU->adamw_update(dw, dt, dg, dm, dv, n, 1e-3f, 0.1f, 0.9f, 0.999f, 1e-8f, 0.1f, 0.001f, 0);
+        float *want = widen_host(w2, dt, n);
+        void *gw = from_dev(dw, n * es);
+        float *got = widen_host(gw, dt, n);
+        snprintf(name, sizeof name, "adamw_update %s weights", lomo_dtype_name(dt));
+        compare(name, got, want, n, dt == LOMO_F32 ? 1e-6 : 1e-2);
+        snprintf(name, sizeof name, "adamw_update %s second moment", lomo_dtype_name(dt));
+        compare_dev(name, dv, v, n, 1e-6);
+        free(m); free(v); free(w2); free(want); free(gw); free(got); GPU->free(dm); GPU->free(dv); GPU->free(dw);
+        free(wf); free(w);
+    }
+    /* adalomo, 2-D and 1-D, f32 and bf16 */
+    int rows = 300, cols = 257;
+    size_t nn = (size_t)rows * cols;
+    for (int d = 0; d <= 1; d++) {
+        lomo_dtype dt = (lomo_dtype)d;
+        size_t es = lomo_dtype_size(dt);
+        for (int two = 0; two <= 1; two++) {
+            size_t cnt = two ? nn : (size_t)rows;
+            float *gg = hrand(cnt, 1e-2f), *wf = hrand(cnt, 0.05f);
+            float *rc = hrand(rows + cols, 1e-4f);
+            for (int i = 0; i < rows + cols; i++) rc[i] = fabsf(rc[i]);
+            void *w = malloc(cnt * 4);
+            CPU->from_f32(w, dt, wf, cnt);
+            float *dgg = dup_dev(gg, cnt * 4), *drc = dup_dev(rc, (rows + cols) * 4);
+            void *dw = dup_dev(w, cnt * es);
+            CPU->adalomo_update(w, dt, gg, rc, two ? rc + rows : NULL, rows, two ? cols : 0, 0.3f, 1e-3f, 0.01f,
+                                1e-30f, 1e-3f, 1.0f, 0);
+            GPU->adalomo_update(dw, dt, dgg, drc, two ? drc + rows : NULL, rows, two ? cols : 0, 0.3f, 1e-3f, 0.01f,
+                                1e-30f, 1e-3f, 1.0f, 0);
+            float *want = widen_host(w, dt, cnt);
+            void *gw = from_dev(dw, cnt * es);
+            float *got = widen_host(gw, dt, cnt);
+            char name[80];
+            snprintf(name, sizeof name, "adalomo_update %s %s weights", two ? "2-D" : "1-D", lomo_dtype_name(dt));
+            compare(name, got, want, cnt, dt == LOMO_F32 ? 1e-5 : 1e-2);
+            snprintf(name, sizeof name, "adalomo_update %s %s moments", two ? "2-D" : "1-D", lomo_dtype_name(dt));
+            compare_dev(name, drc, rc, two ? (size_t)rows + cols : (size_t)rows, 1e-5);
+            free(gg); free(wf); free(rc); free(w); free(want); free(gw); free(got);
+            GPU->free(dgg); GPU->free(drc); GPU->free(dw);
+        }
+    }
+    free(g); free(gp);
+    GPU->free(dg);
+}
+
+/* ---- whole training steps: the same small model on both backends ---- */
+
+typedef struct step_case {
+    const char *name;
+    lomo_optim_kind kind;
+    lomo_dtype dtype;
+    float clip_norm;
+    int checkpointing;
+    float lr;
+} step_case;
+
+static void run_steps(const step_case *sc) {
+    lomo_llama_config cfg = {.hidden_size = 256, .intermediate_size = 688, .num_hidden_layers = 3,
+                             .num_attention_heads = 4, .num_key_value_heads = 2, .vocab_size = 1024,
+                             .max_position_embeddings = 256, .tie_word_embeddings = 0, .rms_norm_eps = 1e-5,
+                             .rope_theta = 10000.0};
+    int B = 2, T = 96, steps = 3;
+    int32_t *tok = malloc(B * T * 4), *tgt = malloc(B * T * 4);
+    for (int i = 0; i < B * T; i++) tok[i] = (int32_t)((i * 2654435761u) % cfg.vocab_size);
+    for (int i = 0; i < B * T; i++) tgt[i] = (i % T) < 10 ? -100 : tok[(i + 1) % (B * T)];
+    float losses[2][8];
+    float *weights[2] = {0};
+    size_t nw = 0;
+    char err[2][300] = {"", ""};
+    for (int dev = 0; dev < 2; dev++) {
+        lomo_ctx *ctx = NULL;
+        lomo_ctx_options co = {.num_threads = 0, .device = dev ? "cuda" : "cpu"};
+        lomo_model *m = NULL;
+        lomo_optim *o = NULL;
+        if (lomo_ctx_create(&ctx, &co)) { snprintf(err[dev], 300, "context"); continue; }
+        lomo_model_options mo = {.dtype = sc->dtype, .checkpointing = sc->checkpointing, .seed = 7};
+        lomo_optim_options oo;
+        lomo_optim_options_default(&oo, sc->kind);
+        oo.clip_grad_norm = sc->clip_norm;
+        oo.norm_method = LOMO_NORM_FORM_GRAD;
+        if (lomo_model_create(&m, ctx, &cfg, &mo) || lomo_optim_create(&o, m, &oo)) {
+            snprintf(err[dev], 300, "%s", lomo_last_error(ctx));
+        } else {
+            for (int s = 0; s < steps; s++) {
+                lomo_step_result r;
+                if (lomo_optim_step(o, tok, tgt, B, T, sc->lr, &r)) {
+                    snprintf(err[dev], 300, "step %d: %s", s, lomo_last_error(ctx));
+                    break;
+                }
+                losses[dev][s] = r.loss;
+            }
+            nw = lomo_model_num_weights(m);
+            weights[dev] = malloc(nw * 4);
+            size_t off = 0;
+            for (int p = 0; p < lomo_model_num_params(m); p++) {
+                lomo_param_info info;
+                lomo_model_param(m, p, &info);
+                lomo_model_get_param_f32(m, p, weights[dev] + off, info.numel);
+                off += info.numel;
+            }
+        }
+        lomo_optim_destroy(o);
+        lomo_model_destroy(m);
+        lomo_ctx_destroy(ctx);
+    }
+    char what[128];
+    snprintf(what, sizeof what, "step %s runs on both", sc->name);
+    char detail[700];
+    snprintf(detail, sizeof detail, "cpu: %s / cuda: %s", err[0][0] ? err[0] : "ok", err[1][0] ? err[1] : "ok");
+    check(what, !err[0][0] && !err[1][0], detail);
+    if (!err[0][0] && !err[1][0]) {
+        double tol = sc->dtype == LOMO_F32 ? 1e-4 : 2e-2;
+        snprintf(what, sizeof what, "step %s losses", sc->name);
+        compare(what, losses[1], losses[0], steps, tol);
+        printf("     losses cpu %.6f %.6f %.6f  cuda %.6f %.6f %.6f\n", losses[0][0], losses[0][1], losses[0][2],
+               losses[1][0], losses[1][1], losses[1][2]);
+        snprintf(what, sizeof what, "step %s weights after %d steps", sc->name, steps);
+        compare(what, weights[1], weights[0], nw, sc->dtype == LOMO_F32 ? 1e-4 : 2e-2);
+    }
+    free(weights[0]); free(weights[1]); free(tok); free(tgt);
+}
+
+static void test_oom_message(void) {
+    lomo_ctx *ctx = NULL;
+    lomo_ctx_options co = {.device = "cuda"};
+    lomo_ctx_create(&ctx, &co);
+    /* ~1.1 TB of bf16 weights: more than any one GPU has */
+    lomo_llama_config cfg = {.hidden_size = 16384, .intermediate_size = 65536, .num_hidden_layers = 200,
+                             .num_attention_heads = 128, .num_key_value_heads = 128, .vocab_size = 32000,
+                             .max_position_embeddings = 2048, .rms_norm_eps = 1e-5, .rope_theta = 1e4};
+    lomo_model_options mo = {.dtype = LOMO_BF16};
+    lomo_model *m = NULL;
+    lomo_status st = lomo_model_create(&m, ctx, &cfg, &mo);
+    check("model too large: LOMO_ERR_OOM naming what", st == LOMO_ERR_OOM && strstr(lomo_last_error(ctx), "weights"),
+          lomo_last_error(ctx));
+    lomo_model_destroy(m);
+    lomo_ctx_destroy(ctx);
+}
+
+int main(void) {
+    char why[256] = "";
+    CPU = lomo_backend_cpu();
+    GPU = lomo_backend_cuda(why, sizeof why);
+    if (!GPU) {
+        printf("SKIP: the CUDA backend is built but no GPU is usable here: %s\n", why);
+        return 77;
+    }
+    test_convert();
+    check_device_error("conversions");
+    test_rows_ops();
+    check_device_error("embedding and row ops");
+    test_norm_rope_swiglu_ce();
+    check_device_error("rmsnorm, rope, swiglu, cross-entropy");
+    test_matmul();
+    check_device_error("matmuls");
+    /* f32 kernels: every head size, GQA, T not a multiple of any tile */
+    test_attention_shape(2, 67, 4, 2, 64, LOMO_F32);
+    test_attention_shape(1, 130, 4, 4, 128, LOMO_F32);
+    test_attention_shape(2, 33, 6, 2, 32, LOMO_F32);
+    test_attention_shape(1, 1, 2, 1, 64, LOMO_F32);
+    test_attention_shape(2, 17, 6, 2, 8, LOMO_F32);
+    test_attention_shape(1, 9, 3, 3, 20, LOMO_F32);
+    test_attention_shape(1, 40, 2, 2, 48, LOMO_F32);
+    test_attention_shape(2, 33, 4, 2, 100, LOMO_F32);
+    /* tensor cores for 16-bit models */
+    test_attention_shape(1, 1, 2, 1, 64, LOMO_BF16);
+    test_attention_shape(2, 67, 4, 2, 64, LOMO_BF16);
+    test_attention_shape(1, 130, 4, 4, 128, LOMO_BF16);
+    test_attention_shape(1, 200, 8, 2, 128, LOMO_BF16);
+    test_attention_shape(1, 1100, 4, 4, 128, LOMO_BF16);
+    test_attention_shape(2, 67, 4, 2, 64, LOMO_F16);
+    test_attention_shape(1, 130, 4, 4, 128, LOMO_F16);
+    test_attention_shape(2, 17, 6, 2, 8, LOMO_BF16);   /* no tensor-core kernel for hd 8: the f32 one */
+    test_optimizer_ops();
+    check_device_error("optimizer ops");
+    const step_case cases[] = {
+        {"lomo f32", LOMO_OPTIM_LOMO, LOMO_F32, 0, 0, 0.05f},
+        {"lomo f32 checkpointing", LOMO_OPTIM_LOMO, LOMO_F32, 0, 1, 0.05f},
+        {"lomo f32 clip-norm 1", LOMO_OPTIM_LOMO, LOMO_F32, 1.0f, 0, 0.05f},
+        {"adalomo f32", LOMO_OPTIM_ADALOMO, LOMO_F32, 0, 0, 1e-3f},
+        {"lomo bf16", LOMO_OPTIM_LOMO, LOMO_BF16, 0, 1, 0.05f},
+        {"lomo bf16 clip-norm 1", LOMO_OPTIM_LOMO, LOMO_BF16, 1.0f, 1, 0.05f},
+        {"adalomo bf16", LOMO_OPTIM_ADALOMO, LOMO_BF16, 0, 1, 1e-3f},
+        {"lomo f16 loss scaling", LOMO_OPTIM_LOMO, LOMO_F16, 0, 1, 0.05f},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) run_steps(&cases[i]);
+    check_device_error("training steps");
+    test_oom_message();
+    printf("%d checks, %d failed\n", checks, failures);
+    return failures ? 1 : 0;
+}
