@@ -36,42 +36,10 @@ int cpu_all_finite(const float *x, size_t n) {
     return ok;
 }
 
-static uint64_t mix64(uint64_t z) {
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-/* Stochastic rounding: round up with probability equal to the distance from the
- * lower neighbour, so the rounding is unbiased in expectation. The random bits
- * depend only on (seed, index): reproducible for any thread count. */
-static inline uint16_t sr_bf16(float f, uint64_t seed, size_t i) {
-    uint32_t u = lomo_f32_bits(f);
-    if ((u & 0x7f800000u) == 0x7f800000u) return lomo_f32_to_bf16(f);   /* inf, NaN */
-    uint32_t r = (uint32_t)mix64(seed ^ (i * 0x9e3779b97f4a7c15ull)) & 0xffffu;
-    uint32_t s = u + r;
-    if ((s & 0x7f800000u) == 0x7f800000u) return lomo_f32_to_bf16(f);  /* would carry into inf */
-    return (uint16_t)(s >> 16);
-}
-
-static inline uint16_t sr_f16(float f, uint64_t seed, size_t i) {
-    uint16_t h = lomo_f32_to_f16(f);
-    float r = lomo_f16_to_f32(h);
-    if (r == f || !isfinite(r) || !isfinite(f)) return h;
-    /* the neighbour on the other side of f */
-    uint16_t other = (f > r) == !(h & 0x8000u) ? (uint16_t)(h + 1) : (uint16_t)(h - 1);
-    if ((h & 0x7fffu) == 0) other = (uint16_t)(f > 0 ? 0x0001 : 0x8001);
-    float o = lomo_f16_to_f32(other);
-    if (!isfinite(o)) return h;
-    double p = fabs((double)f - r) / fabs((double)o - r);   /* chance of taking `other` */
-    double u = (double)(mix64(seed ^ (i * 0x9e3779b97f4a7c15ull)) >> 11) * (1.0 / 9007199254740992.0);
-    return u < p ? other : h;
-}
-
 static inline void store(void *w, lomo_dtype dt, size_t i, float v, uint64_t seed) {
     if (dt == LOMO_F32) ((float *)w)[i] = v;
-    else if (dt == LOMO_BF16) ((uint16_t *)w)[i] = seed ? sr_bf16(v, seed, i) : lomo_f32_to_bf16(v);
-    else ((uint16_t *)w)[i] = seed ? sr_f16(v, seed, i) : lomo_f32_to_f16(v);
+    else if (dt == LOMO_BF16) ((uint16_t *)w)[i] = seed ? lomo_sr_bf16(v, seed, i) : lomo_f32_to_bf16(v);
+    else ((uint16_t *)w)[i] = seed ? lomo_sr_f16(v, seed, i) : lomo_f32_to_f16(v);
 }
 
 static inline float load(const void *w, lomo_dtype dt, size_t i) {
@@ -186,7 +154,7 @@ void cpu_linear_update(void *w, lomo_dtype dt, float *wbuf, const float *dout, c
 void cpu_fill_uniform(void *w, lomo_dtype dt, size_t n, uint64_t seed, float scale) {
 #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < n; i++) {
-        uint64_t r = mix64(seed ^ (i * 0x9e3779b97f4a7c15ull) ^ 0x5851f42d4c957f2dull);
+        uint64_t r = lomo_mix64(seed ^ (i * 0x9e3779b97f4a7c15ull) ^ 0x5851f42d4c957f2dull);
         float u = (float)(r >> 40) * (1.0f / 16777216.0f);   /* [0, 1) with 24 bits */
         store(w, dt, i, (2.0f * u - 1.0f) * scale, 0);
     }

@@ -13,6 +13,7 @@
 #include <math.h>
 #include <stdint.h>
 #include "cuda_ops.h"
+#include "../../runtime/dtype.h"
 
 #define THREADS 256
 /* must equal cpu_sumsq's chunk: the per-chunk partials are then the very same doubles */
@@ -25,91 +26,21 @@
 /* internal linkage: the other .cu files of the backend may use the same kernel names */
 namespace {
 
-/* ---- scalar conversions: runtime/dtype.h, bit for bit ---- */
+/* ---- scalar conversions and stochastic rounding: runtime/dtype.h, shared with the CPU ---- */
 
 __device__ __forceinline__ int finite_f32(float f) { return (__float_as_uint(f) & 0x7f800000u) != 0x7f800000u; }
 
-__device__ __forceinline__ float bf16_to_f32(uint16_t h) { return __uint_as_float((uint32_t)h << 16); }
-
-__device__ __forceinline__ uint16_t f32_to_bf16(float f) {
-    uint32_t u = __float_as_uint(f);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u); /* quiet NaN */
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
-
-__device__ __forceinline__ float f16_to_f32(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
-    uint32_t exp = (h >> 10) & 0x1fu, man = h & 0x3ffu;
-    if (exp == 0x1f) return __uint_as_float(sign | 0x7f800000u | (man << 13));
-    if (exp == 0) {
-        if (man == 0) return __uint_as_float(sign);
-        float v = __fmul_rn(__uint2float_rn(man), 5.9604644775390625e-8f);   /* man * 2^-24, exact */
-        return sign ? -v : v;
-    }
-    return __uint_as_float(sign | ((exp + 112u) << 23) | (man << 13));
-}
-
-__device__ __forceinline__ uint16_t f32_to_f16(float f) {
-    uint32_t u = __float_as_uint(f);
-    uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
-    uint32_t a = u & 0x7fffffffu;
-    if (a > 0x7f800000u) return (uint16_t)(sign | 0x7e00u);          /* NaN */
-    if (a >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u);         /* rounds to >= 65520: inf */
-    if (a < 0x38800000u) {                                           /* below 2^-14: subnormal */
-        if (a < 0x33000000u) return sign;                            /* < 2^-25 rounds to 0 */
-        uint32_t e = a >> 23, m = (a & 0x7fffffu) | 0x800000u;
-        uint32_t shift = 126u - e;                                   /* 14..24 */
-        uint32_t q = m >> shift, rem = m & ((1u << shift) - 1u), half = 1u << (shift - 1u);
-        if (rem > half || (rem == half && (q & 1u))) q++;
-        return (uint16_t)(sign | q);
-    }
-    uint32_t r = a + 0xfffu + ((a >> 13) & 1u);                      /* round mantissa to 10 bits */
-    return (uint16_t)(sign | ((r - 0x38000000u) >> 13));
-}
-
-/* ---- stochastic rounding: update.c's mix64 / sr_bf16 / sr_f16, bit for bit ---- */
-
-__device__ __forceinline__ uint64_t mix64(uint64_t z) {
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-__device__ __forceinline__ uint16_t sr_bf16(float f, uint64_t seed, size_t i) {
-    uint32_t u = __float_as_uint(f);
-    if ((u & 0x7f800000u) == 0x7f800000u) return f32_to_bf16(f);    /* inf, NaN */
-    uint32_t r = (uint32_t)mix64(seed ^ ((uint64_t)i * 0x9e3779b97f4a7c15ull)) & 0xffffu;
-    uint32_t s = u + r;
-    if ((s & 0x7f800000u) == 0x7f800000u) return f32_to_bf16(f);    /* would carry into inf */
-    return (uint16_t)(s >> 16);
-}
-
-__device__ __forceinline__ uint16_t sr_f16(float f, uint64_t seed, size_t i) {
-    uint16_t h = f32_to_f16(f);
-    float r = f16_to_f32(h);
-    if (r == f || !finite_f32(r) || !finite_f32(f)) return h;
-    uint16_t other = (f > r) == !(h & 0x8000u) ? (uint16_t)(h + 1) : (uint16_t)(h - 1);
-    if ((h & 0x7fffu) == 0) other = (uint16_t)(f > 0 ? 0x0001 : 0x8001);
-    float o = f16_to_f32(other);
-    if (!finite_f32(o)) return h;
-    double p = __ddiv_rn(fabs(__dsub_rn((double)f, (double)r)), fabs(__dsub_rn((double)o, (double)r)));
-    double u = __dmul_rn(__ull2double_rn(mix64(seed ^ ((uint64_t)i * 0x9e3779b97f4a7c15ull)) >> 11),
-                         1.0 / 9007199254740992.0);
-    return u < p ? other : h;
-}
-
 __device__ __forceinline__ float load(const void *w, lomo_dtype dt, size_t i) {
     if (dt == LOMO_F32) return ((const float *)w)[i];
-    if (dt == LOMO_BF16) return bf16_to_f32(((const uint16_t *)w)[i]);
-    return f16_to_f32(((const uint16_t *)w)[i]);
+    if (dt == LOMO_BF16) return lomo_bf16_to_f32(((const uint16_t *)w)[i]);
+    return lomo_f16_to_f32(((const uint16_t *)w)[i]);
 }
 
 /* seed 0: nearest even; else stochastic, the bits drawn from (seed, i) with i the tensor-wide index */
 __device__ __forceinline__ void store(void *w, lomo_dtype dt, size_t i, float v, uint64_t seed) {
     if (dt == LOMO_F32) ((float *)w)[i] = v;
-    else if (dt == LOMO_BF16) ((uint16_t *)w)[i] = seed ? sr_bf16(v, seed, i) : f32_to_bf16(v);
-    else ((uint16_t *)w)[i] = seed ? sr_f16(v, seed, i) : f32_to_f16(v);
+    else if (dt == LOMO_BF16) ((uint16_t *)w)[i] = seed ? lomo_sr_bf16(v, seed, i) : lomo_f32_to_bf16(v);
+    else ((uint16_t *)w)[i] = seed ? lomo_sr_f16(v, seed, i) : lomo_f32_to_f16(v);
 }
 
 /* g' = clamp(g * gscale, +-clip) * coef, as update.c's prepare (NaN passes through the clamp) */
@@ -324,7 +255,7 @@ __global__ void adalomo_1d_kernel(float *g, float *row, size_t n, float beta, fl
 
 __global__ void fill_uniform_kernel(void *w, lomo_dtype dt, size_t n, uint64_t seed, float scale) {
     GRID_STRIDE(i, n) {
-        uint64_t r = mix64(seed ^ ((uint64_t)i * 0x9e3779b97f4a7c15ull) ^ 0x5851f42d4c957f2dull);
+        uint64_t r = lomo_mix64(seed ^ ((uint64_t)i * 0x9e3779b97f4a7c15ull) ^ 0x5851f42d4c957f2dull);
         float u = __fmul_rn(__ull2float_rn(r >> 40), 1.0f / 16777216.0f);   /* [0, 1) with 24 bits, exact */
         store(w, dt, i, __fmul_rn(__fsub_rn(__fmul_rn(2.0f, u), 1.0f), scale), 0);
     }
