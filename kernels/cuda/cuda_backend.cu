@@ -11,10 +11,13 @@
 #include <string.h>
 #include "cuda_ops.h"
 
+/* attention kernel families for 16-bit models (LOMO_ATTENTION=simt|wmma|mma) */
+enum { ATT_SIMT, ATT_WMMA, ATT_MMA };
+
 static struct {
     pthread_once_t once;
     int usable;
-    int force_simt;            /* LOMO_ATTENTION=simt */
+    int attention;             /* LOMO_ATTENTION: the kernel family for 16-bit models */
     char why[256];
     cudaStream_t stream;
     cublasHandle_t blas;
@@ -43,7 +46,10 @@ static void init_once(void) {
         return;
     }
     const char *att = getenv("LOMO_ATTENTION");
-    S.force_simt = att && strcmp(att, "simt") == 0;
+    S.attention = !att || !*att        ? ATT_MMA
+                  : !strcmp(att, "simt") ? ATT_SIMT
+                  : !strcmp(att, "wmma") ? ATT_WMMA
+                                         : ATT_MMA;
     S.usable = 1;
 }
 
@@ -161,21 +167,37 @@ static void cu_sync(void) { cuda_ok(cudaStreamSynchronize(S.stream), "cudaStream
 /*
  * Attention: tensor cores for 16-bit models (products in the model's dtype, as
  * for the linear layers), the f32 kernels for f32 models and for head sizes
- * the tensor-core kernels lack. LOMO_ATTENTION=simt forces the f32 kernels.
+ * the tensor-core kernels lack. LOMO_ATTENTION picks a kernel family
+ * (simt: f32 CUDA cores; wmma: attention_tc.cu; mma: attention_tc2.cu, the default).
  */
-static int use_tc(int hd, lomo_dtype dt) { return dt != LOMO_F32 && !S.force_simt && cuda_attention_tc_supported(hd); }
+static int attention_kind(int hd, lomo_dtype dt) {
+    if (dt == LOMO_F32) return ATT_SIMT;
+    if (S.attention >= ATT_MMA && cuda_attention_tc2_supported(hd)) return ATT_MMA;
+    if (S.attention >= ATT_WMMA && cuda_attention_tc_supported(hd)) return ATT_WMMA;
+    return ATT_SIMT;
+}
 
 static void cu_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T,
                                  int NH, int NKV, int hd, lomo_dtype dt) {
-    if (use_tc(hd, dt)) cuda_attention_tc_forward(out, lse, q, k, v, B, T, NH, NKV, hd, dt);
-    else cuda_attention_forward(out, lse, q, k, v, B, T, NH, NKV, hd);
+    switch (attention_kind(hd, dt)) {
+    case ATT_MMA: cuda_attention_tc2_forward(out, lse, q, k, v, B, T, NH, NKV, hd, dt); break;
+    case ATT_WMMA: cuda_attention_tc_forward(out, lse, q, k, v, B, T, NH, NKV, hd, dt); break;
+    default: cuda_attention_forward(out, lse, q, k, v, B, T, NH, NKV, hd);
+    }
 }
 
 static void cu_attention_backward(float *dq, float *dk, float *dv, float *scratch, const float *dout, const float *out,
                                   const float *lse, const float *q, const float *k, const float *v, int B, int T,
                                   int NH, int NKV, int hd, lomo_dtype dt) {
-    if (use_tc(hd, dt)) cuda_attention_tc_backward(dq, dk, dv, scratch, dout, out, lse, q, k, v, B, T, NH, NKV, hd, dt);
-    else cuda_attention_backward(dq, dk, dv, scratch, dout, out, lse, q, k, v, B, T, NH, NKV, hd);
+    switch (attention_kind(hd, dt)) {
+    case ATT_MMA:
+        cuda_attention_tc2_backward(dq, dk, dv, scratch, dout, out, lse, q, k, v, B, T, NH, NKV, hd, dt);
+        break;
+    case ATT_WMMA:
+        cuda_attention_tc_backward(dq, dk, dv, scratch, dout, out, lse, q, k, v, B, T, NH, NKV, hd, dt);
+        break;
+    default: cuda_attention_backward(dq, dk, dv, scratch, dout, out, lse, q, k, v, B, T, NH, NKV, hd);
+    }
 }
 
 static const lomo_backend cuda_backend = {

@@ -87,6 +87,14 @@ void cuda_attention_tc_backward(float *dq, float *dk, float *dv, float *scratch,
                                 int B, int T, int NH, int NKV, int hd, lomo_dtype dt);
 size_t cuda_attention_scratch_floats(int B, int T, int NH);   /* B*NH*T: rowsum(dout * out) */
 
+/* ---- attention_tc2.cu: the same with mma.sync, scores and probabilities kept in registers ---- */
+int cuda_attention_tc2_supported(int hd);
+void cuda_attention_tc2_forward(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T,
+                                int NH, int NKV, int hd, lomo_dtype dt);
+void cuda_attention_tc2_backward(float *dq, float *dk, float *dv, float *scratch, const float *dout,
+                                 const float *out, const float *lse, const float *q, const float *k, const float *v,
+                                 int B, int T, int NH, int NKV, int hd, lomo_dtype dt);
+
 /* ---- update.cu (optimizer math, f32, rounding to storage) ---- */
 void cuda_to_f32(float *out, const void *src, lomo_dtype dt, size_t n);
 void cuda_from_f32(void *out, lomo_dtype dt, const float *src, size_t n);

@@ -242,7 +242,9 @@ int main(int argc, char **argv) {
     strftime(date, sizeof date, "%Y-%m-%d", gmtime(&t));
     say("GPU: %s, %.1f GiB (%.1f free), %d SMs; %s\n\n", prop.name, total / 1073741824.0, free0 / 1073741824.0,
         prop.multiProcessorCount, date);
-    say("LOMO step (plain SGD fused into backward), bf16 weights, activation checkpointing, random weights.\n");
+    const char *att = getenv("LOMO_ATTENTION");
+    say("LOMO step (plain SGD fused into backward), bf16 weights, activation checkpointing, random weights; "
+        "attention kernels: %s.\n", att && *att ? att : "default (mma)");
     say("plan = lomo_plan_memory total; accounted = the runtime's peak; used = cudaMemGetInfo delta "
         "(adds scratch, cuBLAS workspace, CUDA context). forward = one forward with the loss; attention = "
         "the flash-attention kernels' time in one step (two forwards, one backward per layer), timed alone.\n\n");

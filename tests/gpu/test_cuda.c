@@ -561,6 +561,8 @@ int main(void) {
         printf("SKIP: the CUDA backend is built but no GPU is usable here: %s\n", why);
         return 77;
     }
+    const char *att = getenv("LOMO_ATTENTION");
+    printf("attention kernels for 16-bit models: %s\n", att && *att ? att : "default (mma)");
     test_convert();
     check_device_error("conversions");
     test_rows_ops();
