@@ -350,7 +350,7 @@ static void test_attention_shape(int B, int T, int NH, int NKV, int hd, lomo_dty
     GPU->attention_forward(gout, gatt, gq, gk, gv, B, T, NH, NKV, hd, dt);
     GPU->attention_backward(gdq, gdk, gdv, gs, gy, gout, gatt, gq, gk, gv, B, T, NH, NKV, hd, dt);
     /* 16-bit products: errors of the operands' rounding (bf16 8 bits, f16 11 bits), relative to the tensor's scale */
-    double tol = dt == LOMO_F32 ? 1e-5 : dt == LOMO_BF16 ? 5e-2 : 1e-2;
+    double tol = dt == LOMO_F32 ? 1e-5 : dt == LOMO_BF16 ? 2e-2 : 1e-2;   /* seen on an H200: 6e-3 bf16 */
     const char *dn = lomo_dtype_name(dt);
     char name[96];
     snprintf(name, sizeof name, "attention %s out B%d T%d NH%d NKV%d hd%d", dn, B, T, NH, NKV, hd);
@@ -525,13 +525,14 @@ static void run_steps(const step_case *sc) {
     snprintf(detail, sizeof detail, "cpu: %s / cuda: %s", err[0][0] ? err[0] : "ok", err[1][0] ? err[1] : "ok");
     check(what, !err[0][0] && !err[1][0], detail);
     if (!err[0][0] && !err[1][0]) {
-        double tol = sc->dtype == LOMO_F32 ? 1e-4 : 2e-2;
+        /* 16-bit: the two backends round GEMM operands differently; seen on an H200: 6e-5 and 5e-4 */
+        double tol = sc->dtype == LOMO_F32 ? 1e-4 : 1e-3;
         snprintf(what, sizeof what, "step %s losses", sc->name);
         compare(what, losses[1], losses[0], steps, tol);
         printf("     losses cpu %.6f %.6f %.6f  cuda %.6f %.6f %.6f\n", losses[0][0], losses[0][1], losses[0][2],
                losses[1][0], losses[1][1], losses[1][2]);
         snprintf(what, sizeof what, "step %s weights after %d steps", sc->name, steps);
-        compare(what, weights[1], weights[0], nw, sc->dtype == LOMO_F32 ? 1e-4 : 2e-2);
+        compare(what, weights[1], weights[0], nw, sc->dtype == LOMO_F32 ? 1e-4 : 5e-3);
     }
     free(weights[0]); free(weights[1]); free(tok); free(tgt);
 }
