@@ -1,268 +1,318 @@
 /*
- * attention_tc.cu: causal grouped-query flash attention on tensor cores, for
- * 16-bit models. Same contract as attention.cu (q [B, T, NH, hd], k and v
- * [B, T, NKV, hd], out [B, T, NH, hd], lse [B, NH, T] of the scaled scores,
- * scratch [B, NH, T] = D in backward), so the two are interchangeable.
+ * attention_tc.cu: causal grouped-query flash attention on tensor cores with
+ * register-resident score tiles (FlashAttention-2 style), for 16-bit models.
+ * The contract is attention.cu's (the f32 version, which f32 models and other
+ * head sizes use), so the two are interchangeable: q [B, T, NH, hd], k and v
+ * [B, T, NKV, hd], out [B, T, NH, hd], lse [B, NH, T] the natural log-sum-exp of
+ * each row's scaled scores, scratch [B, NH, T] = D in backward; dq, dk, dv
+ * overwritten; scale 1/sqrt(hd); query head h reads kv head h / (NH / NKV).
+ * A first WMMA version, which staged scores through shared memory, was 4x slower
+ * on an H200 (tests/gpu/results/2026-11-28-H200/bench_wmma.md) and is gone.
  *
- * The f32 operands are rounded to the model's dtype (bf16 or f16) as they are
- * staged into shared memory; every product runs on WMMA 16x16x16 fragments with
- * f32 accumulation, while softmax, lse, D and the online rescaling stay in f32.
- * FlashAttention-2 structure, blocks of TC_WARPS = 4 warps and tiles of 64:
+ * Every product is mma.sync.m16n8k16 (bf16 or f16 operands, f32 accumulation)
+ * fed by ldmatrix from padded shared memory (rows of hd + 8 elements: the 8
+ * row addresses of one 8x8 ldmatrix land in distinct 16-byte bank groups).
+ * The f32 inputs are rounded to the model's dtype while they are staged
+ * (float4 loads, 8-byte shared stores). Score, probability and dS tiles never
+ * leave registers: an m16n8 accumulator pair is exactly the A fragment of the
+ * next m16n8k16 (the FlashAttention-2 register reuse), and each thread owns
+ * rows groupID and groupID + 8 of its warp's 16, so row statistics need only
+ * two shuffles inside a quad. Blocks of T2_WARPS = 4 warps, tiles of 64:
  *   forward: a block owns 64 query rows of one (b, h), a warp 16 of them; it
- *            walks the key tiles up to the diagonal with an online softmax, O
- *            kept in f32 shared memory (its rows are rescaled by each warp).
+ *            walks the key tiles up to the diagonal with an online softmax in
+ *            the exp2 domain, O accumulated in registers.
  *   D:       rowsum(dout * out) into scratch, one warp per row.
  *   dk/dv:   a block owns 64 keys of one (b, kv head), a warp 16 of them; it
  *            walks the query tiles from the diagonal on, for every query head
- *            of the group, recomputing P^T and dS^T; dK, dV stay in fragments.
- *   dq:      a block owns 64 query rows of one (b, h) and walks key tiles
- *            up to the diagonal; dQ stays in fragments.
- * Every output element is written once by one warp: no atomics, deterministic.
- * Score, P and dS tiles are private to the warp that owns their rows, so only
- * the staging of the shared Q/K/V/dO tiles needs block barriers.
+ *            of the group, 32 queries at a time, recomputing S^T and dP^T;
+ *            dK, dV accumulate in registers.
+ *   dq:      a block owns 64 query rows of one (b, h) and walks the key tiles
+ *            up to the diagonal, 32 keys at a time; dQ accumulates in registers.
+ * Tiles entirely above the diagonal are skipped (per warp), only tiles that
+ * straddle the diagonal or T are masked. Every output element is written once
+ * by one thread: no atomics, deterministic.
  */
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <math.h>
-#include <mma.h>
+#include <stdint.h>
 #include <stdio.h>
 #include "cuda_ops.h"
 
-using namespace nvcuda;
+#define T2_WARPS 4
+#define T2_THREADS (T2_WARPS * 32)
+#define T2_TILE 64   /* rows and keys per staged tile: 16 per warp */
+#define T2_FULL 0xffffffffu
+#define T2_LOG2E 1.4426950408889634f
+#define T2_LN2 0.6931471805599453f
 
-#define TC_WARPS 4
-#define TC_THREADS (TC_WARPS * 32)
-#define TC_TILE 64                  /* query rows and keys per tile: 16 per warp */
-#define TC_SLD (TC_TILE + 4)        /* f32 [64][64] score tile stride (floats) */
-#define TC_PLD (TC_TILE + 8)        /* 16-bit [64][64] P / dS tile stride (elements) */
-#define TC_FULL 0xffffffffu
-
-/*
- * Shared-memory strides: +8 elements on 16-bit rows and +4 on f32 rows shift
- * consecutive rows by 16 bytes (fewer bank conflicts) while keeping WMMA's
- * ldm rules (multiple of 8, resp. 4) and 32-byte alignment of every 16-row,
- * 16-column fragment origin. Every array starts at a multiple of 128 bytes.
- */
+/* shared-memory layout: 16-bit [64][HD + 8] tiles, every one 16-byte aligned */
 template <int HD>
-struct TcDims {
-    static constexpr int LD = HD + 8;    /* 16-bit [64][HD] tiles */
-    static constexpr int ND = HD / 16;   /* fragments across a head */
-    static constexpr size_t tile16 = (size_t)TC_TILE * LD * 2;
-    static constexpr size_t score = (size_t)TC_TILE * TC_SLD * 4;
-    static constexpr size_t p16 = (size_t)TC_TILE * TC_PLD * 2;
-    static constexpr size_t ofs = (size_t)TC_TILE * (HD + 4) * 4;
-    static constexpr size_t rowvec = (size_t)TC_TILE * 4;
-    /* forward: Q, K, V, S, P, O */
-    static constexpr size_t fwd = 3 * tile16 + score + p16 + ofs;
-    /* dk/dv: K, V, Q, dO, S (then dP), P, dS, lse, D */
-    static constexpr size_t dkdv = 4 * tile16 + score + 2 * p16 + 2 * rowvec;
-    /* dq: Q, dO, K, V, S (then dP), P (then dS), lse, D */
-    static constexpr size_t dq = 4 * tile16 + score + p16 + 2 * rowvec;
+struct T2Dims {
+    static constexpr int LD = HD + 8;
+    static constexpr size_t tile = (size_t)T2_TILE * LD * 2;
+    static constexpr size_t fwd = 3 * tile;                          /* Q, K, V */
+    static constexpr size_t dkdv = 4 * tile + 2 * T2_TILE * 4;       /* K, V, Q, dO, lse, D */
+    static constexpr size_t dq = 4 * tile;                           /* Q, dO, K, V */
     static constexpr size_t max_smem = fwd > dkdv ? (fwd > dq ? fwd : dq) : (dkdv > dq ? dkdv : dq);
 };
 
+/* ---- PTX wrappers ---- */
+__device__ __forceinline__ uint32_t t2_smem_addr(const void *p) {
+    return (uint32_t)__cvta_generic_to_shared(p);
+}
+
+/* four 8x8 16-bit matrices; lanes 8i .. 8i+7 give the row addresses of matrix i */
+__device__ __forceinline__ void t2_ldsm_x4(uint32_t (&r)[4], const void *p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(t2_smem_addr(p)));
+}
+
+/* the same, each matrix transposed */
+__device__ __forceinline__ void t2_ldsm_x4_t(uint32_t (&r)[4], const void *p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(t2_smem_addr(p)));
+}
+
+/* c[16x8] += a[16x16] . b[16x8], f32 accumulation */
 template <typename E>
-__device__ __forceinline__ E to16(float x);
+__device__ __forceinline__ void t2_mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1);
 template <>
-__device__ __forceinline__ __nv_bfloat16 to16<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
+__device__ __forceinline__ void t2_mma<__nv_bfloat16>(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
+                                                      uint32_t b1) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+        "{%0, %1, %2, %3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
 template <>
-__device__ __forceinline__ __half to16<__half>(float x) { return __float2half_rn(x); }
-
-__device__ __forceinline__ float from16(__nv_bfloat16 x) { return __bfloat162float(x); }
-__device__ __forceinline__ float from16(__half x) { return __half2float(x); }
-
-__device__ __forceinline__ float tc_warp_sum(float x) {
-    for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(TC_FULL, x, o);
-    return x;   /* the butterfly leaves the same bits in every lane */
+__device__ __forceinline__ void t2_mma<__half>(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+        "{%0, %1, %2, %3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-__device__ __forceinline__ float tc_warp_max(float x) {
-    for (int o = 16; o > 0; o >>= 1) x = fmaxf(x, __shfl_xor_sync(TC_FULL, x, o));
-    return x;
+/* two floats rounded to E, lo in the low half (the lower-index element) */
+template <typename E>
+__device__ __forceinline__ uint32_t t2_pack(float lo, float hi);
+template <>
+__device__ __forceinline__ uint32_t t2_pack<__nv_bfloat16>(float lo, float hi) {
+    __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<uint32_t *>(&h);
 }
+template <>
+__device__ __forceinline__ uint32_t t2_pack<__half>(float lo, float hi) {
+    __half2 h = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<uint32_t *>(&h);
+}
+
+__device__ __forceinline__ float4 t2_ld4(const float *p) { return __ldg(reinterpret_cast<const float4 *>(p)); }
+
+__device__ __forceinline__ void t2_st2(float *p, float a, float b) {
+    *reinterpret_cast<float2 *>(p) = make_float2(a, b);
+}
+
+__device__ __forceinline__ void t2_sts8(void *p, uint32_t a, uint32_t b) {
+    *reinterpret_cast<uint2 *>(p) = make_uint2(a, b);
+}
+/* ---- end PTX wrappers ---- */
 
 /*
- * Rows r0 .. r0+63 of a strided [T, *] f32 matrix (HD floats per row) into a
- * 16-bit tile [64][HD + 8], rounded to E; rows past T are zero so no product
- * ever reads garbage (their scores are masked anyway).
+ * Rows r0 .. r0+63 of a strided [T, *] f32 matrix (row i at src + i * stride)
+ * into a 16-bit [64][HD + 8] tile, rounded to E; rows past T are zero. Loads go
+ * out in batches of 8 float4 per thread before their conversions and stores.
  */
 template <typename E, int HD>
-__device__ __forceinline__ void stage16(E *dst, const float *src, size_t stride, int r0, int T) {
-    constexpr int LD = TcDims<HD>::LD;
-    for (int idx = threadIdx.x; idx < TC_TILE * HD; idx += TC_THREADS) {
-        int row = idx / HD, d = idx % HD;
-        int r = r0 + row;
-        dst[row * LD + d] = to16<E>(r < T ? src[(size_t)r * stride + d] : 0.0f);
-    }
-}
-
-/* 64 entries of a per-row vector ([T] contiguous) from r0, zero past T */
-__device__ __forceinline__ void stage_vec(float *dst, const float *src, int r0, int T) {
-    for (int idx = threadIdx.x; idx < TC_TILE; idx += TC_THREADS) dst[idx] = r0 + idx < T ? src[r0 + idx] : 0.0f;
-}
-
-/* Heavy blocks (long causal rows) first, so the tail of the grid is short. */
-__device__ __forceinline__ void tc_query_block(int BH, int nqb, int *bh, int *qb) {
-    *bh = (int)(blockIdx.x % (unsigned)BH);
-    *qb = nqb - 1 - (int)(blockIdx.x / (unsigned)BH);
-}
-
-typedef wmma::fragment<wmma::accumulator, 16, 16, 16, float> FragC;
-template <typename E>
-using FragA = wmma::fragment<wmma::matrix_a, 16, 16, 16, E, wmma::row_major>;
-template <typename E>
-using FragB = wmma::fragment<wmma::matrix_b, 16, 16, 16, E, wmma::row_major>;
-template <typename E>
-using FragBt = wmma::fragment<wmma::matrix_b, 16, 16, 16, E, wmma::col_major>;   /* B = X^T for X row-major */
-
-/*
- * dst [16][64] f32 (stride TC_SLD) = A[16 rows from a] . X^T, X the 64 rows of
- * a 16-bit [64][HD] tile: scores of the warp's 16 rows against 64 others
- * (Q K^T in forward and dq, K Q^T in dk/dv: the recomputed scores agree with
- * forward's to f32 rounding, which exp(s - lse) does not amplify).
- */
-template <typename E, int HD>
-__device__ __forceinline__ void warp_scores(float *dst, const E *a, const E *x) {
-    constexpr int LD = TcDims<HD>::LD, ND = TcDims<HD>::ND;
+__device__ __forceinline__ void t2_stage(E *dst, const float *src, size_t stride, int r0, int T) {
+    constexpr int LD = HD + 8, C4 = HD / 4, N = T2_TILE * C4 / T2_THREADS, BATCH = 8;
+    constexpr int RSTEP = T2_THREADS / C4;   /* rows between a thread's consecutive float4 */
+    static_assert(N % BATCH == 0 && T2_THREADS % C4 == 0, "staging batches");
+    int row = (int)threadIdx.x / C4, c = ((int)threadIdx.x % C4) * 4;
+    /* one running pointer (not N hoisted 64-bit addresses: those cost registers) */
+    const float *p = src + (size_t)(r0 + row) * stride + c;
+    size_t step = (size_t)RSTEP * stride;
+    E *d = dst + row * LD + c;
+    int left = T - r0 - row;   /* rows of this thread still below T: u * RSTEP < left */
 #pragma unroll
-    for (int n = 0; n < TC_TILE / 16; n++) {
-        FragC acc;
-        wmma::fill_fragment(acc, 0.0f);
+    for (int b0 = 0; b0 < N; b0 += BATCH) {
+        float4 x[BATCH];
 #pragma unroll
-        for (int kk = 0; kk < ND; kk++) {
-            FragA<E> fa;
-            FragBt<E> fb;
-            wmma::load_matrix_sync(fa, a + kk * 16, LD);
-            wmma::load_matrix_sync(fb, x + n * 16 * LD + kk * 16, LD);
-            wmma::mma_sync(acc, fa, fb, acc);
+        for (int u = 0; u < BATCH; u++) {
+            x[u] = (b0 + u) * RSTEP < left ? t2_ld4(p) : make_float4(0.f, 0.f, 0.f, 0.f);
+            p += step;
         }
-        wmma::store_matrix_sync(dst + n * 16, acc, TC_SLD, wmma::mem_row_major);
-    }
-}
-
-/* acc[n] += P[16 rows][64] . Y[64][HD], P 16-bit (stride TC_PLD), Y a 16-bit [64][HD] tile */
-template <typename E, int HD>
-__device__ __forceinline__ void warp_pv(FragC *acc, const E *p, const E *y) {
-    constexpr int LD = TcDims<HD>::LD, ND = TcDims<HD>::ND;
 #pragma unroll
-    for (int kk = 0; kk < TC_TILE / 16; kk++) {
-        FragA<E> fa;
-        wmma::load_matrix_sync(fa, p + kk * 16, TC_PLD);
-#pragma unroll
-        for (int n = 0; n < ND; n++) {
-            FragB<E> fb;
-            wmma::load_matrix_sync(fb, y + kk * 16 * LD + n * 16, LD);
-            wmma::mma_sync(acc[n], fa, fb, acc[n]);
-        }
+        for (int u = 0; u < BATCH; u++)
+            t2_sts8(d + (b0 + u) * RSTEP * LD, t2_pack<E>(x[u].x, x[u].y), t2_pack<E>(x[u].z, x[u].w));
     }
 }
 
 /*
- * Writes the warp's 16 rows of acc[ND] (times mul) to global rows row0.. of a
- * [T, *] matrix (stride floats per row, offset col0), skipping rows >= T.
- * Fragments go through the warp's own 16 rows of the score tile (stage).
+ * ldmatrix lane offsets (elements) into a [rows][LD] tile:
+ *   A (16 rows x 16 cols at row 0, col 0): matrices (rows 0-7, cols 0-7),
+ *     (rows 8-15, cols 0-7), (rows 0-7, cols 8-15), (rows 8-15, cols 8-15) = a0..a3.
+ *   B from X[n][k] (non-transposed, B = X^T, X rows are the n index): matrices
+ *     (n 0-7, k 0-7), (n 0-7, k 8-15), (n 8-15, k 0-7), (n 8-15, k 8-15) =
+ *     b0, b1 of n-tile 0 and b0, b1 of n-tile 1.
+ *   B from Y[k][n] (.trans, Y rows are the k index): matrices (k 0-7, n 0-7),
+ *     (k 8-15, n 0-7), (k 0-7, n 8-15), (k 8-15, n 8-15) = the same four.
  */
-template <int HD>
-__device__ __forceinline__ void warp_store_rows(float *dst, size_t stride, int row0, int T, const FragC *acc,
-                                                float mul, float *stage) {
-    int lane = threadIdx.x % 32;
-#pragma unroll
-    for (int n = 0; n < TcDims<HD>::ND; n++) {
-        __syncwarp();   /* previous fragment (or the score tile) fully read */
-        wmma::store_matrix_sync(stage, acc[n], TC_SLD, wmma::mem_row_major);
-        __syncwarp();
-        for (int e = lane; e < 256; e += 32) {
-            int r = e / 16, c = e % 16;
-            if (row0 + r < T) dst[(size_t)(row0 + r) * stride + n * 16 + c] = stage[r * TC_SLD + c] * mul;
-        }
-    }
+template <int LD>
+__device__ __forceinline__ int t2_off_a(int lane) { return (lane % 16) * LD + (lane / 16) * 8; }
+template <int LD>
+__device__ __forceinline__ int t2_off_bn(int lane) { return (lane % 8 + (lane / 16) * 8) * LD + ((lane / 8) % 2) * 8; }
+template <int LD>
+__device__ __forceinline__ int t2_off_bt(int lane) { return (lane % 8 + ((lane / 8) % 2) * 8) * LD + (lane / 16) * 8; }
+
+__device__ __forceinline__ float t2_quad_max(float x) {
+    x = fmaxf(x, __shfl_xor_sync(T2_FULL, x, 1));
+    return fmaxf(x, __shfl_xor_sync(T2_FULL, x, 2));
+}
+
+__device__ __forceinline__ float t2_quad_sum(float x) {
+    x += __shfl_xor_sync(T2_FULL, x, 1);
+    return x + __shfl_xor_sync(T2_FULL, x, 2);
 }
 
 /* ---- forward ---- */
 
 template <typename E, int HD>
-__global__ void __launch_bounds__(TC_THREADS)
+__global__ void __launch_bounds__(T2_THREADS)
 attention_tc_forward_kernel(float *out, float *lse, const float *q, const float *k, const float *v, int T, int NH,
-                            int NKV, int nqb, float scale) {
-    typedef TcDims<HD> Dm;
-    constexpr int LD = Dm::LD, ND = Dm::ND, OLD = HD + 4;
-    extern __shared__ __align__(128) unsigned char tc_smem[];
-    E *Qs = reinterpret_cast<E *>(tc_smem);
-    E *Ks = reinterpret_cast<E *>(tc_smem + Dm::tile16);
-    E *Vs = reinterpret_cast<E *>(tc_smem + 2 * Dm::tile16);
-    float *Ss = reinterpret_cast<float *>(tc_smem + 3 * Dm::tile16);
-    E *Ps = reinterpret_cast<E *>(tc_smem + 3 * Dm::tile16 + Dm::score);
-    float *Os = reinterpret_cast<float *>(tc_smem + 3 * Dm::tile16 + Dm::score + Dm::p16);
-    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    int r0 = warp * 16;   /* this warp's rows within the tile */
+                             int NKV, int nqb, float sl2) {
+    constexpr int LD = HD + 8, NK = HD / 16, NO = HD / 8;
+    extern __shared__ __align__(128) unsigned char t2_smem[];
+    E *Qs = reinterpret_cast<E *>(t2_smem);
+    E *Ks = Qs + T2_TILE * LD;
+    E *Vs = Ks + T2_TILE * LD;
+    int warp = (int)threadIdx.x / 32, lane = (int)threadIdx.x % 32, g = lane / 4, tq = lane % 4;
 
-    int bh, qb;
-    tc_query_block(gridDim.x / nqb, nqb, &bh, &qb);
+    /* heavy blocks (long causal rows) first */
+    int BH = (int)gridDim.x / nqb;
+    int bh = (int)(blockIdx.x % (unsigned)BH), qb = nqb - 1 - (int)(blockIdx.x / (unsigned)BH);
     int b = bh / NH, h = bh % NH, kh = h / (NH / NKV);
     size_t qs = (size_t)NH * HD, ks = (size_t)NKV * HD;
+    int q0 = qb * T2_TILE;
     const float *kb = k + (size_t)b * T * ks + (size_t)kh * HD;
     const float *vb = v + (size_t)b * T * ks + (size_t)kh * HD;
-    int q0 = qb * TC_TILE;
+    t2_stage<E, HD>(Qs, q + (size_t)b * T * qs + (size_t)h * HD, qs, q0, T);
 
-    stage16<E, HD>(Qs, q + (size_t)b * T * qs + (size_t)h * HD, qs, q0, T);
-    for (int idx = threadIdx.x; idx < TC_TILE * OLD; idx += TC_THREADS) Os[idx] = 0.0f;
-
-    /* running max and sum of the warp's 16 rows, the same in every lane */
-    float m[16], l[16];
+    float o[NO][4];
 #pragma unroll
-    for (int r = 0; r < 16; r++) {
-        m[r] = -INFINITY;
-        l[r] = 0.0f;
-    }
+    for (int n = 0; n < NO; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;   /* running max (log2 units), partial sums */
+    int wfirst = q0 + warp * 16, wlast = wfirst + 15;
+    int row0 = wfirst + g, row1 = row0 + 8;
+    const E *qa = Qs + warp * 16 * LD + t2_off_a<LD>(lane);
+    int obn = t2_off_bn<LD>(lane), obt = t2_off_bt<LD>(lane);
+    int last = min(q0 + T2_TILE, T) - 1;
 
-    int last = min(q0 + TC_TILE, T) - 1;   /* the block's last row sees keys 0..last */
-    for (int kt = 0; kt <= last; kt += TC_TILE) {
-        __syncthreads();   /* previous K/V fully read (and Q, O ready on the first pass) */
-        stage16<E, HD>(Ks, kb, ks, kt, T);
-        stage16<E, HD>(Vs, vb, ks, kt, T);
+    for (int kt = 0; kt <= last; kt += T2_TILE) {
+        __syncthreads();   /* previous K/V fully read (and Q staged on the first pass) */
+        t2_stage<E, HD>(Ks, kb, ks, kt, T);
+        t2_stage<E, HD>(Vs, vb, ks, kt, T);
         __syncthreads();
-        warp_scores<E, HD>(Ss + r0 * TC_SLD, Qs + r0 * LD, Ks);
-        __syncwarp();
-        /* online softmax, one row at a time, lanes over keys kt + lane and kt + lane + 32 */
-#pragma unroll
-        for (int r = 0; r < 16; r++) {
-            int row = r0 + r, i = q0 + row;
-            int j0 = kt + lane, j1 = kt + lane + 32;
-            /* rows past T still see key 0, so every row's max is finite after the first tile */
-            float s0 = (j0 <= i && j0 < T) ? Ss[row * TC_SLD + lane] * scale : -INFINITY;
-            float s1 = (j1 <= i && j1 < T) ? Ss[row * TC_SLD + lane + 32] * scale : -INFINITY;
-            float mnew = fmaxf(m[r], tc_warp_max(fmaxf(s0, s1)));
-            float corr = expf(m[r] - mnew);   /* 0 on the first tile (m = -inf) */
-            float p0 = expf(s0 - mnew), p1 = expf(s1 - mnew);
-            l[r] = l[r] * corr + tc_warp_sum(p0 + p1);
-            m[r] = mnew;
-            Ps[row * TC_PLD + lane] = to16<E>(p0);
-            Ps[row * TC_PLD + lane + 32] = to16<E>(p1);
-#pragma unroll
-            for (int d = lane; d < HD; d += 32) Os[row * OLD + d] *= corr;
-        }
-        __syncwarp();
-        /* O += P V on the warp's rows, the accumulators round-tripping through shared memory */
-        FragC acc[ND];
-#pragma unroll
-        for (int n = 0; n < ND; n++) wmma::load_matrix_sync(acc[n], Os + r0 * OLD + n * 16, OLD, wmma::mem_row_major);
-        warp_pv<E, HD>(acc, Ps + r0 * TC_PLD, Vs);
-        __syncwarp();   /* every lane's loads of O done before any store (no fragment layout assumed) */
-#pragma unroll
-        for (int n = 0; n < ND; n++) wmma::store_matrix_sync(Os + r0 * OLD + n * 16, acc[n], OLD, wmma::mem_row_major);
-    }
-    __syncwarp();
+        if (kt > wlast) continue;   /* warp-uniform: every key above this warp's rows */
 
+        /* S = Q K^T, 16 rows x 64 keys; on the diagonal only the 16-key groups
+         * that reach this warp's rows (the rest stay 0, are masked, and add nothing to O) */
+        int ng = min(4, (wlast - kt) / 16 + 1);   /* warp-uniform */
+        float s[8][4];
 #pragma unroll
-    for (int r = 0; r < 16; r++) {
-        int row = r0 + r, i = q0 + row;
-        if (i < T) {   /* warp-uniform */
-            float inv = 1.0f / l[r];
-            float *orow = out + ((size_t)b * T + i) * qs + (size_t)h * HD;
+        for (int n = 0; n < 8; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
 #pragma unroll
-            for (int d = lane; d < HD; d += 32) orow[d] = Os[row * OLD + d] * inv;
-            if (lane == 0) lse[(size_t)bh * T + i] = m[r] + logf(l[r]);
+        for (int kk = 0; kk < NK; kk++) {
+            uint32_t a[4];
+            t2_ldsm_x4(a, qa + kk * 16);
+#pragma unroll
+            for (int np = 0; np < 4; np++) {
+                if (np >= ng) break;
+                uint32_t bb[4];
+                t2_ldsm_x4(bb, Ks + np * 16 * LD + obn + kk * 16);
+                t2_mma<E>(s[2 * np], a, bb[0], bb[1]);
+                t2_mma<E>(s[2 * np + 1], a, bb[2], bb[3]);
+            }
         }
+
+        /* scale into the log2 domain, mask, online softmax */
+        bool need = kt + T2_TILE - 1 > wfirst || kt + T2_TILE > T;   /* warp-uniform */
+        float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+        for (int n = 0; n < 8; n++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                int j = kt + 8 * n + 2 * tq + (e & 1), row = e < 2 ? row0 : row1;
+                float x = s[n][e] * sl2;
+                if (need && (j > row || j >= T)) x = -INFINITY;
+                s[n][e] = x;
+            }
+            mx0 = fmaxf(mx0, fmaxf(s[n][0], s[n][1]));
+            mx1 = fmaxf(mx1, fmaxf(s[n][2], s[n][3]));
+        }
+        mx0 = t2_quad_max(mx0);
+        mx1 = t2_quad_max(mx1);
+        float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
+        float base0 = mn0 == -INFINITY ? 0.0f : mn0, base1 = mn1 == -INFINITY ? 0.0f : mn1;
+        float al0 = exp2f(m0 - base0), al1 = exp2f(m1 - base1);
+        m0 = mn0;
+        m1 = mn1;
+        float ls0 = 0.0f, ls1 = 0.0f;
+#pragma unroll
+        for (int n = 0; n < 8; n++) {
+            s[n][0] = exp2f(s[n][0] - base0);
+            s[n][1] = exp2f(s[n][1] - base0);
+            s[n][2] = exp2f(s[n][2] - base1);
+            s[n][3] = exp2f(s[n][3] - base1);
+            ls0 += s[n][0] + s[n][1];
+            ls1 += s[n][2] + s[n][3];
+        }
+        l0 = l0 * al0 + ls0;
+        l1 = l1 * al1 + ls1;
+#pragma unroll
+        for (int n = 0; n < NO; n++) {
+            o[n][0] *= al0;
+            o[n][1] *= al0;
+            o[n][2] *= al1;
+            o[n][3] *= al1;
+        }
+
+        /* O += P V: P's accumulator pairs are the A fragments, V through ldmatrix.trans */
+#pragma unroll
+        for (int kk = 0; kk < 4; kk++) {
+            if (kk >= ng) break;
+            uint32_t a[4];
+            a[0] = t2_pack<E>(s[2 * kk][0], s[2 * kk][1]);
+            a[1] = t2_pack<E>(s[2 * kk][2], s[2 * kk][3]);
+            a[2] = t2_pack<E>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+            a[3] = t2_pack<E>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+#pragma unroll
+            for (int dp = 0; dp < NO / 2; dp++) {
+                uint32_t bb[4];
+                t2_ldsm_x4_t(bb, Vs + kk * 16 * LD + obt + dp * 16);
+                t2_mma<E>(o[2 * dp], a, bb[0], bb[1]);
+                t2_mma<E>(o[2 * dp + 1], a, bb[2], bb[3]);
+            }
+        }
+    }
+
+    l0 = t2_quad_sum(l0);
+    l1 = t2_quad_sum(l1);
+    float inv0 = 1.0f / l0, inv1 = 1.0f / l1;
+    float *ob = out + (size_t)b * T * qs + (size_t)h * HD + 2 * tq;
+    if (row0 < T) {
+        float *orow = ob + (size_t)row0 * qs;
+#pragma unroll
+        for (int n = 0; n < NO; n++) t2_st2(orow + 8 * n, o[n][0] * inv0, o[n][1] * inv0);
+        if (tq == 0) lse[(size_t)bh * T + row0] = (m0 + log2f(l0)) * T2_LN2;
+    }
+    if (row1 < T) {
+        float *orow = ob + (size_t)row1 * qs;
+#pragma unroll
+        for (int n = 0; n < NO; n++) t2_st2(orow + 8 * n, o[n][2] * inv1, o[n][3] * inv1);
+        if (tq == 0) lse[(size_t)bh * T + row1] = (m1 + log2f(l1)) * T2_LN2;
     }
 }
 
@@ -270,16 +320,19 @@ attention_tc_forward_kernel(float *out, float *lse, const float *q, const float 
 
 template <int HD>
 __global__ void attention_tc_rowdot_kernel(float *D, const float *dout, const float *out, int T, int NH,
-                                           size_t rows) {
-    int lane = threadIdx.x % 32;
+                                            size_t rows) {
+    int lane = (int)threadIdx.x % 32;
     size_t w = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) / 32;
     size_t nw = (size_t)gridDim.x * blockDim.x / 32;
     for (; w < rows; w += nw) {   /* warp-uniform */
-        const float *g = dout + w * HD, *o = out + w * HD;
+        const float *gr = dout + w * HD, *orow = out + w * HD;
         float part = 0.0f;
 #pragma unroll
-        for (int d = lane; d < HD; d += 32) part = fmaf(g[d], o[d], part);
-        part = tc_warp_sum(part);
+        for (int c = lane * 4; c < HD; c += 128) {
+            float4 x = t2_ld4(gr + c), y = t2_ld4(orow + c);
+            part += x.x * y.x + x.y * y.y + x.z * y.z + x.w * y.w;
+        }
+        for (int o = 16; o > 0; o >>= 1) part += __shfl_xor_sync(T2_FULL, part, o);
         size_t bt = w / NH;
         int h = (int)(w % NH), t = (int)(bt % T);
         size_t b = bt / T;
@@ -290,173 +343,274 @@ __global__ void attention_tc_rowdot_kernel(float *D, const float *dout, const fl
 /* ---- backward: dk, dv ---- */
 
 template <typename E, int HD>
-__global__ void __launch_bounds__(TC_THREADS)
+__global__ void __launch_bounds__(T2_THREADS)
 attention_tc_dkdv_kernel(float *dk, float *dv, const float *D, const float *dout, const float *lse, const float *q,
-                         const float *k, const float *v, int T, int NH, int NKV, int BKV, float scale) {
-    typedef TcDims<HD> Dm;
-    constexpr int LD = Dm::LD, ND = Dm::ND;
-    extern __shared__ __align__(128) unsigned char tc_smem[];
-    E *Ks = reinterpret_cast<E *>(tc_smem);
-    E *Vs = reinterpret_cast<E *>(tc_smem + Dm::tile16);
-    E *Qs = reinterpret_cast<E *>(tc_smem + 2 * Dm::tile16);
-    E *Gs = reinterpret_cast<E *>(tc_smem + 3 * Dm::tile16);   /* dout */
-    float *Ss = reinterpret_cast<float *>(tc_smem + 4 * Dm::tile16);
-    E *Pt = reinterpret_cast<E *>(tc_smem + 4 * Dm::tile16 + Dm::score);
-    E *dSt = reinterpret_cast<E *>(tc_smem + 4 * Dm::tile16 + Dm::score + Dm::p16);
-    float *Ls = reinterpret_cast<float *>(tc_smem + 4 * Dm::tile16 + Dm::score + 2 * Dm::p16);
-    float *Ds = Ls + TC_TILE;
-    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    int r0 = warp * 16;   /* this warp's keys within the tile */
+                          const float *k, const float *v, int T, int NH, int NKV, int BKV, float sl2, float scale) {
+    constexpr int LD = HD + 8, NK = HD / 16, NO = HD / 8;
+    extern __shared__ __align__(128) unsigned char t2_smem[];
+    E *Ks = reinterpret_cast<E *>(t2_smem);
+    E *Vs = Ks + T2_TILE * LD;
+    E *Qs = Vs + T2_TILE * LD;
+    E *Gs = Qs + T2_TILE * LD;   /* dout */
+    float *Ls = reinterpret_cast<float *>(Gs + T2_TILE * LD);   /* lse * log2(e) */
+    float *Ds = Ls + T2_TILE;
+    int warp = (int)threadIdx.x / 32, lane = (int)threadIdx.x % 32, g = lane / 4, tq = lane % 4;
 
     /* ascending key blocks: small j has the most query rows, so heavy first */
-    int bkv = (int)(blockIdx.x % (unsigned)BKV);
-    int jb = (int)(blockIdx.x / (unsigned)BKV);
+    int bkv = (int)(blockIdx.x % (unsigned)BKV), jb = (int)(blockIdx.x / (unsigned)BKV);
     int b = bkv / NKV, kh = bkv % NKV, group = NH / NKV;
     size_t qs = (size_t)NH * HD, ks = (size_t)NKV * HD;
-    int j0 = jb * TC_TILE;
-    stage16<E, HD>(Ks, k + (size_t)b * T * ks + (size_t)kh * HD, ks, j0, T);
-    stage16<E, HD>(Vs, v + (size_t)b * T * ks + (size_t)kh * HD, ks, j0, T);
+    int j0 = jb * T2_TILE;
+    size_t koff = (size_t)b * T * ks + (size_t)kh * HD;
+    t2_stage<E, HD>(Ks, k + koff, ks, j0, T);
+    t2_stage<E, HD>(Vs, v + koff, ks, j0, T);
 
-    FragC dka[ND], dva[ND];
+    float dka[NO][4], dva[NO][4];
 #pragma unroll
-    for (int n = 0; n < ND; n++) {
-        wmma::fill_fragment(dka[n], 0.0f);
-        wmma::fill_fragment(dva[n], 0.0f);
+    for (int n = 0; n < NO; n++) {
+        dka[n][0] = dka[n][1] = dka[n][2] = dka[n][3] = 0.0f;
+        dva[n][0] = dva[n][1] = dva[n][2] = dva[n][3] = 0.0f;
     }
+    int wfirst = j0 + warp * 16;
+    int key0 = wfirst + g, key1 = key0 + 8;
+    const E *ka = Ks + warp * 16 * LD + t2_off_a<LD>(lane);
+    const E *va = Vs + warp * 16 * LD + t2_off_a<LD>(lane);
+    int obn = t2_off_bn<LD>(lane), obt = t2_off_bt<LD>(lane);
 
     for (int h = kh * group; h < (kh + 1) * group; h++) {
         const float *qb = q + (size_t)b * T * qs + (size_t)h * HD;
         const float *gb = dout + (size_t)b * T * qs + (size_t)h * HD;
         const float *lb = lse + ((size_t)b * NH + h) * T;
         const float *db = D + ((size_t)b * NH + h) * T;
-        for (int i0 = j0; i0 < T; i0 += TC_TILE) {   /* query tiles from the diagonal on */
-            __syncthreads();   /* previous Q/dO fully read (and K, V ready on the first pass) */
-            stage16<E, HD>(Qs, qb, qs, i0, T);
-            stage16<E, HD>(Gs, gb, qs, i0, T);
-            stage_vec(Ls, lb, i0, T);
-            stage_vec(Ds, db, i0, T);
+        for (int i0 = j0; i0 < T; i0 += T2_TILE) {   /* query tiles from the diagonal on */
+            __syncthreads();   /* previous Q/dO fully read (and K, V staged on the first pass) */
+            t2_stage<E, HD>(Qs, qb, qs, i0, T);
+            t2_stage<E, HD>(Gs, gb, qs, i0, T);
+            if (threadIdx.x < T2_TILE) {
+                int i = i0 + (int)threadIdx.x;
+                Ls[threadIdx.x] = i < T ? lb[i] * T2_LOG2E : 0.0f;
+                Ds[threadIdx.x] = i < T ? db[i] : 0.0f;
+            }
             __syncthreads();
-            /* P^T [keys][queries] = exp(scale K Q^T - lse), lanes over queries i0 + lane (+ 32) */
-            warp_scores<E, HD>(Ss + r0 * TC_SLD, Ks + r0 * LD, Qs);
-            __syncwarp();
-            float lse0 = Ls[lane], lse1 = Ls[lane + 32], D0 = Ds[lane], D1 = Ds[lane + 32];
-            int i_0 = i0 + lane, i_1 = i0 + lane + 32;
-#pragma unroll 4
-            for (int r = 0; r < 16; r++) {
-                int row = r0 + r, j = j0 + row;
-                float p0 = (i_0 >= j && i_0 < T) ? expf(Ss[row * TC_SLD + lane] * scale - lse0) : 0.0f;
-                float p1 = (i_1 >= j && i_1 < T) ? expf(Ss[row * TC_SLD + lane + 32] * scale - lse1) : 0.0f;
-                Pt[row * TC_PLD + lane] = to16<E>(p0);
-                Pt[row * TC_PLD + lane + 32] = to16<E>(p1);
+#pragma unroll 1
+            for (int qc = 0; qc < 2; qc++) {
+                int c0 = i0 + 32 * qc;   /* first query of the chunk */
+                if (c0 >= T || c0 + 31 < wfirst) continue;   /* warp-uniform: past T or all above the keys */
+                const E *qt = Qs + 32 * qc * LD, *gt = Gs + 32 * qc * LD;
+
+                /* S^T = K Q^T and dP^T = V dO^T, 16 keys x 32 queries */
+                float s[4][4], dp[4][4];
+#pragma unroll
+                for (int n = 0; n < 4; n++) {
+                    s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+                    dp[n][0] = dp[n][1] = dp[n][2] = dp[n][3] = 0.0f;
+                }
+#pragma unroll
+                for (int kk = 0; kk < NK; kk++) {
+                    uint32_t a[4], av[4];
+                    t2_ldsm_x4(a, ka + kk * 16);
+                    t2_ldsm_x4(av, va + kk * 16);
+#pragma unroll
+                    for (int np = 0; np < 2; np++) {
+                        uint32_t bb[4];
+                        t2_ldsm_x4(bb, qt + np * 16 * LD + obn + kk * 16);
+                        t2_mma<E>(s[2 * np], a, bb[0], bb[1]);
+                        t2_mma<E>(s[2 * np + 1], a, bb[2], bb[3]);
+                        t2_ldsm_x4(bb, gt + np * 16 * LD + obn + kk * 16);
+                        t2_mma<E>(dp[2 * np], av, bb[0], bb[1]);
+                        t2_mma<E>(dp[2 * np + 1], av, bb[2], bb[3]);
+                    }
+                }
+
+                /* P^T = exp(scale S^T - lse), dS^T = P^T (dP^T - D); masked where query < key or >= T */
+                bool need = c0 < wfirst + 15 || c0 + 32 > T;   /* warp-uniform */
+#pragma unroll
+                for (int n = 0; n < 4; n++) {
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        int ic = 32 * qc + 8 * n + 2 * tq + (e & 1);   /* query within the tile */
+                        int i = i0 + ic, j = e < 2 ? key0 : key1;
+                        float p = exp2f(s[n][e] * sl2 - Ls[ic]);
+                        if (need && (i < j || i >= T)) p = 0.0f;
+                        s[n][e] = p;
+                        dp[n][e] = p * (dp[n][e] - Ds[ic]);
+                    }
+                }
+
+                /* dV += P^T dO, dK += dS^T Q: register A fragments, dO and Q through ldmatrix.trans */
+#pragma unroll
+                for (int kk = 0; kk < 2; kk++) {
+                    uint32_t ap[4], ad[4];
+                    ap[0] = t2_pack<E>(s[2 * kk][0], s[2 * kk][1]);
+                    ap[1] = t2_pack<E>(s[2 * kk][2], s[2 * kk][3]);
+                    ap[2] = t2_pack<E>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+                    ap[3] = t2_pack<E>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+                    ad[0] = t2_pack<E>(dp[2 * kk][0], dp[2 * kk][1]);
+                    ad[1] = t2_pack<E>(dp[2 * kk][2], dp[2 * kk][3]);
+                    ad[2] = t2_pack<E>(dp[2 * kk + 1][0], dp[2 * kk + 1][1]);
+                    ad[3] = t2_pack<E>(dp[2 * kk + 1][2], dp[2 * kk + 1][3]);
+#pragma unroll
+                    for (int dd = 0; dd < NO / 2; dd++) {
+                        uint32_t bb[4];
+                        t2_ldsm_x4_t(bb, gt + kk * 16 * LD + obt + dd * 16);
+                        t2_mma<E>(dva[2 * dd], ap, bb[0], bb[1]);
+                        t2_mma<E>(dva[2 * dd + 1], ap, bb[2], bb[3]);
+                        t2_ldsm_x4_t(bb, qt + kk * 16 * LD + obt + dd * 16);
+                        t2_mma<E>(dka[2 * dd], ad, bb[0], bb[1]);
+                        t2_mma<E>(dka[2 * dd + 1], ad, bb[2], bb[3]);
+                    }
+                }
             }
-            __syncwarp();   /* scores read: the tile now takes dP^T = V dO^T */
-            warp_scores<E, HD>(Ss + r0 * TC_SLD, Vs + r0 * LD, Gs);
-            __syncwarp();
-            /* dS^T = P^T (dP^T - D), from the rounded P that dV also uses */
-#pragma unroll 4
-            for (int r = 0; r < 16; r++) {
-                int row = r0 + r;
-                float p0 = from16(Pt[row * TC_PLD + lane]), p1 = from16(Pt[row * TC_PLD + lane + 32]);
-                dSt[row * TC_PLD + lane] = to16<E>(p0 * (Ss[row * TC_SLD + lane] - D0));
-                dSt[row * TC_PLD + lane + 32] = to16<E>(p1 * (Ss[row * TC_SLD + lane + 32] - D1));
-            }
-            __syncwarp();
-            warp_pv<E, HD>(dva, Pt + r0 * TC_PLD, Gs);    /* dV += P^T dO */
-            warp_pv<E, HD>(dka, dSt + r0 * TC_PLD, Qs);   /* dK += dS^T Q */
         }
     }
 
-    size_t off = (size_t)b * T * ks + (size_t)kh * HD;
-    warp_store_rows<HD>(dv + off, ks, j0 + r0, T, dva, 1.0f, Ss + r0 * TC_SLD);
-    warp_store_rows<HD>(dk + off, ks, j0 + r0, T, dka, scale, Ss + r0 * TC_SLD);
+    float *dkb = dk + koff + 2 * tq, *dvb = dv + koff + 2 * tq;
+    if (key0 < T) {
+#pragma unroll
+        for (int n = 0; n < NO; n++) {
+            t2_st2(dkb + (size_t)key0 * ks + 8 * n, dka[n][0] * scale, dka[n][1] * scale);
+            t2_st2(dvb + (size_t)key0 * ks + 8 * n, dva[n][0], dva[n][1]);
+        }
+    }
+    if (key1 < T) {
+#pragma unroll
+        for (int n = 0; n < NO; n++) {
+            t2_st2(dkb + (size_t)key1 * ks + 8 * n, dka[n][2] * scale, dka[n][3] * scale);
+            t2_st2(dvb + (size_t)key1 * ks + 8 * n, dva[n][2], dva[n][3]);
+        }
+    }
 }
 
 /* ---- backward: dq ---- */
 
 template <typename E, int HD>
-__global__ void __launch_bounds__(TC_THREADS)
+__global__ void __launch_bounds__(T2_THREADS)
 attention_tc_dq_kernel(float *dq, const float *D, const float *dout, const float *lse, const float *q, const float *k,
-                       const float *v, int T, int NH, int NKV, int nqb, float scale) {
-    typedef TcDims<HD> Dm;
-    constexpr int LD = Dm::LD, ND = Dm::ND;
-    extern __shared__ __align__(128) unsigned char tc_smem[];
-    E *Qs = reinterpret_cast<E *>(tc_smem);
-    E *Gs = reinterpret_cast<E *>(tc_smem + Dm::tile16);   /* dout */
-    E *Ks = reinterpret_cast<E *>(tc_smem + 2 * Dm::tile16);
-    E *Vs = reinterpret_cast<E *>(tc_smem + 3 * Dm::tile16);
-    float *Ss = reinterpret_cast<float *>(tc_smem + 4 * Dm::tile16);
-    E *dSs = reinterpret_cast<E *>(tc_smem + 4 * Dm::tile16 + Dm::score);
-    float *Ls = reinterpret_cast<float *>(tc_smem + 4 * Dm::tile16 + Dm::score + Dm::p16);
-    float *Ds = Ls + TC_TILE;
-    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    int r0 = warp * 16;
+                        const float *v, int T, int NH, int NKV, int nqb, float sl2, float scale) {
+    constexpr int LD = HD + 8, NK = HD / 16, NO = HD / 8;
+    extern __shared__ __align__(128) unsigned char t2_smem[];
+    E *Qs = reinterpret_cast<E *>(t2_smem);
+    E *Gs = Qs + T2_TILE * LD;   /* dout */
+    E *Ks = Gs + T2_TILE * LD;
+    E *Vs = Ks + T2_TILE * LD;
+    int warp = (int)threadIdx.x / 32, lane = (int)threadIdx.x % 32, g = lane / 4, tq = lane % 4;
 
-    int bh, qb;
-    tc_query_block(gridDim.x / nqb, nqb, &bh, &qb);
+    int BH = (int)gridDim.x / nqb;
+    int bh = (int)(blockIdx.x % (unsigned)BH), qb = nqb - 1 - (int)(blockIdx.x / (unsigned)BH);
     int b = bh / NH, h = bh % NH, kh = h / (NH / NKV);
     size_t qs = (size_t)NH * HD, ks = (size_t)NKV * HD;
     const float *kb = k + (size_t)b * T * ks + (size_t)kh * HD;
     const float *vb = v + (size_t)b * T * ks + (size_t)kh * HD;
-    int q0 = qb * TC_TILE;
+    int q0 = qb * T2_TILE;
     size_t off = (size_t)b * T * qs + (size_t)h * HD;
-    stage16<E, HD>(Qs, q + off, qs, q0, T);
-    stage16<E, HD>(Gs, dout + off, qs, q0, T);
-    stage_vec(Ls, lse + (size_t)bh * T, q0, T);
-    stage_vec(Ds, D + (size_t)bh * T, q0, T);
+    t2_stage<E, HD>(Qs, q + off, qs, q0, T);
+    t2_stage<E, HD>(Gs, dout + off, qs, q0, T);
 
-    FragC dqa[ND];
+    int wfirst = q0 + warp * 16, wlast = wfirst + 15;
+    int row0 = wfirst + g, row1 = row0 + 8;
+    float L0 = row0 < T ? lse[(size_t)bh * T + row0] * T2_LOG2E : 0.0f;
+    float L1 = row1 < T ? lse[(size_t)bh * T + row1] * T2_LOG2E : 0.0f;
+    float D0 = row0 < T ? D[(size_t)bh * T + row0] : 0.0f;
+    float D1 = row1 < T ? D[(size_t)bh * T + row1] : 0.0f;
+
+    float dqa[NO][4];
 #pragma unroll
-    for (int n = 0; n < ND; n++) wmma::fill_fragment(dqa[n], 0.0f);
+    for (int n = 0; n < NO; n++) dqa[n][0] = dqa[n][1] = dqa[n][2] = dqa[n][3] = 0.0f;
+    const E *qa = Qs + warp * 16 * LD + t2_off_a<LD>(lane);
+    const E *ga = Gs + warp * 16 * LD + t2_off_a<LD>(lane);
+    int obn = t2_off_bn<LD>(lane), obt = t2_off_bt<LD>(lane);
 
-    int last = min(q0 + TC_TILE, T) - 1;
-    for (int kt = 0; kt <= last; kt += TC_TILE) {
-        __syncthreads();   /* previous K/V fully read (and Q, dO, lse, D ready on the first pass) */
-        stage16<E, HD>(Ks, kb, ks, kt, T);
-        stage16<E, HD>(Vs, vb, ks, kt, T);
+    int last = min(q0 + T2_TILE, T) - 1;
+    for (int kt = 0; kt <= last; kt += T2_TILE) {
+        __syncthreads();   /* previous K/V fully read (and Q, dO staged on the first pass) */
+        t2_stage<E, HD>(Ks, kb, ks, kt, T);
+        t2_stage<E, HD>(Vs, vb, ks, kt, T);
         __syncthreads();
-        /* P = exp(scale Q K^T - lse), kept (rounded) in the dS tile until dP is known */
-        warp_scores<E, HD>(Ss + r0 * TC_SLD, Qs + r0 * LD, Ks);
-        __syncwarp();
-        int j_0 = kt + lane, j_1 = kt + lane + 32;
-#pragma unroll 4
-        for (int r = 0; r < 16; r++) {
-            int row = r0 + r, i = q0 + row;
-            float li = Ls[row];
-            float p0 = (j_0 <= i && j_0 < T && i < T) ? expf(Ss[row * TC_SLD + lane] * scale - li) : 0.0f;
-            float p1 = (j_1 <= i && j_1 < T && i < T) ? expf(Ss[row * TC_SLD + lane + 32] * scale - li) : 0.0f;
-            dSs[row * TC_PLD + lane] = to16<E>(p0);
-            dSs[row * TC_PLD + lane + 32] = to16<E>(p1);
+#pragma unroll 1
+        for (int kc = 0; kc < 2; kc++) {
+            int c0 = kt + 32 * kc;   /* first key of the chunk */
+            if (c0 > wlast || c0 >= T) continue;   /* warp-uniform */
+            const E *kt_s = Ks + 32 * kc * LD, *vt_s = Vs + 32 * kc * LD;
+
+            /* S = Q K^T and dP = dO V^T, 16 rows x 32 keys */
+            float s[4][4], dp[4][4];
+#pragma unroll
+            for (int n = 0; n < 4; n++) {
+                s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+                dp[n][0] = dp[n][1] = dp[n][2] = dp[n][3] = 0.0f;
+            }
+#pragma unroll
+            for (int kk = 0; kk < NK; kk++) {
+                uint32_t a[4], ag[4];
+                t2_ldsm_x4(a, qa + kk * 16);
+                t2_ldsm_x4(ag, ga + kk * 16);
+#pragma unroll
+                for (int np = 0; np < 2; np++) {
+                    uint32_t bb[4];
+                    t2_ldsm_x4(bb, kt_s + np * 16 * LD + obn + kk * 16);
+                    t2_mma<E>(s[2 * np], a, bb[0], bb[1]);
+                    t2_mma<E>(s[2 * np + 1], a, bb[2], bb[3]);
+                    t2_ldsm_x4(bb, vt_s + np * 16 * LD + obn + kk * 16);
+                    t2_mma<E>(dp[2 * np], ag, bb[0], bb[1]);
+                    t2_mma<E>(dp[2 * np + 1], ag, bb[2], bb[3]);
+                }
+            }
+
+            /* P = exp(scale S - lse), dS = P (dP - D); masked where key > row or key >= T */
+            bool need = c0 + 31 > wfirst || c0 + 32 > T;   /* warp-uniform */
+#pragma unroll
+            for (int n = 0; n < 4; n++) {
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    int j = c0 + 8 * n + 2 * tq + (e & 1), i = e < 2 ? row0 : row1;
+                    float p = exp2f(s[n][e] * sl2 - (e < 2 ? L0 : L1));
+                    if (need && (j > i || j >= T)) p = 0.0f;
+                    dp[n][e] = p * (dp[n][e] - (e < 2 ? D0 : D1));
+                }
+            }
+
+            /* dQ += dS K, K through ldmatrix.trans */
+#pragma unroll
+            for (int kk = 0; kk < 2; kk++) {
+                uint32_t ad[4];
+                ad[0] = t2_pack<E>(dp[2 * kk][0], dp[2 * kk][1]);
+                ad[1] = t2_pack<E>(dp[2 * kk][2], dp[2 * kk][3]);
+                ad[2] = t2_pack<E>(dp[2 * kk + 1][0], dp[2 * kk + 1][1]);
+                ad[3] = t2_pack<E>(dp[2 * kk + 1][2], dp[2 * kk + 1][3]);
+#pragma unroll
+                for (int dd = 0; dd < NO / 2; dd++) {
+                    uint32_t bb[4];
+                    t2_ldsm_x4_t(bb, kt_s + kk * 16 * LD + obt + dd * 16);
+                    t2_mma<E>(dqa[2 * dd], ad, bb[0], bb[1]);
+                    t2_mma<E>(dqa[2 * dd + 1], ad, bb[2], bb[3]);
+                }
+            }
         }
-        __syncwarp();
-        warp_scores<E, HD>(Ss + r0 * TC_SLD, Gs + r0 * LD, Vs);   /* dP = dO V^T */
-        __syncwarp();
-#pragma unroll 4
-        for (int r = 0; r < 16; r++) {
-            int row = r0 + r;
-            float Di = Ds[row];
-            float p0 = from16(dSs[row * TC_PLD + lane]), p1 = from16(dSs[row * TC_PLD + lane + 32]);
-            dSs[row * TC_PLD + lane] = to16<E>(p0 * (Ss[row * TC_SLD + lane] - Di));
-            dSs[row * TC_PLD + lane + 32] = to16<E>(p1 * (Ss[row * TC_SLD + lane + 32] - Di));
-        }
-        __syncwarp();
-        warp_pv<E, HD>(dqa, dSs + r0 * TC_PLD, Ks);   /* dQ += dS K */
     }
 
-    warp_store_rows<HD>(dq + off, qs, q0 + r0, T, dqa, scale, Ss + r0 * TC_SLD);
+    float *dqb = dq + off + 2 * tq;
+    if (row0 < T) {
+#pragma unroll
+        for (int n = 0; n < NO; n++) t2_st2(dqb + (size_t)row0 * qs + 8 * n, dqa[n][0] * scale, dqa[n][1] * scale);
+    }
+    if (row1 < T) {
+#pragma unroll
+        for (int n = 0; n < NO; n++) t2_st2(dqb + (size_t)row1 * qs + 8 * n, dqa[n][2] * scale, dqa[n][3] * scale);
+    }
 }
 
 /* ---- launchers ---- */
 
 /* dynamic shared memory past 48 KiB must be opted into, per kernel */
 template <typename K>
-static int tc_allow_smem(K kernel, size_t bytes, const char *what) {
+static int t2_allow_smem(K kernel, size_t bytes, const char *what) {
     if (bytes <= 48 * 1024) return 1;
     return cuda_ok(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes), what);
 }
 
 /* blocks of 64 rows for every (batch, head); 0 (error recorded) if the grid is too large */
-static unsigned tc_grid(int rows, int heads, const char *what) {
-    size_t n = (size_t)((rows + TC_TILE - 1) / TC_TILE) * (size_t)heads;
+static unsigned t2_grid(int rows, int heads, const char *what) {
+    size_t n = (size_t)((rows + T2_TILE - 1) / T2_TILE) * (size_t)heads;
     if (n > 0x7fffffffu) {
         cuda_ok(cudaErrorInvalidConfiguration, what);
         return 0;
@@ -465,43 +619,43 @@ static unsigned tc_grid(int rows, int heads, const char *what) {
 }
 
 template <typename E, int HD>
-static void tc_forward(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T, int NH,
+static void t2_forward(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T, int NH,
                        int NKV) {
-    size_t smem = TcDims<HD>::fwd;
-    unsigned grid = tc_grid(T, B * NH, "attention tc forward grid");
-    if (!grid || !tc_allow_smem(attention_tc_forward_kernel<E, HD>, smem, "attention tc forward smem")) return;
-    int nqb = (T + TC_TILE - 1) / TC_TILE;
-    attention_tc_forward_kernel<E, HD><<<grid, TC_THREADS, smem, cuda_stream()>>>(out, lse, q, k, v, T, NH, NKV, nqb,
-                                                                                  1.0f / sqrtf((float)HD));
+    size_t smem = T2Dims<HD>::fwd;
+    unsigned grid = t2_grid(T, B * NH, "attention tc forward grid");
+    if (!grid || !t2_allow_smem(attention_tc_forward_kernel<E, HD>, smem, "attention tc forward smem")) return;
+    int nqb = (T + T2_TILE - 1) / T2_TILE;
+    attention_tc_forward_kernel<E, HD><<<grid, T2_THREADS, smem, cuda_stream()>>>(
+        out, lse, q, k, v, T, NH, NKV, nqb, T2_LOG2E / sqrtf((float)HD));
     CUDA_LAUNCHED("attention tc forward");
 }
 
 template <typename E, int HD>
-static void tc_backward(float *dq, float *dk, float *dv, float *scratch, const float *dout, const float *out,
+static void t2_backward(float *dq, float *dk, float *dv, float *scratch, const float *dout, const float *out,
                         const float *lse, const float *q, const float *k, const float *v, int B, int T, int NH,
                         int NKV) {
-    float scale = 1.0f / sqrtf((float)HD);
-    size_t smem_kv = TcDims<HD>::dkdv, smem_q = TcDims<HD>::dq;
-    unsigned grid_q = tc_grid(T, B * NH, "attention tc backward grid");
-    unsigned grid_kv = tc_grid(T, B * NKV, "attention tc backward grid");
+    float scale = 1.0f / sqrtf((float)HD), sl2 = T2_LOG2E / sqrtf((float)HD);
+    size_t smem_kv = T2Dims<HD>::dkdv, smem_q = T2Dims<HD>::dq;
+    unsigned grid_q = t2_grid(T, B * NH, "attention tc backward grid");
+    unsigned grid_kv = t2_grid(T, B * NKV, "attention tc backward grid");
     if (!grid_q || !grid_kv) return;
-    if (!tc_allow_smem(attention_tc_dkdv_kernel<E, HD>, smem_kv, "attention tc backward dkdv smem")) return;
-    if (!tc_allow_smem(attention_tc_dq_kernel<E, HD>, smem_q, "attention tc backward dq smem")) return;
+    if (!t2_allow_smem(attention_tc_dkdv_kernel<E, HD>, smem_kv, "attention tc backward dkdv smem")) return;
+    if (!t2_allow_smem(attention_tc_dq_kernel<E, HD>, smem_q, "attention tc backward dq smem")) return;
     size_t rows = (size_t)B * T * NH;
-    attention_tc_rowdot_kernel<HD><<<cuda_blocks(rows * 32, 256), 256, 0, cuda_stream()>>>(scratch, dout, out, T, NH,
-                                                                                           rows);
+    attention_tc_rowdot_kernel<HD><<<cuda_blocks(rows * 32, 256), 256, 0, cuda_stream()>>>(scratch, dout, out, T,
+                                                                                            NH, rows);
     if (!CUDA_LAUNCHED("attention tc backward D")) return;
-    attention_tc_dkdv_kernel<E, HD><<<grid_kv, TC_THREADS, smem_kv, cuda_stream()>>>(
-        dk, dv, scratch, dout, lse, q, k, v, T, NH, NKV, B * NKV, scale);
+    attention_tc_dkdv_kernel<E, HD><<<grid_kv, T2_THREADS, smem_kv, cuda_stream()>>>(
+        dk, dv, scratch, dout, lse, q, k, v, T, NH, NKV, B * NKV, sl2, scale);
     if (!CUDA_LAUNCHED("attention tc backward dkdv")) return;
-    int nqb = (T + TC_TILE - 1) / TC_TILE;
-    attention_tc_dq_kernel<E, HD><<<grid_q, TC_THREADS, smem_q, cuda_stream()>>>(dq, scratch, dout, lse, q, k, v, T,
-                                                                                 NH, NKV, nqb, scale);
+    int nqb = (T + T2_TILE - 1) / T2_TILE;
+    attention_tc_dq_kernel<E, HD><<<grid_q, T2_THREADS, smem_q, cuda_stream()>>>(dq, scratch, dout, lse, q, k, v, T,
+                                                                                  NH, NKV, nqb, sl2, scale);
     CUDA_LAUNCHED("attention tc backward dq");
 }
 
 /* 1 if the call is usable; records the error otherwise */
-static int tc_check(int NH, int NKV, int hd, lomo_dtype dt) {
+static int t2_check(int NH, int NKV, int hd, lomo_dtype dt) {
     if (NKV <= 0 || NH <= 0 || NH % NKV != 0) {
         cuda_ok(cudaErrorInvalidValue, "attention tc: NH must be a multiple of NKV");
         return 0;
@@ -515,7 +669,7 @@ static int tc_check(int NH, int NKV, int hd, lomo_dtype dt) {
     return 1;
 }
 
-#define TC_DISPATCH(hd, dt, CALL)                                   \
+#define T2_DISPATCH(hd, dt, CALL)                                   \
     do {                                                            \
         if ((dt) == LOMO_BF16) {                                    \
             if ((hd) == 64) CALL(__nv_bfloat16, 64);                \
@@ -528,35 +682,39 @@ static int tc_check(int NH, int NKV, int hd, lomo_dtype dt) {
 
 extern "C" {
 
-/* hd 64 and 128, where the device's shared memory holds the largest kernel's
- * tiles (hd 128 wants ~120 KB: sm_80/90 yes, sm_86/89 no; those fall back to f32) */
+/* hd 64 and 128, where the device's opt-in shared memory holds the largest
+ * kernel (hd 128: ~69 KB for dk/dv, so every sm_80+ part; hd 64: ~37 KB) */
 int cuda_attention_tc_supported(int hd) {
+    static int optin = -1;   /* queried once */
     size_t need;
-    if (hd == 64) need = TcDims<64>::max_smem;
-    else if (hd == 128) need = TcDims<128>::max_smem;
+    if (hd == 64) need = T2Dims<64>::max_smem;
+    else if (hd == 128) need = T2Dims<128>::max_smem;
     else return 0;
-    int dev = 0, optin = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess) return 0;
-    if (cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess) return 0;
+    if (optin < 0) {
+        int dev = 0, v = 0;
+        if (cudaGetDevice(&dev) != cudaSuccess) return 0;
+        if (cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess) return 0;
+        optin = v;
+    }
     return (size_t)optin >= need;
 }
 
 void cuda_attention_tc_forward(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T,
-                               int NH, int NKV, int hd, lomo_dtype dt) {
+                                int NH, int NKV, int hd, lomo_dtype dt) {
     if (B <= 0 || T <= 0) return;
-    if (!tc_check(NH, NKV, hd, dt)) return;
-#define FWD(E, HD) tc_forward<E, HD>(out, lse, q, k, v, B, T, NH, NKV)
-    TC_DISPATCH(hd, dt, FWD);
+    if (!t2_check(NH, NKV, hd, dt)) return;
+#define FWD(E, HD) t2_forward<E, HD>(out, lse, q, k, v, B, T, NH, NKV)
+    T2_DISPATCH(hd, dt, FWD);
 #undef FWD
 }
 
 void cuda_attention_tc_backward(float *dq, float *dk, float *dv, float *scratch, const float *dout,
-                                const float *out, const float *lse, const float *q, const float *k, const float *v,
-                                int B, int T, int NH, int NKV, int hd, lomo_dtype dt) {
+                                 const float *out, const float *lse, const float *q, const float *k, const float *v,
+                                 int B, int T, int NH, int NKV, int hd, lomo_dtype dt) {
     if (B <= 0 || T <= 0) return;
-    if (!tc_check(NH, NKV, hd, dt)) return;
-#define BWD(E, HD) tc_backward<E, HD>(dq, dk, dv, scratch, dout, out, lse, q, k, v, B, T, NH, NKV)
-    TC_DISPATCH(hd, dt, BWD);
+    if (!t2_check(NH, NKV, hd, dt)) return;
+#define BWD(E, HD) t2_backward<E, HD>(dq, dk, dv, scratch, dout, out, lse, q, k, v, B, T, NH, NKV)
+    T2_DISPATCH(hd, dt, BWD);
 #undef BWD
 }
 

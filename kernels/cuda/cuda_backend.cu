@@ -11,8 +11,8 @@
 #include <string.h>
 #include "cuda_ops.h"
 
-/* attention kernel families for 16-bit models (LOMO_ATTENTION=simt|wmma|mma) */
-enum { ATT_SIMT, ATT_WMMA, ATT_MMA };
+/* attention kernel families for 16-bit models (LOMO_ATTENTION=simt|mma) */
+enum { ATT_SIMT, ATT_MMA };
 
 static struct {
     pthread_once_t once;
@@ -46,10 +46,7 @@ static void init_once(void) {
         return;
     }
     const char *att = getenv("LOMO_ATTENTION");
-    S.attention = !att || !*att        ? ATT_MMA
-                  : !strcmp(att, "simt") ? ATT_SIMT
-                  : !strcmp(att, "wmma") ? ATT_WMMA
-                                         : ATT_MMA;
+    S.attention = att && !strcmp(att, "simt") ? ATT_SIMT : ATT_MMA;
     S.usable = 1;
 }
 
@@ -167,21 +164,18 @@ static void cu_sync(void) { cuda_ok(cudaStreamSynchronize(S.stream), "cudaStream
 /*
  * Attention: tensor cores for 16-bit models (products in the model's dtype, as
  * for the linear layers), the f32 kernels for f32 models and for head sizes
- * the tensor-core kernels lack. LOMO_ATTENTION picks a kernel family
- * (simt: f32 CUDA cores; wmma: attention_tc.cu; mma: attention_tc2.cu, the default).
+ * the tensor-core kernels lack. LOMO_ATTENTION=simt forces the f32 kernels
+ * (for comparison); the default is attention_tc.cu's mma.sync kernels.
  */
 static int attention_kind(int hd, lomo_dtype dt) {
     if (dt == LOMO_F32) return ATT_SIMT;
-    if (S.attention >= ATT_MMA && cuda_attention_tc2_supported(hd)) return ATT_MMA;
-    if (S.attention >= ATT_WMMA && cuda_attention_tc_supported(hd)) return ATT_WMMA;
-    return ATT_SIMT;
+    return S.attention == ATT_MMA && cuda_attention_tc_supported(hd) ? ATT_MMA : ATT_SIMT;
 }
 
 static void cu_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T,
                                  int NH, int NKV, int hd, lomo_dtype dt) {
     switch (attention_kind(hd, dt)) {
-    case ATT_MMA: cuda_attention_tc2_forward(out, lse, q, k, v, B, T, NH, NKV, hd, dt); break;
-    case ATT_WMMA: cuda_attention_tc_forward(out, lse, q, k, v, B, T, NH, NKV, hd, dt); break;
+    case ATT_MMA: cuda_attention_tc_forward(out, lse, q, k, v, B, T, NH, NKV, hd, dt); break;
     default: cuda_attention_forward(out, lse, q, k, v, B, T, NH, NKV, hd);
     }
 }
@@ -191,9 +185,6 @@ static void cu_attention_backward(float *dq, float *dk, float *dv, float *scratc
                                   int NH, int NKV, int hd, lomo_dtype dt) {
     switch (attention_kind(hd, dt)) {
     case ATT_MMA:
-        cuda_attention_tc2_backward(dq, dk, dv, scratch, dout, out, lse, q, k, v, B, T, NH, NKV, hd, dt);
-        break;
-    case ATT_WMMA:
         cuda_attention_tc_backward(dq, dk, dv, scratch, dout, out, lse, q, k, v, B, T, NH, NKV, hd, dt);
         break;
     default: cuda_attention_backward(dq, dk, dv, scratch, dout, out, lse, q, k, v, B, T, NH, NKV, hd);

@@ -77,23 +77,16 @@ void cuda_attention_backward(float *dq, float *dk, float *dv, float *scratch, co
                              const float *lse, const float *q, const float *k, const float *v, int B, int T, int NH,
                              int NKV, int hd);
 size_t cuda_attention_saved_floats(int B, int T, int NH);     /* B*NH*T: log-sum-exp per row */
+size_t cuda_attention_scratch_floats(int B, int T, int NH);   /* B*NH*T: rowsum(dout * out) */
 
-/* ---- attention_tc.cu: the same on tensor cores, 16-bit products (dt) with f32 accumulation ---- */
-int cuda_attention_tc_supported(int hd);                       /* 1 for the head sizes it has kernels for */
+/* ---- attention_tc.cu: the same on tensor cores for 16-bit models (mma.sync, products in dt,
+ * f32 accumulation; scores and probabilities kept in registers) ---- */
+int cuda_attention_tc_supported(int hd);
 void cuda_attention_tc_forward(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T,
                                int NH, int NKV, int hd, lomo_dtype dt);
 void cuda_attention_tc_backward(float *dq, float *dk, float *dv, float *scratch, const float *dout,
                                 const float *out, const float *lse, const float *q, const float *k, const float *v,
                                 int B, int T, int NH, int NKV, int hd, lomo_dtype dt);
-size_t cuda_attention_scratch_floats(int B, int T, int NH);   /* B*NH*T: rowsum(dout * out) */
-
-/* ---- attention_tc2.cu: the same with mma.sync, scores and probabilities kept in registers ---- */
-int cuda_attention_tc2_supported(int hd);
-void cuda_attention_tc2_forward(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T,
-                                int NH, int NKV, int hd, lomo_dtype dt);
-void cuda_attention_tc2_backward(float *dq, float *dk, float *dv, float *scratch, const float *dout,
-                                 const float *out, const float *lse, const float *q, const float *k, const float *v,
-                                 int B, int T, int NH, int NKV, int hd, lomo_dtype dt);
 
 /* ---- update.cu (optimizer math, f32, rounding to storage) ---- */
 void cuda_to_f32(float *out, const void *src, lomo_dtype dt, size_t n);
