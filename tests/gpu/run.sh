@@ -4,7 +4,7 @@
 # Builds lomo with the CUDA backend, runs the CPU-vs-GPU parity test of every
 # op and of whole training steps (tests/gpu/test_cuda.c), then the benchmark
 # table (tests/gpu/bench_cuda.c). Results go to gpu-results/ (or $1):
-# parity.txt, bench.md, gpu.txt. Takes about 5 minutes on one H100/H200.
+# parity.txt, bench.md, gpu.txt. On one H200: about a minute to build, one to run.
 #
 #   tests/gpu/run.sh [results-dir]
 #   LOMO_GPU_BIN=dir tests/gpu/run.sh   # use test_cuda and bench_cuda already built in dir
