@@ -7,14 +7,10 @@ local data = require "lomo.data"
 local prompts = require "lomo.prompts"
 local evalm = require "lomo.eval"
 local trainer = require "lomo.trainer"
+local util = require "lomo.util"
 
-local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
-local root = here == "examples/instruct" and "." or here:match("^(.*)/examples/instruct$") or (here .. "/../..")
-local function path_of(p)
-  if type(p) ~= "string" then error("recipe.yaml: a path must be a string, got " .. tostring(p), 0) end
-  if p:sub(1, 1) == "/" or root == "." then return p end
-  return root .. "/" .. p
-end
+-- relative paths in recipe.yaml are relative to the repository root, wherever the command runs
+local path_of = util.path_resolver(debug.getinfo(1, "S").source, 2)
 
 local function int_field(cfg, name, default)
   local v = cfg[name]
@@ -99,7 +95,7 @@ return function(cfg)
     first.loss, last.loss, first.perplexity, last.perplexity, r.step, lomo.clock() - t0))
   if cfg.save_model and out_dir then
     m:save(out_dir .. "/model")
-    print("model saved to " .. cfg.out_dir .. "/model")
+    print("model saved to " .. out_dir .. "/model")
   end
   opt:close()
   m:close()

@@ -5,14 +5,10 @@ local lomo = require "lomo"
 local data = require "lomo.data"
 local evalm = require "lomo.eval"
 local trainer = require "lomo.trainer"
+local util = require "lomo.util"
 
-local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
-local root = here == "examples/pretrain" and "." or here:match("^(.*)/examples/pretrain$") or (here .. "/../..")
-local function path_of(p)
-  if type(p) ~= "string" then error("recipe.yaml: a path must be a string, got " .. tostring(p), 0) end
-  if p:sub(1, 1) == "/" or root == "." then return p end
-  return root .. "/" .. p
-end
+-- relative paths in recipe.yaml are relative to the repository root, wherever the command runs
+local path_of = util.path_resolver(debug.getinfo(1, "S").source, 2)
 
 local function bytes_of(s)
   local ids = {}
@@ -101,7 +97,7 @@ return function(cfg)
   print("greedy sample: " .. prompt .. text_of(out))
   if cfg.save_model and out_dir then
     m:save(out_dir .. "/model")
-    print("model saved to " .. cfg.out_dir .. "/model (an HF folder; tokens are bytes)")
+    print("model saved to " .. out_dir .. "/model (an HF folder; tokens are bytes)")
   end
   opt:close()
   m:close()

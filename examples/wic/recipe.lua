@@ -8,17 +8,11 @@ local data = require "lomo.data"
 local prompts = require "lomo.prompts"
 local evalm = require "lomo.eval"
 local trainer = require "lomo.trainer"
+local util = require "lomo.util"
 local rng_mod = require "lomo.rng"
 
--- the repository root, from this file's own path, so that relative paths in the YAML do not
--- depend on where the command runs ("." when run from the root, as the README does)
-local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
-local root = here == "examples/wic" and "." or here:match("^(.*)/examples/wic$") or (here .. "/../..")
-
-local function path_of(p)
-  if p:sub(1, 1) == "/" or root == "." then return p end
-  return root .. "/" .. p
-end
+-- relative paths in recipe.yaml are relative to the repository root, wherever the command runs
+local path_of = util.path_resolver(debug.getinfo(1, "S").source, 2)
 
 local function need(cfg, dotted, kind)
   local v = cfg
@@ -278,7 +272,7 @@ return function(cfg)
     first, last, r.step))
   print(string.format("wall time %.0f s (training %.0f s), peak RSS %.0f MiB",
     results.seconds, r.elapsed, results.peak_rss / 2^20))
-  if out_dir then print("metrics, loss curve and results in " .. cfg.out_dir) end
+  if out_dir then print("metrics, loss curve and results in " .. out_dir) end
 
   opt:close()
   m:close()

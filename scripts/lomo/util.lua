@@ -110,6 +110,25 @@ function M.dirname(path)
   return path:match("^(.*)/[^/]*$") or "."
 end
 
+-- path_of(p) for a recipe: relative paths in its YAML resolve against the folder `up` levels
+-- above the recipe file (the repository root for examples/NAME/recipe.lua), so they do not
+-- depend on where the command runs; absolute paths pass through. `file` is the recipe's own
+-- path, debug.getinfo(1, "S").source in the recipe. A path that is not a string is an error.
+function M.path_resolver(file, up)
+  local root = M.dirname((file:gsub("^@", "")))
+  for _ = 1, up do
+    local last = root:match("[^/]*$")
+    if last == "." or last == ".." then root = root .. "/.."
+    else root = root:match("^(.*)/[^/]*$") or "." end
+    if root == "" then root = "/" end
+  end
+  return function(p)
+    if type(p) ~= "string" then error("recipe.yaml: a path must be a string, got " .. tostring(p), 0) end
+    if p:sub(1, 1) == "/" or root == "." then return p end
+    return M.join(root, p)
+  end
+end
+
 -- check(cond, who, fmt, ...): argument checking with messages that name the caller.
 function M.fail(who, fmt, ...)
   error(who .. ": " .. string.format(fmt, ...), 3)
