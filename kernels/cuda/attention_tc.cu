@@ -167,6 +167,40 @@ __device__ __forceinline__ int t2_off_bn(int lane) { return (lane % 8 + (lane / 
 template <int LD>
 __device__ __forceinline__ int t2_off_bt(int lane) { return (lane % 8 + ((lane / 8) % 2) * 8) * LD + (lane / 16) * 8; }
 
+/*
+ * The backward kernels' pair of products over hd for 16 rows x 32 columns:
+ * s = A1 B1^T and t = A2 B2^T, where a1, a2 are this warp's A-fragment
+ * pointers (16 rows) and b1, b2 the first of 32 rows staged in shared memory
+ * (B fragments at obn). dk/dv takes S^T = K Q^T with dP^T = V dO^T; dq takes
+ * S = Q K^T with dP = dO V^T.
+ */
+template <typename E, int HD>
+__device__ __forceinline__ void t2_two_products(float (&s)[4][4], float (&t)[4][4], const E *a1, const E *a2,
+                                                const E *b1, const E *b2, int obn) {
+    constexpr int LD = HD + 8, NK = HD / 16;
+#pragma unroll
+    for (int n = 0; n < 4; n++) {
+        s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+        t[n][0] = t[n][1] = t[n][2] = t[n][3] = 0.0f;
+    }
+#pragma unroll
+    for (int kk = 0; kk < NK; kk++) {
+        uint32_t a[4], a2f[4];
+        t2_ldsm_x4(a, a1 + kk * 16);
+        t2_ldsm_x4(a2f, a2 + kk * 16);
+#pragma unroll
+        for (int np = 0; np < 2; np++) {
+            uint32_t bb[4];
+            t2_ldsm_x4(bb, b1 + np * 16 * LD + obn + kk * 16);
+            t2_mma<E>(s[2 * np], a, bb[0], bb[1]);
+            t2_mma<E>(s[2 * np + 1], a, bb[2], bb[3]);
+            t2_ldsm_x4(bb, b2 + np * 16 * LD + obn + kk * 16);
+            t2_mma<E>(t[2 * np], a2f, bb[0], bb[1]);
+            t2_mma<E>(t[2 * np + 1], a2f, bb[2], bb[3]);
+        }
+    }
+}
+
 __device__ __forceinline__ float t2_quad_max(float x) {
     x = fmaxf(x, __shfl_xor_sync(T2_FULL, x, 1));
     return fmaxf(x, __shfl_xor_sync(T2_FULL, x, 2));
@@ -346,7 +380,7 @@ template <typename E, int HD>
 __global__ void __launch_bounds__(T2_THREADS)
 attention_tc_dkdv_kernel(float *dk, float *dv, const float *D, const float *dout, const float *lse, const float *q,
                           const float *k, const float *v, int T, int NH, int NKV, int BKV, float sl2, float scale) {
-    constexpr int LD = HD + 8, NK = HD / 16, NO = HD / 8;
+    constexpr int LD = HD + 8, NO = HD / 8;
     extern __shared__ __align__(128) unsigned char t2_smem[];
     E *Ks = reinterpret_cast<E *>(t2_smem);
     E *Vs = Ks + T2_TILE * LD;
@@ -400,27 +434,7 @@ attention_tc_dkdv_kernel(float *dk, float *dv, const float *D, const float *dout
 
                 /* S^T = K Q^T and dP^T = V dO^T, 16 keys x 32 queries */
                 float s[4][4], dp[4][4];
-#pragma unroll
-                for (int n = 0; n < 4; n++) {
-                    s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
-                    dp[n][0] = dp[n][1] = dp[n][2] = dp[n][3] = 0.0f;
-                }
-#pragma unroll
-                for (int kk = 0; kk < NK; kk++) {
-                    uint32_t a[4], av[4];
-                    t2_ldsm_x4(a, ka + kk * 16);
-                    t2_ldsm_x4(av, va + kk * 16);
-#pragma unroll
-                    for (int np = 0; np < 2; np++) {
-                        uint32_t bb[4];
-                        t2_ldsm_x4(bb, qt + np * 16 * LD + obn + kk * 16);
-                        t2_mma<E>(s[2 * np], a, bb[0], bb[1]);
-                        t2_mma<E>(s[2 * np + 1], a, bb[2], bb[3]);
-                        t2_ldsm_x4(bb, gt + np * 16 * LD + obn + kk * 16);
-                        t2_mma<E>(dp[2 * np], av, bb[0], bb[1]);
-                        t2_mma<E>(dp[2 * np + 1], av, bb[2], bb[3]);
-                    }
-                }
+                t2_two_products<E, HD>(s, dp, ka, va, qt, gt, obn);
 
                 /* P^T = exp(scale S^T - lse), dS^T = P^T (dP^T - D); masked where query < key or >= T */
                 bool need = c0 < wfirst + 15 || c0 + 32 > T;   /* warp-uniform */
@@ -487,7 +501,7 @@ template <typename E, int HD>
 __global__ void __launch_bounds__(T2_THREADS)
 attention_tc_dq_kernel(float *dq, const float *D, const float *dout, const float *lse, const float *q, const float *k,
                         const float *v, int T, int NH, int NKV, int nqb, float sl2, float scale) {
-    constexpr int LD = HD + 8, NK = HD / 16, NO = HD / 8;
+    constexpr int LD = HD + 8, NO = HD / 8;
     extern __shared__ __align__(128) unsigned char t2_smem[];
     E *Qs = reinterpret_cast<E *>(t2_smem);
     E *Gs = Qs + T2_TILE * LD;   /* dout */
@@ -534,27 +548,7 @@ attention_tc_dq_kernel(float *dq, const float *D, const float *dout, const float
 
             /* S = Q K^T and dP = dO V^T, 16 rows x 32 keys */
             float s[4][4], dp[4][4];
-#pragma unroll
-            for (int n = 0; n < 4; n++) {
-                s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
-                dp[n][0] = dp[n][1] = dp[n][2] = dp[n][3] = 0.0f;
-            }
-#pragma unroll
-            for (int kk = 0; kk < NK; kk++) {
-                uint32_t a[4], ag[4];
-                t2_ldsm_x4(a, qa + kk * 16);
-                t2_ldsm_x4(ag, ga + kk * 16);
-#pragma unroll
-                for (int np = 0; np < 2; np++) {
-                    uint32_t bb[4];
-                    t2_ldsm_x4(bb, kt_s + np * 16 * LD + obn + kk * 16);
-                    t2_mma<E>(s[2 * np], a, bb[0], bb[1]);
-                    t2_mma<E>(s[2 * np + 1], a, bb[2], bb[3]);
-                    t2_ldsm_x4(bb, vt_s + np * 16 * LD + obn + kk * 16);
-                    t2_mma<E>(dp[2 * np], ag, bb[0], bb[1]);
-                    t2_mma<E>(dp[2 * np + 1], ag, bb[2], bb[3]);
-                }
-            }
+            t2_two_products<E, HD>(s, dp, qa, ga, kt_s, vt_s, obn);
 
             /* P = exp(scale S - lse), dS = P (dP - D); masked where key > row or key >= T */
             bool need = c0 + 31 > wfirst || c0 + 32 > T;   /* warp-uniform */
