@@ -68,6 +68,19 @@ __device__ __forceinline__ float dot_smem(const float *a, const float *b) {
     return (acc.x + acc.y) + (acc.z + acc.w);
 }
 
+/* acc[r] += sum over j < n of c_j * rows[j][lane + 32 r], c_j being lane j's c: the
+ * probability- (or dS-) weighted sum of staged rows that forward and dq accumulate */
+template <int R>
+__device__ __forceinline__ void accumulate_rows(float (&acc)[R], float c, const float *rows, int stride, int n,
+                                                int lane) {
+#pragma unroll 4
+    for (int j = 0; j < n; j++) {
+        float cj = __shfl_sync(FULL_MASK, c, j);
+#pragma unroll
+        for (int r = 0; r < R; r++) acc[r] = fmaf(cj, rows[j * stride + lane + 32 * r], acc[r]);
+    }
+}
+
 /*
  * Stages rows r0 .. r0+31 of a [T, *] strided matrix (row stride `stride`
  * floats, hd floats per row) into dst [32][HD + 4], zero past T (and, with PAD,
@@ -144,12 +157,7 @@ attention_forward_kernel(float *out, float *lse, const float *q, const float *k,
 #pragma unroll
             for (int r = 0; r < R; r++) o[r] *= corr;
             int jn = min(ATT_TILE, t - kt + 1);   /* keys past t have p = 0: skip them */
-#pragma unroll 4
-            for (int j = 0; j < jn; j++) {
-                float pj = __shfl_sync(FULL_MASK, p, j);
-#pragma unroll
-                for (int r = 0; r < R; r++) o[r] = fmaf(pj, Vs[j * KP + lane + 32 * r], o[r]);
-            }
+            accumulate_rows<R>(o, p, Vs, KP, jn, lane);
         }
     }
 
@@ -227,12 +235,7 @@ attention_backward_dq_kernel(float *dq, float *Dsave, const float *dout, const f
             float p = kt + lane <= t ? expf(s - lsei) : 0.0f;
             float ds = p * (dp - Di);
             int jn = min(ATT_TILE, t - kt + 1);
-#pragma unroll 4
-            for (int j = 0; j < jn; j++) {
-                float dsj = __shfl_sync(FULL_MASK, ds, j);
-#pragma unroll
-                for (int r = 0; r < R; r++) acc[r] = fmaf(dsj, Ks[j * KP + lane + 32 * r], acc[r]);
-            }
+            accumulate_rows<R>(acc, ds, Ks, KP, jn, lane);
         }
     }
 
