@@ -173,3 +173,17 @@ void *fx_read_file(const char *path, size_t *len) {
     *len = (size_t)n;
     return b;
 }
+
+float *fx_model_weights(const lomo_model *m, size_t *n) {
+    *n = lomo_model_num_weights(m);
+    float *w = malloc(*n * sizeof(float));
+    if (!w) return NULL;
+    size_t off = 0;
+    for (int p = 0; p < lomo_model_num_params(m); p++) {
+        lomo_param_info info;
+        lomo_model_param(m, p, &info);
+        lomo_model_get_param_f32(m, p, w + off, info.numel);
+        off += info.numel;
+    }
+    return w;
+}

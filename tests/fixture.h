@@ -48,6 +48,10 @@ void *fx_read_file(const char *path, size_t *len);
 struct lomo_llama_config;
 void fx_llama_config(const fixture *fx, struct lomo_llama_config *cfg);
 
+/* Every parameter of m as f32, in parameter order, in one malloc'd array of *n values. */
+struct lomo_model;
+float *fx_model_weights(const struct lomo_model *m, size_t *n);
+
 /* A tiny test harness: CHECK records failures; test_summary prints the closing line. */
 extern int test_failures, test_checks;
 #define CHECK(cond, ...)                                                   \

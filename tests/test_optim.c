@@ -150,15 +150,7 @@ static float *trained_weights(run *r, lomo_optim_options *o, float lr, lomo_dtyp
     lomo_optim_create(&opt, m, o);
     float tmp[16];
     CHECK(train(r, m, opt, lr, losses ? losses : tmp, NULL) == 0, "training: %s", lomo_last_error(ctx));
-    size_t n = lomo_model_num_weights(m), off = 0;
-    float *w = malloc(n * sizeof(float));
-    for (int p = 0; p < lomo_model_num_params(m); p++) {
-        lomo_param_info info;
-        lomo_model_param(m, p, &info);
-        lomo_model_get_param_f32(m, p, w + off, info.numel);
-        off += info.numel;
-    }
-    *n_out = n;
+    float *w = fx_model_weights(m, n_out);
     lomo_optim_destroy(opt);
     lomo_model_destroy(m);
     lomo_ctx_destroy(ctx);
@@ -422,14 +414,8 @@ static void resume(run *r) {
         if (!mkdtemp(dir)) continue;
         snprintf(path, sizeof path, "%s/optim.state", dir);
         CHECK(lomo_optim_save(opt, path) == LOMO_OK, "optim_save: %s", lomo_last_error(ctx));
-        size_t n = lomo_model_num_weights(m), off = 0;
-        float *w = malloc(n * sizeof(float));
-        for (int p = 0; p < lomo_model_num_params(m); p++) {
-            lomo_param_info info;
-            lomo_model_param(m, p, &info);
-            lomo_model_get_param_f32(m, p, w + off, info.numel);
-            off += info.numel;
-        }
+        size_t n, off;
+        float *w = fx_model_weights(m, &n);
         for (int s = 2; s < 5; s++) {
             lomo_optim_step(opt, tok + s * bt, tgt + s * bt, r->B, r->T, 0.01f, &res);
             la[s] = res.loss;

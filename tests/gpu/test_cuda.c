@@ -12,6 +12,7 @@
 #include "runtime/backend.h"
 #include "runtime/dtype.h"
 #include "runtime/lomo.h"
+#include "tests/fixture.h"
 
 static const lomo_backend *CPU, *GPU;
 static int failures, checks;
@@ -505,15 +506,7 @@ static void run_steps(const step_case *sc) {
                 }
                 losses[dev][s] = r.loss;
             }
-            nw = lomo_model_num_weights(m);
-            weights[dev] = malloc(nw * 4);
-            size_t off = 0;
-            for (int p = 0; p < lomo_model_num_params(m); p++) {
-                lomo_param_info info;
-                lomo_model_param(m, p, &info);
-                lomo_model_get_param_f32(m, p, weights[dev] + off, info.numel);
-                off += info.numel;
-            }
+            weights[dev] = fx_model_weights(m, &nw);
         }
         lomo_optim_destroy(o);
         lomo_model_destroy(m);
