@@ -20,6 +20,8 @@ typedef struct lomo_backend {
     const char *name;
     /* 1 if 16-bit weights must be widened into an f32 buffer (wbuf) for GEMMs */
     int needs_wbuf;
+    /* the largest head size its attention takes (config validation checks it); 0: any */
+    int max_head_dim;
 
     /*
      * The first failure of an asynchronous device call (CUDA launch, cuBLAS

@@ -27,6 +27,11 @@ lomo_status lomo_config_validate(lomo_ctx *ctx, const lomo_llama_config *c) {
     REQUIRE((c->hidden_size / c->num_attention_heads) % 2 == 0, "num_attention_heads",
             "head size %d (hidden_size / num_attention_heads) must be even for RoPE",
             c->hidden_size / c->num_attention_heads);
+    /* a limit of the device's kernels, found here rather than as a device fault mid-forward */
+    int max_hd = ctx ? ctx->be->max_head_dim : 0;
+    REQUIRE(max_hd == 0 || c->hidden_size / c->num_attention_heads <= max_hd, "num_attention_heads",
+            "head size %d (hidden_size / num_attention_heads) exceeds the %s backend's %d",
+            c->hidden_size / c->num_attention_heads, ctx ? ctx->be->name : "", max_hd);
     REQUIRE(c->tie_word_embeddings == 0 || c->tie_word_embeddings == 1, "tie_word_embeddings",
             "must be 0 or 1, got %d", c->tie_word_embeddings);
     REQUIRE(isfinite(c->rms_norm_eps) && c->rms_norm_eps > 0, "rms_norm_eps",

@@ -1,6 +1,7 @@
 /* test_config.c: every invalid-config error path returns LOMO_ERR_CONFIG naming its field. */
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include "fixture.h"
 #include "runtime/lomo.h"
@@ -58,6 +59,36 @@ int main(void) {
     lomo_ctx_options bad_threads = {.num_threads = -1};
     lomo_ctx *c2 = NULL;
     CHECK(lomo_ctx_create(&c2, &bad_threads) == LOMO_ERR_INVALID_ARG && c2 == NULL, "negative threads");
+
+    /* the device option: a name, the environment, and a GPU that may or may not be there */
+    lomo_ctx_options dev = {.device = "nonsense"};
+    CHECK(lomo_ctx_create(&c2, &dev) == LOMO_ERR_INVALID_ARG && c2 == NULL, "unknown device");
+    dev.device = "cpu";
+    CHECK(lomo_ctx_create(&c2, &dev) == LOMO_OK && strcmp(lomo_ctx_device(c2), "cpu") == 0, "device cpu");
+    lomo_ctx_destroy(c2);
+    c2 = NULL;
+    dev.device = "cuda";
+    lomo_status st = lomo_ctx_create(&c2, &dev);
+    CHECK((st == LOMO_OK && strcmp(lomo_ctx_device(c2), "cuda") == 0) || (st == LOMO_ERR_DEVICE && c2 == NULL),
+          "device cuda: %s", lomo_status_name(st));
+    lomo_ctx_destroy(c2);
+    c2 = NULL;
+    const char *env = getenv("LOMO_DEVICE");
+    char saved[16] = "";
+    if (env) snprintf(saved, sizeof saved, "%s", env);
+    setenv("LOMO_DEVICE", "nonsense", 1);
+    CHECK(lomo_ctx_create(&c2, NULL) == LOMO_ERR_INVALID_ARG && c2 == NULL, "LOMO_DEVICE=nonsense");
+    dev.device = "cpu";   /* the option wins over the environment */
+    CHECK(lomo_ctx_create(&c2, &dev) == LOMO_OK && strcmp(lomo_ctx_device(c2), "cpu") == 0, "option over env");
+    lomo_ctx_destroy(c2);
+    if (env) setenv("LOMO_DEVICE", saved, 1);
+    else unsetenv("LOMO_DEVICE");
+
+    /* the CPU's attention takes any head size (CUDA's limit is checked in tests/gpu/test_cuda.c) */
+    lomo_llama_config wide = ok;
+    wide.num_attention_heads = wide.num_key_value_heads = 1;
+    wide.hidden_size = 512;
+    CHECK(lomo_config_validate(ctx, &wide) == LOMO_OK, "head size 512 on cpu: %s", lomo_last_error(ctx));
     lomo_ctx_destroy(ctx);
     return test_summary("test_config");
 }

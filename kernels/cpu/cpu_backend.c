@@ -18,6 +18,7 @@ static void cpu_release_scratch(void) {}
 static const lomo_backend cpu_backend = {
     .name = "cpu",
     .needs_wbuf = 1,
+    .max_head_dim = 0,
     .error = cpu_error,
     .sync = cpu_sync,
     .release_scratch = cpu_release_scratch,

@@ -194,6 +194,7 @@ static void cu_attention_backward(float *dq, float *dk, float *dv, float *scratc
 static const lomo_backend cuda_backend = {
     .name = "cuda",
     .needs_wbuf = 0,
+    .max_head_dim = 256,   /* attention.cu's kernels */
     .error = cu_error,
     .sync = cu_sync,
     .release_scratch = cu_release_scratch,

@@ -530,6 +530,22 @@ static void run_steps(const step_case *sc) {
     free(weights[0]); free(weights[1]); free(tok); free(tgt);
 }
 
+/* a head size beyond the CUDA attention kernels is a config error at creation, not a device fault later */
+static void test_head_dim_limit(void) {
+    lomo_ctx *ctx = NULL;
+    lomo_ctx_options co = {.device = "cuda"};
+    lomo_ctx_create(&ctx, &co);
+    lomo_llama_config cfg = {.hidden_size = 512, .intermediate_size = 256, .num_hidden_layers = 1,
+                             .num_attention_heads = 1, .num_key_value_heads = 1, .vocab_size = 64,
+                             .max_position_embeddings = 16, .rms_norm_eps = 1e-5, .rope_theta = 1e4};
+    lomo_model *m = NULL;
+    lomo_status st = lomo_model_create(&m, ctx, &cfg, NULL);
+    check("head size 512: LOMO_ERR_CONFIG naming it",
+          st == LOMO_ERR_CONFIG && strstr(lomo_last_error(ctx), "head size 512"), lomo_last_error(ctx));
+    lomo_model_destroy(m);
+    lomo_ctx_destroy(ctx);
+}
+
 static void test_oom_message(void) {
     lomo_ctx *ctx = NULL;
     lomo_ctx_options co = {.device = "cuda"};
@@ -598,6 +614,8 @@ int main(void) {
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) run_steps(&cases[i]);
     check_device_error("training steps");
     test_oom_message();
+    test_head_dim_limit();
+    check_device_error("the out-of-memory and head-size checks");
     printf("%d checks, %d failed\n", checks, failures);
     return failures ? 1 : 0;
 }
