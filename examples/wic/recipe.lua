@@ -107,6 +107,9 @@ return function(cfg)
   local n_train = need(cfg, "train.limit", "integer")
   local n_eval = need(cfg, "eval.limit", "integer")
   local batch = need(cfg, "train.batch", "integer")
+  local balanced = cfg.train.balanced ~= false
+  -- checked before anything is loaded
+  if balanced and batch % 2 ~= 0 then error("recipe.yaml: train.batch must be even with train.balanced", 0) end
   local epochs = need(cfg, "train.epochs", "integer")
   local max_len = need(cfg, "train.max_len", "integer")
   local eval_batch = need(cfg, "eval.batch", "integer")
@@ -201,8 +204,7 @@ return function(cfg)
   -- to telling the pairs apart, and the prior cannot drift with the labels of the last batches.
   -- false: plain shuffled batches.
   local loader, steps
-  if cfg.train.balanced ~= false then
-    if batch % 2 ~= 0 then error("recipe.yaml: train.batch must be even with train.balanced", 0) end
+  if balanced then
     local by_label = {[true] = {}, [false] = {}}
     for i, row in ipairs(train_rows) do local t = by_label[row.label] t[#t + 1] = train_examples[i] end
     local ordered = {}
