@@ -104,6 +104,36 @@ static int ctx_reset_peak(lua_State *L) {
     return 0;
 }
 
+static int ctx_profile(lua_State *L) {
+    lomo_ctx_ref *r = lomo_lua_check_context(L, 1);
+    luaL_checktype(L, 2, LUA_TBOOLEAN);
+    lomo_profile_enable(r->ctx, lua_toboolean(L, 2));
+    return 0;
+}
+
+static int ctx_profile_stats(lua_State *L) {
+    lomo_ctx_ref *r = lomo_lua_check_context(L, 1);
+    lomo_op_stats s;
+    lomo_profile_get(r->ctx, &s);
+    lua_createtable(L, 0, LOMO_OP_COUNT);
+    for (int op = 0; op < LOMO_OP_COUNT; op++) {
+        lua_createtable(L, 0, 3);
+        lua_pushinteger(L, (lua_Integer)s.calls[op]);
+        lua_setfield(L, -2, "calls");
+        lua_pushnumber(L, s.seconds[op]);
+        lua_setfield(L, -2, "seconds");
+        lua_pushnumber(L, s.flops[op]);
+        lua_setfield(L, -2, "flops");
+        lua_setfield(L, -2, lomo_op_name((lomo_op)op));
+    }
+    return 1;
+}
+
+static int ctx_profile_reset(lua_State *L) {
+    lomo_profile_reset(lomo_lua_check_context(L, 1)->ctx);
+    return 0;
+}
+
 /* ---- config tables ---- */
 
 static int get_int_field(lua_State *L, int t, const char *where, const char *key, int required, int def) {
@@ -641,6 +671,9 @@ static int l_plan(lua_State *L) {
 static const lomo_lua_reg context_methods[] = {
     {"memory", ctx_memory, "() -> {current = {weights=, activations=, ..., total=}, peak = {...}} bytes"},
     {"reset_peak", ctx_reset_peak, "(): peaks restart from the current use"},
+    {"profile", ctx_profile, "(on): time every op of its models from now (each waits for the device), or stop"},
+    {"profile_stats", ctx_profile_stats, "() -> {matmul = {calls=, seconds=, flops=}, ...} for every kind of op"},
+    {"profile_reset", ctx_profile_reset, "(): profile counts back to zero"},
     {"close", ctx_close, "(): models made in it keep it alive until they close"},
     {NULL, NULL, NULL},
 };

@@ -25,7 +25,7 @@ static float *rec_norm(lomo_model *m, int k) {
 }
 
 static void record(bwd *b, float *dst, const float *src, size_t n) {
-    if (b->record) b->m->be->memcpy_d2d(dst, src, n * sizeof(float));
+    if (b->record) LOMO_TIMED(b->m->ctx, LOMO_OP_COPY, 0, b->m->be->memcpy_d2d(dst, src, n * sizeof(float)));
 }
 
 static int linear_grad(bwd *b, int p, const float *dout, const float *inp) {
@@ -40,6 +40,32 @@ static int dense_grad(bwd *b, int p, float *grad) {
     return b->failed;
 }
 
+/* dq, dk, dv of block activations a from datty: attention, then RoPE undone on dq and dk */
+static void attention_backward(lomo_model *m, const layer_acts *a) {
+    const lomo_backend *be = m->be;
+    const lomo_llama_config *c = &m->cfg;
+    const block_grads *g = &m->g;
+    int B = m->B, T = m->T, NH = c->num_attention_heads, NKV = c->num_key_value_heads, hd = m->head_dim;
+    LOMO_TIMED(m->ctx, LOMO_OP_ATTENTION_BWD, 2 * model_attention_flops(m),
+               be->attention_backward(g->dq, g->dk, g->dv, g->datt, g->datty, a->atty, a->att, a->q, a->k, a->v, B,
+                                      T, NH, NKV, hd, m->dtype));
+    LOMO_TIMED(m->ctx, LOMO_OP_ROPE, 0, be->rope(g->dq, m->rope_cos, m->rope_sin, B, T, NH, hd, 0, 1));
+    LOMO_TIMED(m->ctx, LOMO_OP_ROPE, 0, be->rope(g->dk, m->rope_cos, m->rope_sin, B, T, NKV, hd, 0, 1));
+}
+
+/* dres [BT, C] = d(norm input) from dln, the norm's weight gradient into normgrad (zeroed first) */
+static void rmsnorm_backward(lomo_model *m, float *dres, const float *dln, const float *inp, int p,
+                             const float *rstd) {
+    int BT = m->B * m->T, C = m->cfg.hidden_size;
+    const float *w = model_norm_weight(m, p);
+    LOMO_TIMED(m->ctx, LOMO_OP_COPY, 0, m->be->memset0(m->normgrad, (size_t)C * sizeof(float)));
+    LOMO_TIMED(m->ctx, LOMO_OP_RMSNORM, 0, m->be->rmsnorm_backward(dres, m->normgrad, dln, inp, w, rstd, BT, C));
+}
+
+static void copy_norm_grad(lomo_model *m, const float *src) {
+    LOMO_TIMED(m->ctx, LOMO_OP_COPY, 0, m->be->memcpy_d2d(m->normgrad, src, (size_t)m->cfg.hidden_size * sizeof(float)));
+}
+
 /* dres [BT, C] comes in as d(block output) and leaves as d(block input). */
 static int block_backward(bwd *b, int l, const layer_acts *a, const float *x) {
     lomo_model *m = b->m;
@@ -47,42 +73,33 @@ static int block_backward(bwd *b, int l, const layer_acts *a, const float *x) {
     const lomo_llama_config *c = &m->cfg;
     int B = m->B, T = m->T, BT = B * T, C = c->hidden_size, F = c->intermediate_size;
     int NH = c->num_attention_heads, NKV = c->num_key_value_heads, hd = m->head_dim;
-    lomo_dtype dt = m->dtype;
     const block_grads *g = &m->g;
     float *dgate = g->dh;    /* swiglu_backward reads dh[i] before writing dgate[i] */
 
     /* MLP: out = xmid + down(silu(gate(ln2)) * up(ln2)) */
-    be->matmul_backward_input(g->dh, g->dres, param_ptr(m, param_index(l, P_WD)), dt, m->wbuf, 0.0f, BT, F, C);
+    model_linear_dinp(m, g->dh, g->dres, param_index(l, P_WD), 0.0f, F, C);
     if (linear_grad(b, param_index(l, P_WD), g->dres, a->hmlp)) return 1;
-    be->swiglu_backward(dgate, g->dup, g->dh, a->gate, a->up, (size_t)BT * F);
-    be->matmul_backward_input(g->dln, dgate, param_ptr(m, param_index(l, P_WG)), dt, m->wbuf, 0.0f, BT, C, F);
+    LOMO_TIMED(m->ctx, LOMO_OP_SWIGLU, 0, be->swiglu_backward(dgate, g->dup, g->dh, a->gate, a->up, (size_t)BT * F));
+    model_linear_dinp(m, g->dln, dgate, param_index(l, P_WG), 0.0f, C, F);
     if (linear_grad(b, param_index(l, P_WG), dgate, a->ln2)) return 1;
-    be->matmul_backward_input(g->dln, g->dup, param_ptr(m, param_index(l, P_WU)), dt, m->wbuf, 1.0f, BT, C, F);
+    model_linear_dinp(m, g->dln, g->dup, param_index(l, P_WU), 1.0f, C, F);
     if (linear_grad(b, param_index(l, P_WU), g->dup, a->ln2)) return 1;
-    be->memset0(m->normgrad, (size_t)C * sizeof(float));
-    be->rmsnorm_backward(g->dres, m->normgrad, g->dln, a->xmid, model_norm_weight(m, param_index(l, P_LN2)),
-                         a->rstd2, BT, C);
+    rmsnorm_backward(m, g->dres, g->dln, a->xmid, param_index(l, P_LN2), a->rstd2);
     record(b, rec_mid(m, l), g->dres, (size_t)BT * C);
     record(b, rec_norm(m, 2 * l + 1), m->normgrad, (size_t)C);
     if (dense_grad(b, param_index(l, P_LN2), m->normgrad)) return 1;
 
     /* attention: xmid = x + o(attn(rope(q(ln1)), rope(k(ln1)), v(ln1))) */
-    be->matmul_backward_input(g->datty, g->dres, param_ptr(m, param_index(l, P_WO)), dt, m->wbuf, 0.0f, BT,
-                              NH * hd, C);
+    model_linear_dinp(m, g->datty, g->dres, param_index(l, P_WO), 0.0f, NH * hd, C);
     if (linear_grad(b, param_index(l, P_WO), g->dres, a->atty)) return 1;
-    be->attention_backward(g->dq, g->dk, g->dv, g->datt, g->datty, a->atty, a->att, a->q, a->k, a->v, B, T, NH, NKV, hd,
-                           dt);
-    be->rope(g->dq, m->rope_cos, m->rope_sin, B, T, NH, hd, 0, 1);
-    be->rope(g->dk, m->rope_cos, m->rope_sin, B, T, NKV, hd, 0, 1);
-    be->matmul_backward_input(g->dln, g->dq, param_ptr(m, param_index(l, P_WQ)), dt, m->wbuf, 0.0f, BT, C, NH * hd);
+    attention_backward(m, a);
+    model_linear_dinp(m, g->dln, g->dq, param_index(l, P_WQ), 0.0f, C, NH * hd);
     if (linear_grad(b, param_index(l, P_WQ), g->dq, a->ln1)) return 1;
-    be->matmul_backward_input(g->dln, g->dk, param_ptr(m, param_index(l, P_WK)), dt, m->wbuf, 1.0f, BT, C, NKV * hd);
+    model_linear_dinp(m, g->dln, g->dk, param_index(l, P_WK), 1.0f, C, NKV * hd);
     if (linear_grad(b, param_index(l, P_WK), g->dk, a->ln1)) return 1;
-    be->matmul_backward_input(g->dln, g->dv, param_ptr(m, param_index(l, P_WV)), dt, m->wbuf, 1.0f, BT, C, NKV * hd);
+    model_linear_dinp(m, g->dln, g->dv, param_index(l, P_WV), 1.0f, C, NKV * hd);
     if (linear_grad(b, param_index(l, P_WV), g->dv, a->ln1)) return 1;
-    be->memset0(m->normgrad, (size_t)C * sizeof(float));
-    be->rmsnorm_backward(g->dres, m->normgrad, g->dln, x, model_norm_weight(m, param_index(l, P_LN1)), a->rstd1,
-                         BT, C);
+    rmsnorm_backward(m, g->dres, g->dln, x, param_index(l, P_LN1), a->rstd1);
     record(b, rec_in(m, l), g->dres, (size_t)BT * C);
     record(b, rec_norm(m, 2 * l), m->normgrad, (size_t)C);
     return dense_grad(b, param_index(l, P_LN1), m->normgrad);
@@ -98,30 +115,26 @@ static int block_replay(bwd *b, int l, const layer_acts *a) {
     const lomo_backend *be = m->be;
     const lomo_llama_config *c = &m->cfg;
     int B = m->B, T = m->T, BT = B * T, C = c->hidden_size, F = c->intermediate_size;
-    int NH = c->num_attention_heads, NKV = c->num_key_value_heads, hd = m->head_dim;
-    lomo_dtype dt = m->dtype;
+    int NH = c->num_attention_heads, hd = m->head_dim;
     const block_grads *g = &m->g;
     float *dgate = g->dh;
     const float *dout = rec_in(m, l + 1), *dmid = rec_mid(m, l);
 
-    be->matmul_backward_input(g->dh, dout, param_ptr(m, param_index(l, P_WD)), dt, m->wbuf, 0.0f, BT, F, C);
+    model_linear_dinp(m, g->dh, dout, param_index(l, P_WD), 0.0f, F, C);
     if (linear_grad(b, param_index(l, P_WD), dout, a->hmlp)) return 1;
-    be->swiglu_backward(dgate, g->dup, g->dh, a->gate, a->up, (size_t)BT * F);
+    LOMO_TIMED(m->ctx, LOMO_OP_SWIGLU, 0, be->swiglu_backward(dgate, g->dup, g->dh, a->gate, a->up, (size_t)BT * F));
     if (linear_grad(b, param_index(l, P_WG), dgate, a->ln2)) return 1;
     if (linear_grad(b, param_index(l, P_WU), g->dup, a->ln2)) return 1;
-    be->memcpy_d2d(m->normgrad, rec_norm(m, 2 * l + 1), (size_t)C * sizeof(float));
+    copy_norm_grad(m, rec_norm(m, 2 * l + 1));
     if (dense_grad(b, param_index(l, P_LN2), m->normgrad)) return 1;
 
-    be->matmul_backward_input(g->datty, dmid, param_ptr(m, param_index(l, P_WO)), dt, m->wbuf, 0.0f, BT, NH * hd, C);
+    model_linear_dinp(m, g->datty, dmid, param_index(l, P_WO), 0.0f, NH * hd, C);
     if (linear_grad(b, param_index(l, P_WO), dmid, a->atty)) return 1;
-    be->attention_backward(g->dq, g->dk, g->dv, g->datt, g->datty, a->atty, a->att, a->q, a->k, a->v, B, T, NH, NKV, hd,
-                           dt);
-    be->rope(g->dq, m->rope_cos, m->rope_sin, B, T, NH, hd, 0, 1);
-    be->rope(g->dk, m->rope_cos, m->rope_sin, B, T, NKV, hd, 0, 1);
+    attention_backward(m, a);
     if (linear_grad(b, param_index(l, P_WQ), g->dq, a->ln1)) return 1;
     if (linear_grad(b, param_index(l, P_WK), g->dk, a->ln1)) return 1;
     if (linear_grad(b, param_index(l, P_WV), g->dv, a->ln1)) return 1;
-    be->memcpy_d2d(m->normgrad, rec_norm(m, 2 * l), (size_t)C * sizeof(float));
+    copy_norm_grad(m, rec_norm(m, 2 * l));
     return dense_grad(b, param_index(l, P_LN1), m->normgrad);
 }
 
@@ -159,8 +172,8 @@ static int embedding_rows(lomo_model *m, int BT) {
         int32_t *hit = bsearch(&m->tokens_host[i], rows, (size_t)n, sizeof *rows, cmp_i32);
         map[i] = (int32_t)(hit - rows);
     }
-    m->be->to_device(m->erows, rows, (size_t)n * sizeof *rows);
-    m->be->to_device(m->emap, map, (size_t)BT * sizeof *map);
+    LOMO_TIMED(m->ctx, LOMO_OP_COPY, 0, m->be->to_device(m->erows, rows, (size_t)n * sizeof *rows));
+    LOMO_TIMED(m->ctx, LOMO_OP_COPY, 0, m->be->to_device(m->emap, map, (size_t)BT * sizeof *map));
     free(rows);
     free(map);
     return n;
@@ -195,24 +208,24 @@ lomo_status model_backward(lomo_model *m, float loss_scale, const lomo_grad_hook
         /* a previous backward turned the logits into dlogits: form them again */
         if (!m->logits_valid) model_compute_logits(m);
         float dloss = m->n_valid ? loss_scale / (float)m->n_valid : 0.0f;
-        be->crossentropy_backward(dlogits, m->logits, m->lse, m->targets, dloss, BT, V);
+        LOMO_TIMED(m->ctx, LOMO_OP_CROSSENTROPY, 0,
+                   be->crossentropy_backward(dlogits, m->logits, m->lse, m->targets, dloss, BT, V));
         m->logits_valid = 0;
         /* LM head: dlnf = dlogits @ W */
-        be->matmul_backward_input(m->g.dln, dlogits, param_ptr(m, param_head(m)), m->dtype, m->wbuf, 0.0f, BT, C, V);
+        model_linear_dinp(m, m->g.dln, dlogits, param_head(m), 0.0f, C, V);
     }
     /* the tied head's dW waits in gradbuf for the embedding's part */
     if (c->tie_word_embeddings)
-        be->matmul_backward_weight(m->gradbuf, dlogits, m->lnf, 1.0f, 0.0f, BT, C, V);
+        LOMO_TIMED(m->ctx, LOMO_OP_WEIGHT_GRAD, 2.0 * BT * C * V,
+                   be->matmul_backward_weight(m->gradbuf, dlogits, m->lnf, 1.0f, 0.0f, BT, C, V));
     else if (linear_grad(&b, param_head(m), dlogits, m->lnf))
         goto hook_failed;
 
     if (mode == BWD_REPLAY) {
-        be->memcpy_d2d(m->normgrad, rec_norm(m, 2 * L), (size_t)C * sizeof(float));
+        copy_norm_grad(m, rec_norm(m, 2 * L));
     } else {
-        be->memset0(m->g.dres, (size_t)BT * C * sizeof(float));
-        be->memset0(m->normgrad, (size_t)C * sizeof(float));
-        be->rmsnorm_backward(m->g.dres, m->normgrad, m->g.dln, m->x[L], model_norm_weight(m, param_norm(m)),
-                             m->rstdf, BT, C);
+        LOMO_TIMED(m->ctx, LOMO_OP_COPY, 0, be->memset0(m->g.dres, (size_t)BT * C * sizeof(float)));
+        rmsnorm_backward(m, m->g.dres, m->g.dln, m->x[L], param_norm(m), m->rstdf);
         record(&b, rec_in(m, L), m->g.dres, (size_t)BT * C);
         record(&b, rec_norm(m, 2 * L), m->normgrad, (size_t)C);
     }
@@ -235,14 +248,15 @@ lomo_status model_backward(lomo_model *m, float loss_scale, const lomo_grad_hook
     if (sparse) {
         int nrows = embedding_rows(m, BT);
         if (nrows < 0) return lomo_fail(m->ctx, LOMO_ERR_OOM, "out of memory: embedding rows");
-        be->memset0(m->gradbuf, (size_t)nrows * C * sizeof(float));
-        be->embedding_backward(m->gradbuf, dx0, m->emap, BT, C);
+        LOMO_TIMED(m->ctx, LOMO_OP_COPY, 0, be->memset0(m->gradbuf, (size_t)nrows * C * sizeof(float)));
+        LOMO_TIMED(m->ctx, LOMO_OP_EMBEDDING, 0, be->embedding_backward(m->gradbuf, dx0, m->emap, BT, C));
         if (!b.failed && hook->on_rows(hook->user, 0, m->erows, nrows, m->gradbuf)) b.failed = 1;
         if (b.failed) goto hook_failed;
         return lomo_device_check(m->ctx);
     }
-    if (!c->tie_word_embeddings) be->memset0(m->gradbuf, (size_t)V * C * sizeof(float));
-    be->embedding_backward(m->gradbuf, dx0, m->tokens, BT, C);
+    if (!c->tie_word_embeddings)
+        LOMO_TIMED(m->ctx, LOMO_OP_COPY, 0, be->memset0(m->gradbuf, (size_t)V * C * sizeof(float)));
+    LOMO_TIMED(m->ctx, LOMO_OP_EMBEDDING, 0, be->embedding_backward(m->gradbuf, dx0, m->tokens, BT, C));
     if (dense_grad(&b, 0, m->gradbuf)) goto hook_failed;
     return lomo_device_check(m->ctx);
 

@@ -11,29 +11,32 @@
  */
 void model_block_forward(lomo_model *m, int l, const layer_acts *a, const float *x, float *out) {
     const lomo_backend *be = m->be;
+    lomo_ctx *ctx = m->ctx;
     const lomo_llama_config *c = &m->cfg;
     int B = m->B, T = m->T, BT = B * T, C = c->hidden_size, F = c->intermediate_size;
     int NH = c->num_attention_heads, NKV = c->num_key_value_heads, hd = m->head_dim;
-    lomo_dtype dt = m->dtype;
     float eps = (float)c->rms_norm_eps;
+    const float *ln1w = model_norm_weight(m, param_index(l, P_LN1));
 
-    be->rmsnorm_forward(a->ln1, a->rstd1, x, model_norm_weight(m, param_index(l, P_LN1)), BT, C, eps);
-    be->matmul_forward(a->q, a->ln1, param_ptr(m, param_index(l, P_WQ)), dt, m->wbuf, BT, C, NH * hd);
-    be->matmul_forward(a->k, a->ln1, param_ptr(m, param_index(l, P_WK)), dt, m->wbuf, BT, C, NKV * hd);
-    be->matmul_forward(a->v, a->ln1, param_ptr(m, param_index(l, P_WV)), dt, m->wbuf, BT, C, NKV * hd);
-    be->rope(a->q, m->rope_cos, m->rope_sin, B, T, NH, hd, 0, 0);
-    be->rope(a->k, m->rope_cos, m->rope_sin, B, T, NKV, hd, 0, 0);
-    be->attention_forward(a->atty, a->att, a->q, a->k, a->v, B, T, NH, NKV, hd, dt);
-    be->matmul_forward(a->xmid, a->atty, param_ptr(m, param_index(l, P_WO)), dt, m->wbuf, BT, NH * hd, C);
-    be->add_inplace(a->xmid, x, (size_t)BT * C);
+    LOMO_TIMED(ctx, LOMO_OP_RMSNORM, 0, be->rmsnorm_forward(a->ln1, a->rstd1, x, ln1w, BT, C, eps));
+    model_linear(m, a->q, a->ln1, param_index(l, P_WQ), C, NH * hd);
+    model_linear(m, a->k, a->ln1, param_index(l, P_WK), C, NKV * hd);
+    model_linear(m, a->v, a->ln1, param_index(l, P_WV), C, NKV * hd);
+    LOMO_TIMED(ctx, LOMO_OP_ROPE, 0, be->rope(a->q, m->rope_cos, m->rope_sin, B, T, NH, hd, 0, 0));
+    LOMO_TIMED(ctx, LOMO_OP_ROPE, 0, be->rope(a->k, m->rope_cos, m->rope_sin, B, T, NKV, hd, 0, 0));
+    LOMO_TIMED(ctx, LOMO_OP_ATTENTION_FWD, model_attention_flops(m),
+               be->attention_forward(a->atty, a->att, a->q, a->k, a->v, B, T, NH, NKV, hd, m->dtype));
+    model_linear(m, a->xmid, a->atty, param_index(l, P_WO), NH * hd, C);
+    LOMO_TIMED(ctx, LOMO_OP_RESIDUAL, 0, be->add_inplace(a->xmid, x, (size_t)BT * C));
 
-    be->rmsnorm_forward(a->ln2, a->rstd2, a->xmid, model_norm_weight(m, param_index(l, P_LN2)), BT, C, eps);
-    be->matmul_forward(a->gate, a->ln2, param_ptr(m, param_index(l, P_WG)), dt, m->wbuf, BT, C, F);
-    be->matmul_forward(a->up, a->ln2, param_ptr(m, param_index(l, P_WU)), dt, m->wbuf, BT, C, F);
-    be->swiglu_forward(a->hmlp, a->gate, a->up, (size_t)BT * F);
+    const float *ln2w = model_norm_weight(m, param_index(l, P_LN2));
+    LOMO_TIMED(ctx, LOMO_OP_RMSNORM, 0, be->rmsnorm_forward(a->ln2, a->rstd2, a->xmid, ln2w, BT, C, eps));
+    model_linear(m, a->gate, a->ln2, param_index(l, P_WG), C, F);
+    model_linear(m, a->up, a->ln2, param_index(l, P_WU), C, F);
+    LOMO_TIMED(ctx, LOMO_OP_SWIGLU, 0, be->swiglu_forward(a->hmlp, a->gate, a->up, (size_t)BT * F));
     if (!out) return;
-    be->matmul_forward(out, a->hmlp, param_ptr(m, param_index(l, P_WD)), dt, m->wbuf, BT, F, C);
-    be->add_inplace(out, a->xmid, (size_t)BT * C);
+    model_linear(m, out, a->hmlp, param_index(l, P_WD), F, C);
+    LOMO_TIMED(ctx, LOMO_OP_RESIDUAL, 0, be->add_inplace(out, a->xmid, (size_t)BT * C));
 }
 
 static lomo_status check_inputs(lomo_model *m, const int32_t *tokens, const int32_t *targets, int n) {
@@ -53,8 +56,7 @@ static lomo_status check_inputs(lomo_model *m, const int32_t *tokens, const int3
 /* The logits [BT, V] from the final norm's output. */
 void model_compute_logits(lomo_model *m) {
     const lomo_llama_config *c = &m->cfg;
-    m->be->matmul_forward(m->logits, m->lnf, param_ptr(m, param_head(m)), m->dtype, m->wbuf, m->B * m->T,
-                          c->hidden_size, c->vocab_size);
+    model_linear(m, m->logits, m->lnf, param_head(m), c->hidden_size, c->vocab_size);
     m->logits_valid = 1;
 }
 
@@ -75,28 +77,33 @@ lomo_status lomo_model_forward(lomo_model *m, const int32_t *tokens, const int32
     m->B = B;
     m->T = T;
     model_layout_for(m, B, T);
-    be->to_device(m->tokens, tokens, (size_t)BT * sizeof(int32_t));
+    LOMO_TIMED(m->ctx, LOMO_OP_COPY, 0, be->to_device(m->tokens, tokens, (size_t)BT * sizeof(int32_t)));
     memcpy(m->tokens_host, tokens, (size_t)BT * sizeof(int32_t));
 
-    be->embedding_forward(m->x[0], m->tokens, param_ptr(m, 0), m->dtype, BT, C);
+    LOMO_TIMED(m->ctx, LOMO_OP_EMBEDDING, 0,
+               be->embedding_forward(m->x[0], m->tokens, param_ptr(m, 0), m->dtype, BT, C));
     for (int l = 0; l < L; l++)
         model_block_forward(m, l, &m->la[m->checkpointing ? 0 : l], m->x[l], m->x[l + 1]);
     m->acts_layer = m->checkpointing ? L - 1 : -1;
-    be->rmsnorm_forward(m->lnf, m->rstdf, m->x[L], model_norm_weight(m, param_norm(m)), BT, C,
-                        (float)c->rms_norm_eps);
+    const float *lnfw = model_norm_weight(m, param_norm(m));
+    LOMO_TIMED(m->ctx, LOMO_OP_RMSNORM, 0,
+               be->rmsnorm_forward(m->lnf, m->rstdf, m->x[L], lnfw, BT, C, (float)c->rms_norm_eps));
     model_compute_logits(m);
-    if (logits_out) be->to_host(logits_out, m->logits, (size_t)BT * c->vocab_size * sizeof(float));
+    if (logits_out)
+        LOMO_TIMED(m->ctx, LOMO_OP_COPY, 0,
+                   be->to_host(logits_out, m->logits, (size_t)BT * c->vocab_size * sizeof(float)));
 
     m->rec_valid = 0;
     m->have_targets = targets != NULL;
     m->have_forward = 1;
     if (!targets) return lomo_device_check(m->ctx);
 
-    be->to_device(m->targets, targets, (size_t)BT * sizeof(int32_t));
-    be->crossentropy_forward(m->losses, m->lse, m->logits, m->targets, BT, c->vocab_size);
+    LOMO_TIMED(m->ctx, LOMO_OP_COPY, 0, be->to_device(m->targets, targets, (size_t)BT * sizeof(int32_t)));
+    LOMO_TIMED(m->ctx, LOMO_OP_CROSSENTROPY, 0,
+               be->crossentropy_forward(m->losses, m->lse, m->logits, m->targets, BT, c->vocab_size));
     float *host = malloc((size_t)BT * sizeof(float));
     if (!host) return lomo_fail(m->ctx, LOMO_ERR_OOM, "out of memory: loss readback");
-    be->to_host(host, m->losses, (size_t)BT * sizeof(float));
+    LOMO_TIMED(m->ctx, LOMO_OP_COPY, 0, be->to_host(host, m->losses, (size_t)BT * sizeof(float)));
     /* summed in order, in double: the loss is bitwise reproducible */
     double sum = 0.0;
     int n = 0;

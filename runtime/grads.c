@@ -39,7 +39,7 @@ void lomo_grads_destroy(lomo_grads *g) {
     free(g);
 }
 
-void lomo_grads_zero(lomo_grads *g) { g->m->be->memset0(g->mem, g->bytes); }
+void lomo_grads_zero(lomo_grads *g) { LOMO_TIMED(g->m->ctx, LOMO_OP_COPY, 0, g->m->be->memset0(g->mem, g->bytes)); }
 
 const float *lomo_grads_get(const lomo_grads *g, int p) {
     if (!g || p < 0 || p >= g->m->nparams) return NULL;
@@ -49,20 +49,22 @@ const float *lomo_grads_get(const lomo_grads *g, int p) {
 static int on_linear(void *user, int p, const float *dout, const float *inp, int BT) {
     lomo_grads *g = user;
     const param_desc *d = &g->m->params[p];
-    g->m->be->matmul_backward_weight(g->mem + g->offset[p], dout, inp, 1.0f, 1.0f, BT, (int)d->shape[1],
-                                     (int)d->shape[0]);
+    int IC = (int)d->shape[1], OC = (int)d->shape[0];
+    LOMO_TIMED(g->m->ctx, LOMO_OP_WEIGHT_GRAD, 2.0 * BT * IC * OC,
+               g->m->be->matmul_backward_weight(g->mem + g->offset[p], dout, inp, 1.0f, 1.0f, BT, IC, OC));
     return 0;
 }
 
 static int on_dense(void *user, int p, float *grad) {
     lomo_grads *g = user;
-    g->m->be->add_inplace(g->mem + g->offset[p], grad, g->m->params[p].numel);
+    LOMO_TIMED(g->m->ctx, LOMO_OP_RESIDUAL, 0, g->m->be->add_inplace(g->mem + g->offset[p], grad, g->m->params[p].numel));
     return 0;
 }
 
 static int on_rows(void *user, int p, const int32_t *rows, int nrows, float *grad) {
     lomo_grads *g = user;
-    g->m->be->rows_add(g->mem + g->offset[p], grad, rows, nrows, (int)g->m->params[p].shape[1]);
+    LOMO_TIMED(g->m->ctx, LOMO_OP_RESIDUAL, 0,
+               g->m->be->rows_add(g->mem + g->offset[p], grad, rows, nrows, (int)g->m->params[p].shape[1]));
     return 0;
 }
 

@@ -15,6 +15,8 @@ struct lomo_ctx {
     int num_threads;
     char err[LOMO_ERR_MAX];
     lomo_mem_stats mem;
+    int profiling;
+    lomo_op_stats prof;
 };
 
 /* Records the error text and returns the status, so callers can `return lomo_fail(...)`. */
@@ -30,5 +32,20 @@ lomo_status lomo_device_check(lomo_ctx *ctx);
 
 /* Applies the context's thread count to OpenMP and OpenBLAS for this thread. */
 void lomo_ctx_apply_threads(const lomo_ctx *ctx);
+
+/*
+ * Runs `call`, a backend call, timed into ctx's profile as `op` with `flops`
+ * when profiling is on. The device is drained before and after so the time
+ * is the op's own.
+ */
+#define LOMO_TIMED(ctx, op, flops, call)                              \
+    do {                                                              \
+        lomo_ctx *timed_ctx_ = (ctx);                                 \
+        double timed_t0_ = lomo_profile_begin(timed_ctx_);            \
+        call;                                                         \
+        lomo_profile_end(timed_ctx_, (op), (flops), timed_t0_);       \
+    } while (0)
+double lomo_profile_begin(lomo_ctx *ctx);
+void lomo_profile_end(lomo_ctx *ctx, lomo_op op, double flops, double t0);
 
 #endif

@@ -62,6 +62,36 @@ typedef struct lomo_ctx_options {
     const char *device;
 } lomo_ctx_options;
 
+/*
+ * Where a step's time goes, by kind of backend op, when profiling is on
+ * (lomo_profile_enable). Each op then waits for the device before and after,
+ * so the times are the ops' own; a profiled step runs a little slower.
+ */
+typedef enum lomo_op {
+    LOMO_OP_EMBEDDING = 0,     /* lookup and its scatter backward */
+    LOMO_OP_RMSNORM,
+    LOMO_OP_MATMUL,            /* linear layers' forward and input gradient */
+    LOMO_OP_WEIGHT_GRAD,       /* dW = dout^T inp, formed (baselines, clipping by value, adalomo) */
+    LOMO_OP_LINEAR_UPDATE,     /* the fused LOMO update: w += alpha dout^T inp, no dW */
+    LOMO_OP_ROPE,
+    LOMO_OP_ATTENTION_FWD,
+    LOMO_OP_ATTENTION_BWD,
+    LOMO_OP_SWIGLU,
+    LOMO_OP_RESIDUAL,          /* additions into the residual stream and gradient sums */
+    LOMO_OP_CROSSENTROPY,
+    LOMO_OP_OPTIMIZER,         /* elementwise updates of materialized gradients */
+    LOMO_OP_GRAD_CHECK,        /* non-finite checks and squared norms */
+    LOMO_OP_NORM_GRAM,         /* the norm pass's Gram-matrix route */
+    LOMO_OP_COPY,              /* fills, device copies, host <-> device transfers */
+    LOMO_OP_COUNT
+} lomo_op;
+
+typedef struct lomo_op_stats {
+    uint64_t calls[LOMO_OP_COUNT];
+    double seconds[LOMO_OP_COUNT];
+    double flops[LOMO_OP_COUNT];   /* matrix products and attention; 0 for the others */
+} lomo_op_stats;
+
 typedef struct lomo_mem_stats {
     size_t current[LOMO_MEM_COUNT];
     size_t peak[LOMO_MEM_COUNT];
@@ -142,6 +172,11 @@ const char *lomo_ctx_device(const lomo_ctx *ctx);
 void lomo_mem_get_stats(const lomo_ctx *ctx, lomo_mem_stats *out);
 void lomo_mem_reset_peak(lomo_ctx *ctx);
 const char *lomo_mem_category_name(lomo_mem_category c);
+/* on = 1: time every backend op into the context's profile (see lomo_op); 0: stop (the default) */
+void lomo_profile_enable(lomo_ctx *ctx, int on);
+void lomo_profile_get(const lomo_ctx *ctx, lomo_op_stats *out);
+void lomo_profile_reset(lomo_ctx *ctx);
+const char *lomo_op_name(lomo_op op);
 const char *lomo_status_name(lomo_status s);
 const char *lomo_dtype_name(lomo_dtype d);
 size_t lomo_dtype_size(lomo_dtype d);

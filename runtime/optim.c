@@ -197,7 +197,8 @@ static lomo_status full_gradient_step(lomo_optim *o, lomo_step_result *r) {
     int finite = 1;
     for (int p = 0; p < m->nparams; p++) {
         const float *g = lomo_grads_get(o->grads, p);
-        double s = o->be->sumsq(g, m->params[p].numel);
+        double s;
+        LOMO_TIMED(o->ctx, LOMO_OP_GRAD_CHECK, 0, s = o->be->sumsq(g, m->params[p].numel));
         finite &= isfinite(s) && p != o->inject;
         sumsq += s;
     }

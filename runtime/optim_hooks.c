@@ -21,9 +21,32 @@ static int found_nonfinite(lomo_optim *o, int p) {
 
 static int injected(const lomo_optim *o, int p) { return p == o->inject; }
 
+/* The backend's checks and sums, timed into the profile. */
+static int all_finite(lomo_optim *o, const float *x, size_t n) {
+    int ok;
+    LOMO_TIMED(o->ctx, LOMO_OP_GRAD_CHECK, 0, ok = o->be->all_finite(x, n));
+    return ok;
+}
+
+static double grad_sumsq(lomo_optim *o, const float *g, size_t n) {
+    double s;
+    LOMO_TIMED(o->ctx, LOMO_OP_GRAD_CHECK, 0, s = o->be->sumsq(g, n));
+    return s;
+}
+
+/* w_p -= lr * (prepared g), g [numel] the materialized gradient */
+static void sgd_update(lomo_optim *o, int p, const float *g) {
+    const param_desc *d = &o->m->params[p];
+    LOMO_TIMED(o->ctx, LOMO_OP_OPTIMIZER, 0,
+               o->be->sgd_update(param_ptr(o->m, p), o->m->dtype, g, d->numel, o->lr, o->o.weight_decay, o->gscale,
+                                 o->o.clip_grad_value, o->coef, optim_sr_seed(o, p)));
+}
+
 /* dW = dout^T inp into the scratch; [OC, IC] */
 static float *form_linear_grad(lomo_optim *o, const param_desc *d, const float *dout, const float *inp, int BT) {
-    o->be->matmul_backward_weight(o->gscratch, dout, inp, 1.0f, 0.0f, BT, (int)d->shape[1], (int)d->shape[0]);
+    int IC = (int)d->shape[1], OC = (int)d->shape[0];
+    LOMO_TIMED(o->ctx, LOMO_OP_WEIGHT_GRAD, 2.0 * BT * IC * OC,
+               o->be->matmul_backward_weight(o->gscratch, dout, inp, 1.0f, 0.0f, BT, IC, OC));
     return o->gscratch;
 }
 
@@ -39,7 +62,10 @@ static double gram_sumsq(lomo_optim *o, const param_desc *d, const float *dout, 
     }
     /* q/k/v share ln1 and gate/up share ln2: their input Gram is formed once */
     int valid = o->gram_inp == inp && o->gram_BT == BT;
-    double s = o->be->linear_grad_sumsq_gram(o->gram, valid, dout, inp, BT, (int)d->shape[1], (int)d->shape[0]);
+    int IC = (int)d->shape[1], OC = (int)d->shape[0];
+    double s, flops = 2.0 * BT * BT * (OC + (valid ? 0 : IC)) + 2.0 * BT * BT;
+    LOMO_TIMED(o->ctx, LOMO_OP_NORM_GRAM, flops,
+               s = o->be->linear_grad_sumsq_gram(o->gram, valid, dout, inp, BT, IC, OC));
     o->gram_inp = inp;
     o->gram_BT = BT;
     return s;
@@ -64,7 +90,7 @@ static double linear_sumsq(lomo_optim *o, int p, const float *dout, const float 
         double t0 = now();
         double sg = gram_sumsq(o, d, dout, inp, BT);
         double t1 = now();
-        double sf = o->be->sumsq(form_linear_grad(o, d, dout, inp, BT), d->numel);
+        double sf = grad_sumsq(o, form_linear_grad(o, d, dout, inp, BT), d->numel);
         double t2 = now();
         how = (t1 - t0) < (t2 - t1) ? LOMO_NORM_GRAM : LOMO_NORM_FORM_GRAD;
         o->norm_choice[p] = how;
@@ -73,7 +99,7 @@ static double linear_sumsq(lomo_optim *o, int p, const float *dout, const float 
     o->norm_choice[p] = how;
     if (how == LOMO_NORM_GRAM) return gram_sumsq(o, d, dout, inp, BT);
     if (optim_reserve_gscratch(o)) return NAN;
-    return o->be->sumsq(form_linear_grad(o, d, dout, inp, BT), d->numel);
+    return grad_sumsq(o, form_linear_grad(o, d, dout, inp, BT), d->numel);
 }
 
 /* ---- pass one: the norm, and a vetting of every gradient ---- */
@@ -89,7 +115,7 @@ static int measure_linear(void *user, int p, const float *dout, const float *inp
 static int measure_dense(void *user, int p, float *grad) {
     lomo_optim *o = user;
     o->gram_inp = NULL;   /* a new block's inputs follow: the cached Gram is stale */
-    double s = o->be->sumsq(grad, o->m->params[p].numel);
+    double s = grad_sumsq(o, grad, o->m->params[p].numel);
     if (!isfinite(s) || injected(o, p)) return found_nonfinite(o, p);
     o->sumsq += s * (double)o->gscale * o->gscale;
     return 0;
@@ -98,7 +124,7 @@ static int measure_dense(void *user, int p, float *grad) {
 static int measure_rows(void *user, int p, const int32_t *rows, int nrows, float *grad) {
     lomo_optim *o = user;
     (void)rows;
-    double s = o->be->sumsq(grad, (size_t)nrows * o->m->params[p].shape[1]);
+    double s = grad_sumsq(o, grad, (size_t)nrows * o->m->params[p].shape[1]);
     if (!isfinite(s) || injected(o, p)) return found_nonfinite(o, p);
     o->sumsq += s * (double)o->gscale * o->gscale;
     return 0;
@@ -116,10 +142,12 @@ static void adalomo_apply(lomo_optim *o, int p, float *g) {
     float *row = o->state + o->state_off[p];
     int two_d = d->ndim == 2;
     float beta = 1.0f - powf((float)(o->t + 1), o->o.adalomo_decay);
-    o->be->grad_prepare(g, d->numel, o->gscale, o->o.clip_grad_value, o->coef);
-    o->be->adalomo_update(param_ptr(o->m, p), o->m->dtype, g, row, two_d ? row + d->shape[0] : NULL,
-                          (int)d->shape[0], two_d ? (int)d->shape[1] : 0, beta, o->lr, o->o.weight_decay,
-                          o->o.adalomo_eps1, o->o.adalomo_eps2, o->o.adalomo_clip, optim_sr_seed(o, p));
+    LOMO_TIMED(o->ctx, LOMO_OP_OPTIMIZER, 0, o->be->grad_prepare(g, d->numel, o->gscale, o->o.clip_grad_value, o->coef));
+    LOMO_TIMED(o->ctx, LOMO_OP_OPTIMIZER, 0,
+               o->be->adalomo_update(param_ptr(o->m, p), o->m->dtype, g, row, two_d ? row + d->shape[0] : NULL,
+                                     (int)d->shape[0], two_d ? (int)d->shape[1] : 0, beta, o->lr,
+                                     o->o.weight_decay, o->o.adalomo_eps1, o->o.adalomo_eps2, o->o.adalomo_clip,
+                                     optim_sr_seed(o, p)));
 }
 
 static int update_linear(void *user, int p, const float *dout, const float *inp, int BT) {
@@ -130,8 +158,8 @@ static int update_linear(void *user, int p, const float *dout, const float *inp,
     /* each check reads the tensor and waits for the device: an input shared by q/k/v or
      * gate/up is checked once per block */
     if (!o->checked) {
-        if (injected(o, p) || !o->be->all_finite(dout, (size_t)BT * OC)) return found_nonfinite(o, p);
-        if (inp != o->finite_inp && !o->be->all_finite(inp, (size_t)BT * IC)) return found_nonfinite(o, p);
+        if (injected(o, p) || !all_finite(o, dout, (size_t)BT * OC)) return found_nonfinite(o, p);
+        if (inp != o->finite_inp && !all_finite(o, inp, (size_t)BT * IC)) return found_nonfinite(o, p);
         o->finite_inp = inp;
     }
     void *w = param_ptr(m, p);
@@ -139,13 +167,13 @@ static int update_linear(void *user, int p, const float *dout, const float *inp,
         if (optim_reserve_gscratch(o)) return 1;
         float *g = form_linear_grad(o, d, dout, inp, BT);
         if (o->o.kind == LOMO_OPTIM_ADALOMO) adalomo_apply(o, p, g);
-        else o->be->sgd_update(w, m->dtype, g, d->numel, o->lr, o->o.weight_decay, o->gscale,
-                               o->o.clip_grad_value, o->coef, optim_sr_seed(o, p));
+        else sgd_update(o, p, g);
         return 0;
     }
     /* the fused update: W <- (1 - lr*wd) W - (lr*coef/scale) dout^T inp, no gradient ever formed */
     float alpha = -o->lr * o->coef * o->gscale, beta = 1.0f - o->lr * o->o.weight_decay;
-    o->be->linear_update(w, m->dtype, m->wbuf, dout, inp, alpha, beta, BT, IC, OC, optim_sr_seed(o, p));
+    LOMO_TIMED(o->ctx, LOMO_OP_LINEAR_UPDATE, 2.0 * BT * IC * OC,
+               o->be->linear_update(w, m->dtype, m->wbuf, dout, inp, alpha, beta, BT, IC, OC, optim_sr_seed(o, p)));
     return 0;
 }
 
@@ -153,10 +181,9 @@ static int update_dense(void *user, int p, float *grad) {
     lomo_optim *o = user;
     o->finite_inp = NULL;   /* a new block's inputs follow (the buffers are reused across blocks) */
     const param_desc *d = &o->m->params[p];
-    if (!o->checked && (injected(o, p) || !o->be->all_finite(grad, d->numel))) return found_nonfinite(o, p);
+    if (!o->checked && (injected(o, p) || !all_finite(o, grad, d->numel))) return found_nonfinite(o, p);
     if (o->o.kind == LOMO_OPTIM_ADALOMO) adalomo_apply(o, p, grad);
-    else o->be->sgd_update(param_ptr(o->m, p), o->m->dtype, grad, d->numel, o->lr, o->o.weight_decay, o->gscale,
-                           o->o.clip_grad_value, o->coef, optim_sr_seed(o, p));
+    else sgd_update(o, p, grad);
     return 0;
 }
 
@@ -164,9 +191,11 @@ static int update_rows(void *user, int p, const int32_t *rows, int nrows, float 
     lomo_optim *o = user;
     const param_desc *d = &o->m->params[p];
     int C = (int)d->shape[1];
-    if (!o->checked && (injected(o, p) || !o->be->all_finite(grad, (size_t)nrows * C))) return found_nonfinite(o, p);
-    o->be->sgd_update_rows(param_ptr(o->m, p), o->m->dtype, grad, rows, nrows, (int)d->shape[0], C, o->lr,
-                           o->o.weight_decay, o->gscale, o->o.clip_grad_value, o->coef, optim_sr_seed(o, p));
+    if (!o->checked && (injected(o, p) || !all_finite(o, grad, (size_t)nrows * C))) return found_nonfinite(o, p);
+    LOMO_TIMED(o->ctx, LOMO_OP_OPTIMIZER, 0,
+               o->be->sgd_update_rows(param_ptr(o->m, p), o->m->dtype, grad, rows, nrows, (int)d->shape[0], C,
+                                      o->lr, o->o.weight_decay, o->gscale, o->o.clip_grad_value, o->coef,
+                                      optim_sr_seed(o, p)));
     return 0;
 }
 
@@ -188,13 +217,14 @@ void optim_apply_full(lomo_optim *o) {
         float *g = (float *)lomo_grads_get(o->grads, p);   /* ours to overwrite */
         void *w = param_ptr(m, p);
         if (oo->kind == LOMO_OPTIM_SGD) {
-            o->be->sgd_update(w, m->dtype, g, d->numel, o->lr, oo->weight_decay, o->gscale, oo->clip_grad_value,
-                              o->coef, optim_sr_seed(o, p));
+            sgd_update(o, p, g);
         } else {
             float *mv = o->state + o->state_off[p];
-            o->be->grad_prepare(g, d->numel, o->gscale, oo->clip_grad_value, o->coef);
-            o->be->adamw_update(w, m->dtype, g, mv, mv + d->numel, d->numel, o->lr, oo->weight_decay, b1, b2,
-                                oo->adam_eps, bc1, bc2, optim_sr_seed(o, p));
+            LOMO_TIMED(o->ctx, LOMO_OP_OPTIMIZER, 0,
+                       o->be->grad_prepare(g, d->numel, o->gscale, oo->clip_grad_value, o->coef));
+            LOMO_TIMED(o->ctx, LOMO_OP_OPTIMIZER, 0,
+                       o->be->adamw_update(w, m->dtype, g, mv, mv + d->numel, d->numel, o->lr, oo->weight_decay,
+                                           b1, b2, oo->adam_eps, bc1, bc2, optim_sr_seed(o, p)));
         }
     }
 }

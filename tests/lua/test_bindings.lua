@@ -418,6 +418,29 @@ function T.lomo_steps_lower_the_loss()
   m:close()
 end
 
+function T.profile_counts_the_ops_of_a_step()
+  local ctx = lomo.context{threads = 1}
+  local m = tiny(ctx)
+  local opt = lomo.optimizer(m, {name = "lomo"})
+  local tokens, targets = batch()
+  opt:step(tokens, targets, 0.05)
+  eq(ctx:profile_stats().matmul.calls, 0, "counted before profiling was on")
+  ctx:profile(true)
+  opt:step(tokens, targets, 0.05)
+  local s = ctx:profile_stats()
+  local layers = m:config().num_hidden_layers
+  eq(s.linear_update.calls, 7 * layers + (m:config().tie_word_embeddings and 0 or 1), "fused updates")
+  truthy(s.matmul.flops > 0 and s.matmul.seconds >= 0, "matmul flops and time")
+  truthy(s.attention_bwd.calls == layers, "attention backwards")
+  ctx:profile(false)
+  opt:step(tokens, targets, 0.05)
+  eq(ctx:profile_stats().linear_update.calls, s.linear_update.calls, "counted after profiling was off")
+  ctx:profile_reset()
+  eq(ctx:profile_stats().matmul.calls, 0, "reset")
+  fails(function() ctx:profile("yes") end, "boolean expected")
+  m:close()
+end
+
 function T.save_load_round_trip()
   local ctx = lomo.context{threads = 1}
   local m = tiny(ctx, {seed = 3})

@@ -1,0 +1,19 @@
+/* graph_ops.c: the graph's linear layers and attention, as calls timed into the profile. */
+#include "model.h"
+
+void model_linear(lomo_model *m, float *out, const float *inp, int p, int IC, int OC) {
+    int BT = m->B * m->T;
+    LOMO_TIMED(m->ctx, LOMO_OP_MATMUL, 2.0 * BT * IC * OC,
+               m->be->matmul_forward(out, inp, param_ptr(m, p), m->dtype, m->wbuf, BT, IC, OC));
+}
+
+void model_linear_dinp(lomo_model *m, float *dinp, const float *dout, int p, float beta, int IC, int OC) {
+    int BT = m->B * m->T;
+    LOMO_TIMED(m->ctx, LOMO_OP_MATMUL, 2.0 * BT * IC * OC,
+               m->be->matmul_backward_input(dinp, dout, param_ptr(m, p), m->dtype, m->wbuf, beta, BT, IC, OC));
+}
+
+/* Q K^T and P V over the causal half: 2 products of 2*T*T*hd/2 flops per head and sequence. */
+double model_attention_flops(const lomo_model *m) {
+    return 2.0 * m->B * m->cfg.num_attention_heads * (double)m->T * m->T * m->head_dim;
+}
