@@ -127,20 +127,13 @@ const char *lomo_lua_opt_device(lua_State *L, int t, const char *where) {
 }
 
 lomo_ctx *lomo_lua_new_ctx(lua_State *L, int threads, const char *device, const char *where) {
-    lomo_ctx_options o = {.num_threads = threads, .device = device};
+    char why[512] = "";
+    lomo_ctx_options o = {.num_threads = threads, .device = device, .why = why, .why_len = sizeof why};
     lomo_ctx *ctx = NULL;
     lomo_status st = lomo_ctx_create(&ctx, &o);
     if (st == LOMO_OK) return ctx;
-    /* the runtime's reason dies with the context it could not make; it printed it to stderr */
-    const char *env = getenv("LOMO_DEVICE");
-    const char *from = device ? "" : " (from LOMO_DEVICE)";
-    if (!device && env && *env) device = env;
-    if (st == LOMO_ERR_INVALID_ARG && device && !is_device_name(device))
-        luaL_error(L, "%s: device \"%s\"%s is unknown (expected \"cpu\" or \"cuda\")", where, device, from);
-    if (st == LOMO_ERR_DEVICE)
-        luaL_error(L, "%s: device \"%s\"%s is not usable (the reason is on stderr); device = \"cpu\" runs on "
-                   "the CPU", where, device ? device : "cuda", device ? from : "");
-    luaL_error(L, "%s: %s", where, lomo_status_name(st));
+    if (st == LOMO_ERR_DEVICE) luaL_error(L, "%s: %s; device = \"cpu\" runs on the CPU", where, why);
+    luaL_error(L, "%s: %s", where, *why ? why : lomo_status_name(st));
     return NULL;
 }
 

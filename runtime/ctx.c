@@ -11,10 +11,14 @@ extern void openblas_set_num_threads(int);
 
 /* The backend for a device name (NULL or "": LOMO_DEVICE, else cuda when usable, else cpu). */
 static const lomo_backend *choose_backend(lomo_ctx *ctx, const char *device) {
-    if (!device || !*device) device = getenv("LOMO_DEVICE");
+    const char *from = "";
+    if (!device || !*device) {
+        device = getenv("LOMO_DEVICE");
+        from = " (from LOMO_DEVICE)";
+    }
     int any = !device || !*device;
     if (!any && strcmp(device, "cpu") != 0 && strcmp(device, "cuda") != 0) {
-        lomo_fail(ctx, LOMO_ERR_INVALID_ARG, "unknown device \"%s\" (expected \"cpu\" or \"cuda\")", device);
+        lomo_fail(ctx, LOMO_ERR_INVALID_ARG, "unknown device \"%s\"%s (expected \"cpu\" or \"cuda\")", device, from);
         return NULL;
     }
     if (!any && strcmp(device, "cpu") == 0) return lomo_backend_cpu();
@@ -23,12 +27,12 @@ static const lomo_backend *choose_backend(lomo_ctx *ctx, const char *device) {
     const lomo_backend *be = lomo_backend_cuda(why, sizeof why);
     if (be) return be;
     if (any) return lomo_backend_cpu();
-    lomo_fail(ctx, LOMO_ERR_DEVICE, "device \"cuda\" is not usable: %s", why);
+    lomo_fail(ctx, LOMO_ERR_DEVICE, "device \"cuda\"%s is not usable: %s", from, why);
     return NULL;
 #else
     if (any) return lomo_backend_cpu();
-    lomo_fail(ctx, LOMO_ERR_DEVICE, "device \"cuda\": this build of lomo has no CUDA backend (nvcc was not found "
-              "when it was configured)");
+    lomo_fail(ctx, LOMO_ERR_DEVICE, "device \"cuda\"%s: this build of lomo has no CUDA backend (nvcc was not "
+              "found when it was configured)", from);
     return NULL;
 #endif
 }
@@ -39,15 +43,16 @@ lomo_status lomo_ctx_create(lomo_ctx **out, const lomo_ctx_options *opts) {
     lomo_ctx *ctx = calloc(1, sizeof *ctx);
     if (!ctx) return LOMO_ERR_OOM;
     ctx->num_threads = opts ? opts->num_threads : 0;
-    if (ctx->num_threads < 0) {
-        free(ctx);
-        return LOMO_ERR_INVALID_ARG;
-    }
-    ctx->be = choose_backend(ctx, opts ? opts->device : NULL);
-    if (!ctx->be) {
-        /* the reason is in ctx->err, which dies with ctx: print it where the caller can see it */
-        fprintf(stderr, "lomo: %s\n", ctx->err);
-        lomo_status st = strstr(ctx->err, "unknown device") ? LOMO_ERR_INVALID_ARG : LOMO_ERR_DEVICE;
+    lomo_status st = LOMO_OK;
+    if (ctx->num_threads < 0)
+        st = lomo_fail(ctx, LOMO_ERR_INVALID_ARG, "num_threads is %d; it must be 0 (the defaults) or more",
+                       ctx->num_threads);
+    else if (!(ctx->be = choose_backend(ctx, opts ? opts->device : NULL)))
+        st = strstr(ctx->err, "unknown device") ? LOMO_ERR_INVALID_ARG : LOMO_ERR_DEVICE;
+    if (st) {
+        /* the reason is in ctx->err, which dies with ctx: hand it to the caller */
+        if (opts && opts->why && opts->why_len) snprintf(opts->why, opts->why_len, "%s", ctx->err);
+        else fprintf(stderr, "lomo: %s\n", ctx->err);
         free(ctx);
         return st;
     }

@@ -60,6 +60,13 @@ typedef struct lomo_ctx_options {
      * Asking for cuda where there is none is an error naming why.
      */
     const char *device;
+    /*
+     * When lomo_ctx_create fails there is no context to ask for the reason:
+     * it is written here (NUL-terminated, cut to why_len bytes). With no
+     * buffer it goes to stderr instead.
+     */
+    char *why;
+    size_t why_len;
 } lomo_ctx_options;
 
 /*

@@ -56,28 +56,40 @@ int main(void) {
     lomo_model_options bad_dtype = {.dtype = (lomo_dtype)7};
     CHECK(lomo_model_create(&m, ctx, &ok, &bad_dtype) == LOMO_ERR_INVALID_ARG && strstr(lomo_last_error(ctx), "dtype"),
           "bad dtype: %s", lomo_last_error(ctx));
-    lomo_ctx_options bad_threads = {.num_threads = -1};
+    /* a failed create writes its reason into the caller's buffer (there is no context to hold it) */
+    char why[200] = "";
+    lomo_ctx_options bad_threads = {.num_threads = -1, .why = why, .why_len = sizeof why};
     lomo_ctx *c2 = NULL;
-    CHECK(lomo_ctx_create(&c2, &bad_threads) == LOMO_ERR_INVALID_ARG && c2 == NULL, "negative threads");
+    CHECK(lomo_ctx_create(&c2, &bad_threads) == LOMO_ERR_INVALID_ARG && c2 == NULL && strstr(why, "num_threads is -1"),
+          "negative threads: %s", why);
+    char tiny[8];
+    bad_threads.why = tiny;
+    bad_threads.why_len = sizeof tiny;
+    CHECK(lomo_ctx_create(&c2, &bad_threads) == LOMO_ERR_INVALID_ARG && strlen(tiny) == sizeof tiny - 1,
+          "the reason is cut to the buffer: \"%s\"", tiny);
 
     /* the device option: a name, the environment, and a GPU that may or may not be there */
-    lomo_ctx_options dev = {.device = "nonsense"};
-    CHECK(lomo_ctx_create(&c2, &dev) == LOMO_ERR_INVALID_ARG && c2 == NULL, "unknown device");
+    lomo_ctx_options dev = {.device = "nonsense", .why = why, .why_len = sizeof why};
+    CHECK(lomo_ctx_create(&c2, &dev) == LOMO_ERR_INVALID_ARG && c2 == NULL && strstr(why, "unknown device \"nonsense\""),
+          "unknown device: %s", why);
     dev.device = "cpu";
     CHECK(lomo_ctx_create(&c2, &dev) == LOMO_OK && strcmp(lomo_ctx_device(c2), "cpu") == 0, "device cpu");
     lomo_ctx_destroy(c2);
     c2 = NULL;
     dev.device = "cuda";
     lomo_status st = lomo_ctx_create(&c2, &dev);
-    CHECK((st == LOMO_OK && strcmp(lomo_ctx_device(c2), "cuda") == 0) || (st == LOMO_ERR_DEVICE && c2 == NULL),
-          "device cuda: %s", lomo_status_name(st));
+    CHECK((st == LOMO_OK && strcmp(lomo_ctx_device(c2), "cuda") == 0) ||
+              (st == LOMO_ERR_DEVICE && c2 == NULL && strstr(why, "device \"cuda\"")),
+          "device cuda: %s (%s)", lomo_status_name(st), why);
     lomo_ctx_destroy(c2);
     c2 = NULL;
     const char *env = getenv("LOMO_DEVICE");
     char saved[16] = "";
     if (env) snprintf(saved, sizeof saved, "%s", env);
     setenv("LOMO_DEVICE", "nonsense", 1);
-    CHECK(lomo_ctx_create(&c2, NULL) == LOMO_ERR_INVALID_ARG && c2 == NULL, "LOMO_DEVICE=nonsense");
+    lomo_ctx_options from_env = {.why = why, .why_len = sizeof why};
+    CHECK(lomo_ctx_create(&c2, &from_env) == LOMO_ERR_INVALID_ARG && c2 == NULL && strstr(why, "nonsense"),
+          "LOMO_DEVICE=nonsense: %s", why);
     dev.device = "cpu";   /* the option wins over the environment */
     CHECK(lomo_ctx_create(&c2, &dev) == LOMO_OK && strcmp(lomo_ctx_device(c2), "cpu") == 0, "option over env");
     lomo_ctx_destroy(c2);

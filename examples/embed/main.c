@@ -50,9 +50,10 @@ static int call(lua_State *L, int nargs, int nresults, const char *what) {
 
 static int print_plan(const char *model_path, int threads) {
     lomo_ctx *ctx = NULL;
-    lomo_status st = lomo_ctx_create(&ctx, &(lomo_ctx_options){.num_threads = threads});
+    char why[256] = "";
+    lomo_status st = lomo_ctx_create(&ctx, &(lomo_ctx_options){.num_threads = threads, .why = why, .why_len = sizeof why});
     if (st != LOMO_OK) {
-        fprintf(stderr, "embed_lomo: cannot create a context (%s)\n", lomo_status_name(st));
+        fprintf(stderr, "embed_lomo: cannot create a context: %s\n", why);
         return 1;
     }
     lomo_llama_config cfg;
