@@ -14,7 +14,10 @@
  *   bench_model [--hidden 768 --layers 12 --heads 12 --kv-heads 12 --ffn 2048
  *                --vocab 32000 --seq 256 --batch 2 --threads 2 --steps 5
  *                --dtypes f32,bf16 --ckpt 0,1
- *                --modes forward,fwdbwd,lomo,lomo-clip,adalomo,sgd,adamw]
+ *                --modes forward,fwdbwd,lomo,lomo-clip,adalomo,sgd,adamw --profile 0]
+ *
+ * --profile 1: after the timed steps each row runs one more with the op
+ * profile on (lomo_profile_enable) and prints where its time went.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,7 +30,7 @@
 
 typedef struct opts {
     lomo_llama_config cfg;
-    int B, T, threads, steps;
+    int B, T, threads, steps, profile;
     lomo_dtype dtype;
 } opts;
 
@@ -50,6 +53,7 @@ typedef struct row {
     int ckpt;
     double step_s, rss_mib, loss;
     lomo_mem_stats mem;
+    lomo_op_stats prof;   /* one profiled step after the timed ones (--profile 1) */
     int ok;
 } row;
 
@@ -112,6 +116,16 @@ static void run_mode(const opts *o, const char *mode, int ckpt, row *r) {
         t[i] = now() - t0;
         r->loss = loss;
     }
+    if (o->profile) {
+        lomo_profile_enable(ctx, 1);
+        float loss;
+        lomo_step_result res;
+        if (use_optim ? lomo_optim_step(opt, tok, tgt, o->B, o->T, 1e-4f, &res)
+                      : lomo_model_forward(m, tok, tgt, o->B, o->T, &loss, NULL) ||
+                            (fwdbwd && lomo_model_backward(m, 1.0f, &h)))
+            goto fail;
+        lomo_profile_get(ctx, &r->prof);
+    }
     qsort(t + 1, (size_t)o->steps, sizeof *t, cmp_double);
     r->step_s = t[1 + o->steps / 2];
     lomo_mem_get_stats(ctx, &r->mem);
@@ -153,6 +167,23 @@ static row run_isolated(const opts *o, const char *mode, int ckpt) {
     return r;
 }
 
+/* r's profiled step, op by op, in the order of lomo_op */
+static void print_profile(const row *r, lomo_dtype dt) {
+    double total = 0;
+    for (int op = 0; op < LOMO_OP_COUNT; op++) total += r->prof.seconds[op];
+    printf("\n%s %s ckpt %d, one profiled step: %.1f ms in ops\n", r->mode, lomo_dtype_name(dt), r->ckpt,
+           total * 1e3);
+    printf("  %-14s %6s %9s %7s %9s\n", "op", "calls", "ms", "share", "GFLOP/s");
+    for (int op = 0; op < LOMO_OP_COUNT; op++) {
+        if (!r->prof.calls[op]) continue;
+        double sec = r->prof.seconds[op], fl = r->prof.flops[op];
+        char rate[32] = "-";
+        if (fl > 0 && sec > 0) snprintf(rate, sizeof rate, "%.1f", fl / sec / 1e9);
+        printf("  %-14s %6llu %9.2f %6.1f%% %9s\n", lomo_op_name((lomo_op)op), (unsigned long long)r->prof.calls[op],
+               sec * 1e3, total > 0 ? 100 * sec / total : 0, rate);
+    }
+}
+
 static int arg_int(int argc, char **argv, const char *name, int def) {
     for (int i = 1; i + 1 < argc; i++)
         if (strcmp(argv[i], name) == 0) return atoi(argv[i + 1]);
@@ -181,6 +212,7 @@ int main(int argc, char **argv) {
     c->max_position_embeddings = o.T;
     o.threads = arg_int(argc, argv, "--threads", 2);
     o.steps = arg_int(argc, argv, "--steps", 5);
+    o.profile = arg_int(argc, argv, "--profile", 0);
     const char *dtypes = arg_str(argc, argv, "--dtypes", "f32");
     const char *ckpts = arg_str(argc, argv, "--ckpt", "0,1");
     const char *modes = arg_str(argc, argv, "--modes", "forward,fwdbwd");
@@ -231,6 +263,7 @@ int main(int argc, char **argv) {
                        r.mem.peak[LOMO_MEM_OPTIMIZER] / mib, r.mem.peak[LOMO_MEM_SCRATCH] / mib,
                        r.mem.peak_total / mib, r.rss_mib, r.step_s * 1e3, o.B * o.T / r.step_s,
                        flops / r.step_s / 1e9, r.loss);
+                if (o.profile) print_profile(&r, o.dtype);
                 fflush(stdout);
             }
         }

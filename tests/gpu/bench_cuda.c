@@ -94,6 +94,8 @@ typedef struct result {
     double fwd_s, attn_s;   /* one forward with loss; attention's share of a step (estimate) */
     double accounted_gib, used_gib;
     float loss;
+    lomo_op_stats prof;     /* one more step, profiled op by op */
+    double prof_step_s;
     char err[400];
 } result;
 
@@ -172,6 +174,18 @@ static result bench_one(const shape *s, int B, int T, int steps, size_t free0) {
         void *bufs[] = {q, k, v, ao, dq, dk, dv, dy, sv, sc};
         for (int i = 0; i < 10; i++) be->free(bufs[i]);
     }
+    /* and op by op: one more step with the profile on (each op drained, so a little slower) */
+    lomo_profile_reset(ctx);
+    lomo_profile_enable(ctx, 1);
+    t0 = now();
+    if (lomo_optim_step(o, tok, tgt, B, T, 1e-5f, &sr)) {
+        snprintf(r.err, sizeof r.err, "%s", lomo_last_error(ctx));
+        goto done;
+    }
+    m->be->sync();
+    r.prof_step_s = now() - t0;
+    lomo_profile_enable(ctx, 0);
+    lomo_profile_get(ctx, &r.prof);
     r.loss = sr.loss;
     r.tok_s = B * T / r.step_s;
     const char *peak_env = getenv("LOMO_PEAK_TFLOPS");
@@ -217,6 +231,36 @@ static void row(const shape *s, int B, int T, const result *r, double plan) {
         say("| %s | %d | %d | %.2f | failed: %s |\n", s->name, B, T, plan, r->err);
 }
 
+/* The profiled step of r, op by op, slowest first: calls, time, share, achieved TFLOP/s. */
+static void profile_table(const shape *s, int B, int T, const result *r) {
+    if (!r->ok) return;
+    double total = 0;
+    int order[LOMO_OP_COUNT], n = 0;
+    for (int op = 0; op < LOMO_OP_COUNT; op++) {
+        total += r->prof.seconds[op];
+        if (r->prof.calls[op]) order[n++] = op;
+    }
+    for (int i = 1; i < n; i++)   /* insertion sort by time, descending */
+        for (int j = i; j > 0 && r->prof.seconds[order[j]] > r->prof.seconds[order[j - 1]]; j--) {
+            int t = order[j];
+            order[j] = order[j - 1];
+            order[j - 1] = t;
+        }
+    say("\n%s, batch %d, seq %d: one profiled step, %.3f s (the ops' own time %.3f s; unprofiled step %.3f s)\n\n",
+        s->name, B, T, r->prof_step_s, total, r->step_s);
+    say("| op | calls | s | share | TFLOP/s |\n|---|---|---|---|---|\n");
+    for (int i = 0; i < n; i++) {
+        int op = order[i];
+        double sec = r->prof.seconds[op], fl = r->prof.flops[op];
+        if (fl > 0 && sec > 0)
+            say("| %s | %llu | %.4f | %.1f%% | %.1f |\n", lomo_op_name((lomo_op)op),
+                (unsigned long long)r->prof.calls[op], sec, 100 * sec / total, fl / sec / 1e12);
+        else
+            say("| %s | %llu | %.4f | %.1f%% | - |\n", lomo_op_name((lomo_op)op),
+                (unsigned long long)r->prof.calls[op], sec, 100 * sec / total);
+    }
+}
+
 int main(int argc, char **argv) {
     int quick = 0;
     const char *out_path = NULL;
@@ -252,11 +296,15 @@ int main(int argc, char **argv) {
         "tokens/s | MFU | loss |\n");
     say("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     int T = 1024, steps = quick ? 2 : 3;
+    result r7[2];   /* 7B at batch 1 and at its largest batch, for the profiles */
+    int b7[2] = {1, 1};
+    memset(r7, 0, sizeof r7);
     double budget = free0 / 1073741824.0 - 4.0;   /* headroom for scratch, workspace, fragmentation */
     for (int si = 0; si < 2; si++) {
         const shape *s = &SHAPES[si];
         result r = bench_one(s, 1, T, steps, free0);
         row(s, 1, T, &r, plan_gib(s, 1, T));
+        if (si == 1) r7[0] = r;
         int best = 1;
         for (int B = 2; B <= 64; B *= 2)
             if (plan_gib(s, B, T) <= budget) best = B;
@@ -270,8 +318,16 @@ int main(int argc, char **argv) {
                 r = bench_one(s, best, T, best > 8 ? 2 : steps, free0);
             }
             row(s, best, T, &r, plan_gib(s, best, T));
+            if (si == 1) {
+                r7[1] = r;
+                b7[1] = best;
+            }
         }
     }
+    say("\nWhere the 7B step's time goes: every backend op timed alone (lomo_profile_enable); matmul = the linear "
+        "layers' forward, recompute and input gradients, linear_update = the fused LOMO weight update; flops "
+        "are those each op performs, recompute included.\n");
+    for (int i = 0; i < 2; i++) profile_table(&SHAPES[1], b7[i], T, &r7[i]);
     /* the largest shape that trains: from the largest down, batch 1 */
     say("\nLargest LLaMA shape that trains here (batch 1, seq %d, 2 timed steps):\n\n", T);
     say("| shape | batch | seq | plan GiB | accounted GiB | used GiB | step s | forward s | attention s/step | "
