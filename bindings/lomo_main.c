@@ -142,7 +142,9 @@ static int pmain(lua_State *L) {
         status = luaL_loadfile(L, NULL);
         if (status == LUA_OK) status = lomo_cli_docall(L, 0, 0);
     } else if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "-v") == 0) {
-        printf("lomo %s (%s)\n", LOMO_LUA_VERSION, LUA_RELEASE);
+        char info[256];
+        lomo_build_info(info, sizeof info);
+        printf("lomo %s (%s)\n%s\n", LOMO_LUA_VERSION, LUA_RELEASE, info);
         status = LUA_OK;
     } else if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         usage(stdout);

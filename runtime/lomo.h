@@ -187,6 +187,13 @@ const char *lomo_op_name(lomo_op op);
 const char *lomo_status_name(lomo_status s);
 const char *lomo_dtype_name(lomo_dtype d);
 size_t lomo_dtype_size(lomo_dtype d);
+/*
+ * What this build runs on, into out (NUL-terminated, cut to n bytes): the
+ * BLAS library actually loaded and its threading (OpenMP, pthreads or none:
+ * a pthread OpenBLAS next to OpenMP kernels makes two thread pools fight over
+ * the cores), and whether the CUDA backend was built.
+ */
+void lomo_build_info(char *out, size_t n);
 
 /* ---- config ---- */
 /* Checks every field; on failure the error names the field. */
