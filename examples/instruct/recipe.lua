@@ -86,9 +86,11 @@ return function(cfg)
     lr = {name = o.schedule or "linear", lr = o.lr or 0.01, warmup = o.warmup or 0},
     eval = function() return held_loss() end, eval_at_start = true,
     out_dir = out_dir, memory = ctx, progress = cfg.progress,   -- nil: a bar on a terminal, lines in a log
+    profile = cfg.profile and ctx or nil,   -- profile: true prints where the step time went
     title = "instruction tuning with LOMO",
   }
 
+  if r.profile_report then io.write("where the training steps' time went:\n", r.profile_report) end
   replies("held-out replies after training:")
   local first, last = r.evals[1], r.evals[#r.evals]
   print(string.format("held-out response loss %.4f -> %.4f (perplexity %.2f -> %.2f), %d steps, %.0f s",

@@ -85,9 +85,11 @@ return function(cfg)
     lr = {name = o.schedule or "cosine", lr = o.lr or 3e-2, warmup = o.warmup or 0},
     eval = function() return held_bpb() end, eval_every = math.max(1, steps // 5), eval_at_start = true,
     out_dir = out_dir, memory = ctx, progress = cfg.progress,   -- nil: a bar on a terminal, lines in a log
+    profile = cfg.profile and ctx or nil,   -- profile: true prints where the step time went
     title = "pretraining from scratch (" .. cfg.text .. ")",
   }
 
+  if r.profile_report then io.write("where the training steps' time went:\n", r.profile_report) end
   local s = cfg.sample or {}
   local prompt = s.prompt or "The "
   local out = evalm.generate(m, bytes_of(prompt), {max_new_tokens = s.max_new_tokens or 120, temperature = 0})

@@ -236,6 +236,7 @@ return function(cfg)
     eval = function(model) return evaluate(model) end,
     eval_at_start = cfg.eval.zero_shot ~= false, eval_at_end = true,
     out_dir = out_dir, memory = ctx, progress = cfg.progress,   -- nil: a bar on a terminal, lines in a log
+    profile = cfg.profile and ctx or nil,   -- profile: true prints where the step time went
     title = "WiC (WordNet): LOMO fine-tuning of SmolLM2-135M-Instruct",
   }
 
@@ -275,6 +276,7 @@ return function(cfg)
   print(string.format("wall time %.0f s (training %.0f s), peak RSS %.0f MiB",
     results.seconds, r.elapsed, results.peak_rss / 2^20))
   if out_dir then print("metrics, loss curve and results in " .. out_dir) end
+  if r.profile_report then io.write("where the training steps' time went:\n", r.profile_report) end
 
   opt:close()
   m:close()

@@ -26,6 +26,9 @@
 --   progress              "bar", "lines", "off"; default: "bar" on a terminal, "lines" (every
 --                         5% of the run) when stderr is not one; progress_out (io.stderr)
 --   memory                function() -> bytes, or a lomo context (ctx:memory())
+--   profile               a lomo context: its training steps (not evaluation) are profiled op by
+--                         op; the result gets profile (lomo.profile.rows) and profile_report, and
+--                         out_dir/profile.txt holds the report
 --   json                  {encode=, decode=} (default lomo.json)
 --   clock                 function() -> seconds (default lomo.clock)
 --   interrupted           function() -> bool (default lomo.interrupted): checkpoint and stop
@@ -41,6 +44,7 @@ local schedule = require "lomo.schedule"
 local rng_mod = require "lomo.rng"
 local svg = require "lomo.svg"
 local progress = require "lomo.progress"
+local profile_mod = require "lomo.profile"
 
 local M = {}
 
@@ -144,6 +148,11 @@ function M.run(cfg)
   end
   local rng = rng_mod.new(cfg.seed or 0)
   local eval_every = cfg.eval_every
+  local prof = cfg.profile
+  if prof ~= nil and (type(prof) ~= "userdata" and type(prof) ~= "table" or not prof.profile_stats) then
+    fail("profile must be a lomo context (ctx), got %s", type(prof))
+  end
+  if prof then prof:profile_reset() end
 
   local st = {step = 0, losses = {}, evals = {}, tokens = 0, elapsed = 0.0}
   local checkpoints = {}
@@ -266,7 +275,9 @@ function M.run(cfg)
       local batch = loader:next()
       local s = st.step + 1
       local lr = lr_of(s)
+      if prof then prof:profile(true) end
       local r = opt:step(batch.tokens, batch.targets, lr)
+      if prof then prof:profile(false) end
       if type(r) ~= "table" then fail("optimizer step returned %s, expected a table", type(r)) end
       st.step = s
       local loss = r.loss
@@ -310,10 +321,17 @@ function M.run(cfg)
   end)
   bar:finish()
   if log then log:close() end
+  if prof then prof:profile(false) end   -- an error inside a step left it on
   if not ok then error(err, 0) end
 
   local result = {step = st.step, losses = st.losses, evals = st.evals, tokens = st.tokens,
                   elapsed = st.elapsed, stopped = stopped, total = total}
+  if prof then
+    local stats = prof:profile_stats()
+    result.profile = profile_mod.rows(stats)
+    result.profile_report = profile_mod.report(stats)
+    if out_dir then util.atomic_write(util.join(out_dir, "profile.txt"), result.profile_report) end
+  end
   if out_dir and stopped ~= "stop_after" and cfg.svg ~= false then
     result.svg = util.join(out_dir, "loss.svg")
     util.atomic_write(result.svg, M.loss_svg(st, cfg.title))

@@ -90,6 +90,47 @@ function T.epochs_define_the_length()
   check.eq(r.step, 20, "37 examples in batches of 4: 10 per epoch")
 end
 
+-- a stand-in context: counts the optimizer steps taken while its profile is on
+local function fake_profiled_ctx()
+  local ctx = {on = false, resets = 0, stats = {matmul = {calls = 0, seconds = 0, flops = 0}}}
+  function ctx:profile(on) self.on = on end
+  function ctx:profile_reset() self.resets = self.resets + 1 end
+  function ctx:profile_stats() return self.stats end
+  return ctx
+end
+
+function T.profile_covers_the_training_steps_only()
+  in_tmp(function(dir)
+    local ctx = fake_profiled_ctx()
+    local m = fake.model(0)
+    local opt = fake.optimizer(m)
+    local step = opt.step
+    opt.step = function(self, ...)
+      if ctx.on then
+        ctx.stats.matmul.calls = ctx.stats.matmul.calls + 1
+        ctx.stats.matmul.seconds = ctx.stats.matmul.seconds + 0.5
+      end
+      return step(self, ...)
+    end
+    local evals_profiled = 0
+    local r = trainer.run(base_cfg(m, opt, dir, {profile = ctx, eval_at_start = true, eval = function(model)
+      if ctx.on then evals_profiled = evals_profiled + 1 end
+      return {score = model:score()}
+    end}))
+    check.eq(ctx.resets, 1, "the profile starts from zero")
+    check.eq(ctx.stats.matmul.calls, 25, "every training step profiled")
+    check.eq(evals_profiled, 0, "evaluation is not profiled")
+    check.eq(ctx.on, false, "profiling is off after the run")
+    check.eq(r.profile[1].op, "matmul")
+    check.eq(r.profile[1].seconds, 12.5)
+    check.truthy(r.profile_report:find("matmul", 1, true), r.profile_report)
+    check.eq(check.read(dir .. "/profile.txt"), r.profile_report)
+  end)
+  local ok, err = pcall(trainer.run, {model = fake.model(0), optimizer = fake.optimizer(fake.model(0)),
+                                      data = loader(), steps = 1, progress = "off", profile = 42})
+  check.truthy(not ok and tostring(err):find("profile must be a lomo context", 1, true), tostring(err))
+end
+
 function T.resume_after_a_kill_reproduces_the_uninterrupted_run_exactly()
   in_tmp(function(dir)
     -- the reference: 25 uninterrupted steps
