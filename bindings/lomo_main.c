@@ -10,6 +10,7 @@
  * raises "interrupted" at the next Lua instruction, so a C call in progress
  * (a training step) completes first and the model stays consistent.
  */
+#include <ctype.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,13 +54,30 @@ static void install_sigint(void) {
     sigaction(SIGINT, &sa, NULL);
 }
 
+/* "chunk:line: ..." (error() at level 1 and up, or a runtime fault): where the program went wrong */
+static int has_position(const char *msg) {
+    const char *colon = strchr(msg, ':');
+    if (!colon || colon == msg || !isdigit((unsigned char)colon[1])) return 0;
+    const char *p = colon + 1;
+    while (isdigit((unsigned char)*p)) p++;
+    return *p == ':';
+}
+
+/*
+ * A message that names a position gets a traceback (a fault in a script). One
+ * raised without a position, as recipes and the bindings report bad input
+ * ("recipe.yaml: train.batch must be even ..."), is shown alone: the traceback
+ * would only point into the recipe's own checks. LOMO_TRACEBACK=1 always adds it.
+ */
 static int msghandler(lua_State *L) {
     const char *msg = lua_tostring(L, 1);
     if (msg == NULL) {
         if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) return 1;
         msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
     }
-    luaL_traceback(L, L, msg, 1);
+    const char *always = getenv("LOMO_TRACEBACK");
+    if (has_position(msg) || (always && *always && strcmp(always, "0") != 0)) luaL_traceback(L, L, msg, 1);
+    else lua_pushstring(L, msg);
     return 1;
 }
 

@@ -12,11 +12,14 @@ local util = require "lomo.util"
 -- relative paths in recipe.yaml are relative to the repository root, wherever the command runs
 local path_of = util.path_resolver(debug.getinfo(1, "S").source, 2)
 
-local function int_field(cfg, name, default)
+local function int_field(cfg, name, default, least)
   local v = cfg[name]
   if v == nil then return default end
   local i = math.tointeger(v)
-  if i == nil or i < 0 then error(string.format("recipe.yaml: %s must be a non-negative integer, got %s", name, tostring(v)), 0) end
+  least = least or 0
+  if i == nil or i < least then
+    error(string.format("recipe.yaml: %s must be an integer of at least %d, got %s", name, least, tostring(v)), 0)
+  end
   return i
 end
 
@@ -27,7 +30,10 @@ return function(cfg)
   local model_path = path_of(cfg.model)
   local data_path = path_of(cfg.data)
   local n_held = int_field(cfg, "heldout", 4)
-  local max_len = int_field(cfg, "max_len", 256)
+  local max_len = int_field(cfg, "max_len", 256, 1)
+  -- the training fields are checked before the model loads and generates
+  local batch, epochs = int_field(cfg, "batch", 4, 1), int_field(cfg, "epochs", 1, 1)
+  local steps = cfg.steps and int_field(cfg, "steps", nil, 1)
   local gen = cfg.generate or {}
 
   local records = {}
@@ -81,8 +87,8 @@ return function(cfg)
                                  seed = seed})
   local out_dir = cfg.out_dir and path_of(cfg.out_dir) or nil
   local r = trainer.run{
-    model = m, optimizer = opt, data = data.loader(train, {batch = int_field(cfg, "batch", 4), seed = seed}),
-    epochs = int_field(cfg, "epochs", 1), steps = cfg.steps and int_field(cfg, "steps"), seed = seed,
+    model = m, optimizer = opt, data = data.loader(train, {batch = batch, seed = seed}),
+    epochs = epochs, steps = steps, seed = seed,
     lr = {name = o.schedule or "linear", lr = o.lr or 0.01, warmup = o.warmup or 0},
     eval = function() return held_loss() end, eval_at_start = true,
     out_dir = out_dir, memory = ctx, progress = cfg.progress,   -- nil: a bar on a terminal, lines in a log

@@ -1,0 +1,72 @@
+-- The example recipes refuse bad settings by name, before loading a model: each case runs
+-- `lomo run examples/<x>/recipe.yaml key=value ...` and reads its exit status and output.
+local check = require "check"
+
+local T = {}
+
+local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
+local root = here .. "/../.."
+
+-- the lomo program: LOMO_BUILD_DIR (ctest sets it), else the default build folder
+local function program()
+  local dir = os.getenv("LOMO_BUILD_DIR") or (root .. "/build")
+  local exe = dir .. "/bindings/lomo"
+  local f = io.open(exe, "rb")
+  if not f then check.skip("no lomo program at " .. exe .. " (build it, or set LOMO_BUILD_DIR)") end
+  f:close()
+  return exe
+end
+
+local function quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+
+-- runs the recipe with overrides; returns the exit code and everything it printed
+local function run(yaml, ...)
+  -- LOMO_TRACEBACK empty: a traceback on every error is the caller's choice, not the default under test
+  local args = {"LOMO_TRACEBACK=", quote(program()), "run", quote(root .. "/" .. yaml)}
+  for _, a in ipairs({...}) do args[#args + 1] = quote(a) end
+  local p = assert(io.popen(table.concat(args, " ") .. " 2>&1"))
+  local out = p:read("a")
+  local _, _, code = p:close()
+  return code, out
+end
+
+local function refuses(yaml, want, ...)
+  local code, out = run(yaml, ...)
+  check.truthy(code ~= 0, "exit status 0 for " .. table.concat({...}, " ") .. ":\n" .. out)
+  check.truthy(out:find(want, 1, true), ("expected '%s' in:\n%s"):format(want, out))
+  check.truthy(not out:find("stack traceback", 1, true), "a settings error came with a traceback:\n" .. out)
+  -- no model was loaded or generated from: the model path given is not even there
+  check.truthy(not out:find("/no/such/model", 1, true), "the model was opened before the check:\n" .. out)
+end
+
+function T.wic_refuses_bad_settings_by_name()
+  local bad_model = "model.path=/no/such/model.gguf"
+  refuses("examples/wic/recipe.yaml", "recipe.yaml: train.batch must be even with train.balanced",
+          "train.batch=3", bad_model)
+  refuses("examples/wic/recipe.yaml", "recipe.yaml: train.limit must be a positive integer, got abc",
+          "train.limit=abc", bad_model)
+  refuses("examples/wic/recipe.yaml", "recipe.yaml: optim.lr must be a number, got fast", "optim.lr=fast", bad_model)
+  refuses("examples/wic/recipe.yaml", "/no/such/train.jsonl: not found", "data.train=/no/such/train.jsonl",
+          bad_model)
+  refuses("examples/wic/recipe.yaml", "prompt.choices must list two answers", "prompt.choices=[yes]", bad_model)
+end
+
+function T.instruct_refuses_bad_settings_by_name()
+  refuses("examples/instruct/recipe.yaml", "recipe.yaml: batch must be an integer of at least 1, got 0",
+          "batch=0", "model=/no/such/model.gguf")
+  refuses("examples/instruct/recipe.yaml", "recipe.yaml: heldout must be an integer of at least 0, got -2",
+          "heldout=-2", "model=/no/such/model.gguf")
+end
+
+function T.pretrain_refuses_bad_settings_by_name()
+  refuses("examples/pretrain/recipe.yaml", "recipe.yaml: model.vocab_size must be 256 (byte tokens)",
+          "model.vocab_size=300")
+end
+
+function T.overrides_that_cannot_be_applied_are_named()
+  refuses("examples/wic/recipe.yaml", "override 'train.batch': expected key=value", "train.batch")
+  refuses("examples/wic/recipe.yaml", "override train.batch.x: train.batch is a number, not a mapping",
+          "train.batch.x=1")
+end
+
+return T
