@@ -484,6 +484,8 @@ static void run_steps(const step_case *sc) {
     float *weights[2] = {0};
     size_t nw = 0;
     char err[2][300] = {"", ""};
+    lomo_op_stats prof[2];   /* the last step, profiled: the same graph runs the same ops on both */
+    memset(prof, 0, sizeof prof);
     for (int dev = 0; dev < 2; dev++) {
         lomo_ctx *ctx = NULL;
         lomo_ctx_options co = {.num_threads = 0, .device = dev ? "cuda" : "cpu"};
@@ -500,6 +502,7 @@ static void run_steps(const step_case *sc) {
         } else {
             for (int s = 0; s < steps; s++) {
                 lomo_step_result r;
+                lomo_profile_enable(ctx, s == steps - 1);
                 if (lomo_optim_step(o, tok, tgt, B, T, sc->lr, &r)) {
                     snprintf(err[dev], 300, "step %d: %s", s, lomo_last_error(ctx));
                     break;
@@ -507,6 +510,7 @@ static void run_steps(const step_case *sc) {
                 losses[dev][s] = r.loss;
             }
             weights[dev] = fx_model_weights(m, &nw);
+            lomo_profile_get(ctx, &prof[dev]);
         }
         lomo_optim_destroy(o);
         lomo_model_destroy(m);
@@ -526,6 +530,17 @@ static void run_steps(const step_case *sc) {
                losses[1][0], losses[1][1], losses[1][2]);
         snprintf(what, sizeof what, "step %s weights after %d steps", sc->name, steps);
         compare(what, weights[1], weights[0], nw, sc->dtype == LOMO_F32 ? 1e-4 : 5e-3);
+        int same = 1;
+        char diff[200] = "";
+        for (int op = 0; op < LOMO_OP_COUNT; op++)
+            if (prof[0].calls[op] != prof[1].calls[op] || prof[0].flops[op] != prof[1].flops[op]) {
+                if (same)
+                    snprintf(diff, sizeof diff, "%s: cpu %llu calls, cuda %llu", lomo_op_name((lomo_op)op),
+                             (unsigned long long)prof[0].calls[op], (unsigned long long)prof[1].calls[op]);
+                same = 0;
+            }
+        snprintf(what, sizeof what, "step %s profile: the same ops on both", sc->name);
+        check(what, same && prof[1].calls[LOMO_OP_MATMUL] > 0 && prof[1].seconds[LOMO_OP_MATMUL] > 0, diff);
     }
     free(weights[0]); free(weights[1]); free(tok); free(tgt);
 }
