@@ -3,7 +3,8 @@
 #
 # Builds lomo with the CUDA backend, runs the CPU-vs-GPU parity test of every
 # op and of whole training steps (tests/gpu/test_cuda.c), then the benchmark
-# table (tests/gpu/bench_cuda.c). Results go to gpu-results/ (or $1):
+# table (tests/gpu/bench_cuda.c) with the 7B step's op profile (where its time
+# goes: GEMM rate, attention, elementwise). Results go to gpu-results/ (or $1):
 # parity.txt, bench.md, gpu.txt. On one H200: about a minute to build, one to run.
 #
 #   tests/gpu/run.sh [results-dir]
