@@ -33,6 +33,7 @@ static const shape SHAPES[] = {
 };
 
 static FILE *OUT;
+static int CKPT = 1;   /* activation checkpointing for the models benchmarked (the tables: on) */
 static double now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -68,7 +69,7 @@ static double nonembedding_params(const lomo_llama_config *c) {
 
 /* Random weights on the device: the host never draws billions of numbers. */
 static lomo_status random_model(lomo_model **out, lomo_ctx *ctx, const lomo_llama_config *cfg) {
-    lomo_model_options mo = {.dtype = LOMO_BF16, .checkpointing = 1};
+    lomo_model_options mo = {.dtype = LOMO_BF16, .checkpointing = CKPT};
     lomo_status st = model_create(out, ctx, cfg, &mo, 0);
     if (st) return st;
     lomo_model *m = *out;
@@ -169,7 +170,7 @@ static result bench_one(const shape *s, int B, int T, int steps, size_t free0) {
             be->attention_backward(dq, dk, dv, sc, dy, ao, sv, q, k, v, B, T, NH, NKV, hd, LOMO_BF16);
             be->sync();
             double tb = now() - t0;
-            r.attn_s = cfg.num_hidden_layers * (2 * tf + tb);
+            r.attn_s = cfg.num_hidden_layers * ((CKPT ? 2 : 1) * tf + tb);   /* recompute: a second forward */
         }
         void *bufs[] = {q, k, v, ao, dq, dk, dv, dy, sv, sc};
         for (int i = 0; i < 10; i++) be->free(bufs[i]);
@@ -214,7 +215,7 @@ static double plan_gib(const shape *s, int B, int T) {
     lomo_ctx_options co = {.device = "cuda"};
     if (lomo_ctx_create(&ctx, &co)) return 1e9;
     lomo_llama_config cfg = config_of(s, T);
-    lomo_model_options mo = {.dtype = LOMO_BF16, .checkpointing = 1};
+    lomo_model_options mo = {.dtype = LOMO_BF16, .checkpointing = CKPT};
     lomo_optim_options oo;
     lomo_optim_options_default(&oo, LOMO_OPTIM_LOMO);
     lomo_plan p;
@@ -328,6 +329,32 @@ int main(int argc, char **argv) {
         "layers' forward, recompute and input gradients, linear_update = the fused LOMO weight update; flops "
         "are those each op performs, recompute included.\n");
     for (int i = 0; i < 2; i++) profile_table(&SHAPES[1], b7[i], T, &r7[i]);
+
+    /* Without checkpointing there is no recompute (6N instead of 8N GEMM flops a token) and
+     * every block keeps its activations: what a GPU with room to spare would run. */
+    CKPT = 0;
+    int bn = 0;
+    for (int B = 1; B <= 64; B *= 2)
+        if (plan_gib(&SHAPES[1], B, T) <= budget) bn = B;
+    if (quick && bn > 8) bn = 8;
+    say("\nLLaMA-7B without activation checkpointing (every block's activations kept, no recompute), the "
+        "largest batch that fits:\n\n");
+    say("| shape | batch | seq | plan GiB | accounted GiB | used GiB | step s | forward s | attention s/step | "
+        "tokens/s | MFU | loss |\n");
+    say("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    if (bn) {
+        result rn = bench_one(&SHAPES[1], bn, T, 2, free0);
+        while (!rn.ok && bn > 1 && strstr(rn.err, "out of")) {
+            row(&SHAPES[1], bn, T, &rn, plan_gib(&SHAPES[1], bn, T));
+            bn /= 2;
+            rn = bench_one(&SHAPES[1], bn, T, 2, free0);
+        }
+        row(&SHAPES[1], bn, T, &rn, plan_gib(&SHAPES[1], bn, T));
+        profile_table(&SHAPES[1], bn, T, &rn);
+    } else {
+        say("| LLaMA-7B | 1 | %d | %.2f | does not fit |\n", T, plan_gib(&SHAPES[1], 1, T));
+    }
+    CKPT = 1;
     /* the largest shape that trains: from the largest down, batch 1 */
     say("\nLargest LLaMA shape that trains here (batch 1, seq %d, 2 timed steps):\n\n", T);
     say("| shape | batch | seq | plan GiB | accounted GiB | used GiB | step s | forward s | attention s/step | "
