@@ -109,6 +109,26 @@ __device__ __forceinline__ uint32_t t2_pack<__half>(float lo, float hi) {
     return *reinterpret_cast<uint32_t *>(&h);
 }
 
+/* c[2 i] += A B0 and c[2 i + 1] += A B1: the two 8-column B fragments one ldmatrix.x4 loaded (bb) */
+template <typename E, int N>
+__device__ __forceinline__ void t2_mma2(float (&c)[N][4], int i, const uint32_t (&a)[4], const uint32_t (&bb)[4]) {
+    t2_mma<E>(c[2 * i], a, bb[0], bb[1]);
+    t2_mma<E>(c[2 * i + 1], a, bb[2], bb[3]);
+}
+
+/*
+ * Columns [16 kk, 16 kk + 16) of a 16-row accumulator tile c as an A fragment: the C fragments of
+ * two 8-column products are, rounded to E and packed in pairs, the A fragment of the next product
+ * (FlashAttention-2 keeps P in registers this way).
+ */
+template <typename E, int N>
+__device__ __forceinline__ void t2_acc_a(uint32_t (&a)[4], const float (&c)[N][4], int kk) {
+    a[0] = t2_pack<E>(c[2 * kk][0], c[2 * kk][1]);
+    a[1] = t2_pack<E>(c[2 * kk][2], c[2 * kk][3]);
+    a[2] = t2_pack<E>(c[2 * kk + 1][0], c[2 * kk + 1][1]);
+    a[3] = t2_pack<E>(c[2 * kk + 1][2], c[2 * kk + 1][3]);
+}
+
 __device__ __forceinline__ float4 t2_ld4(const float *p) { return __ldg(reinterpret_cast<const float4 *>(p)); }
 
 __device__ __forceinline__ void t2_st2(float *p, float a, float b) {
@@ -192,11 +212,9 @@ __device__ __forceinline__ void t2_two_products(float (&s)[4][4], float (&t)[4][
         for (int np = 0; np < 2; np++) {
             uint32_t bb[4];
             t2_ldsm_x4(bb, b1 + np * 16 * LD + obn + kk * 16);
-            t2_mma<E>(s[2 * np], a, bb[0], bb[1]);
-            t2_mma<E>(s[2 * np + 1], a, bb[2], bb[3]);
+            t2_mma2<E>(s, np, a, bb);
             t2_ldsm_x4(bb, b2 + np * 16 * LD + obn + kk * 16);
-            t2_mma<E>(t[2 * np], a2f, bb[0], bb[1]);
-            t2_mma<E>(t[2 * np + 1], a2f, bb[2], bb[3]);
+            t2_mma2<E>(t, np, a2f, bb);
         }
     }
 }
@@ -266,8 +284,7 @@ attention_tc_forward_kernel(float *out, float *lse, const float *q, const float 
                 if (np >= ng) break;
                 uint32_t bb[4];
                 t2_ldsm_x4(bb, Ks + np * 16 * LD + obn + kk * 16);
-                t2_mma<E>(s[2 * np], a, bb[0], bb[1]);
-                t2_mma<E>(s[2 * np + 1], a, bb[2], bb[3]);
+                t2_mma2<E>(s, np, a, bb);
             }
         }
 
@@ -318,16 +335,12 @@ attention_tc_forward_kernel(float *out, float *lse, const float *q, const float 
         for (int kk = 0; kk < 4; kk++) {
             if (kk >= ng) break;
             uint32_t a[4];
-            a[0] = t2_pack<E>(s[2 * kk][0], s[2 * kk][1]);
-            a[1] = t2_pack<E>(s[2 * kk][2], s[2 * kk][3]);
-            a[2] = t2_pack<E>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-            a[3] = t2_pack<E>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+            t2_acc_a<E>(a, s, kk);
 #pragma unroll
             for (int dp = 0; dp < NO / 2; dp++) {
                 uint32_t bb[4];
                 t2_ldsm_x4_t(bb, Vs + kk * 16 * LD + obt + dp * 16);
-                t2_mma<E>(o[2 * dp], a, bb[0], bb[1]);
-                t2_mma<E>(o[2 * dp + 1], a, bb[2], bb[3]);
+                t2_mma2<E>(o, dp, a, bb);
             }
         }
     }
@@ -455,23 +468,15 @@ attention_tc_dkdv_kernel(float *dk, float *dv, const float *D, const float *dout
 #pragma unroll
                 for (int kk = 0; kk < 2; kk++) {
                     uint32_t ap[4], ad[4];
-                    ap[0] = t2_pack<E>(s[2 * kk][0], s[2 * kk][1]);
-                    ap[1] = t2_pack<E>(s[2 * kk][2], s[2 * kk][3]);
-                    ap[2] = t2_pack<E>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-                    ap[3] = t2_pack<E>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
-                    ad[0] = t2_pack<E>(dp[2 * kk][0], dp[2 * kk][1]);
-                    ad[1] = t2_pack<E>(dp[2 * kk][2], dp[2 * kk][3]);
-                    ad[2] = t2_pack<E>(dp[2 * kk + 1][0], dp[2 * kk + 1][1]);
-                    ad[3] = t2_pack<E>(dp[2 * kk + 1][2], dp[2 * kk + 1][3]);
+                    t2_acc_a<E>(ap, s, kk);
+                    t2_acc_a<E>(ad, dp, kk);
 #pragma unroll
                     for (int dd = 0; dd < NO / 2; dd++) {
                         uint32_t bb[4];
                         t2_ldsm_x4_t(bb, gt + kk * 16 * LD + obt + dd * 16);
-                        t2_mma<E>(dva[2 * dd], ap, bb[0], bb[1]);
-                        t2_mma<E>(dva[2 * dd + 1], ap, bb[2], bb[3]);
+                        t2_mma2<E>(dva, dd, ap, bb);
                         t2_ldsm_x4_t(bb, qt + kk * 16 * LD + obt + dd * 16);
-                        t2_mma<E>(dka[2 * dd], ad, bb[0], bb[1]);
-                        t2_mma<E>(dka[2 * dd + 1], ad, bb[2], bb[3]);
+                        t2_mma2<E>(dka, dd, ad, bb);
                     }
                 }
             }
@@ -567,16 +572,12 @@ attention_tc_dq_kernel(float *dq, const float *D, const float *dout, const float
 #pragma unroll
             for (int kk = 0; kk < 2; kk++) {
                 uint32_t ad[4];
-                ad[0] = t2_pack<E>(dp[2 * kk][0], dp[2 * kk][1]);
-                ad[1] = t2_pack<E>(dp[2 * kk][2], dp[2 * kk][3]);
-                ad[2] = t2_pack<E>(dp[2 * kk + 1][0], dp[2 * kk + 1][1]);
-                ad[3] = t2_pack<E>(dp[2 * kk + 1][2], dp[2 * kk + 1][3]);
+                t2_acc_a<E>(ad, dp, kk);
 #pragma unroll
                 for (int dd = 0; dd < NO / 2; dd++) {
                     uint32_t bb[4];
                     t2_ldsm_x4_t(bb, kt_s + kk * 16 * LD + obt + dd * 16);
-                    t2_mma<E>(dqa[2 * dd], ad, bb[0], bb[1]);
-                    t2_mma<E>(dqa[2 * dd + 1], ad, bb[2], bb[3]);
+                    t2_mma2<E>(dqa, dd, ad, bb);
                 }
             }
         }
