@@ -6,29 +6,9 @@ local lomo = require "lomo"
 
 local T = {}
 
-local function fails(fn, pattern, ...)
-  local ok, err = pcall(fn, ...)
-  if ok then error("expected an error containing '" .. pattern .. "', got success", 2) end
-  err = tostring(err)
-  if not err:find(pattern, 1, true) then
-    error(("expected an error containing '%s', got: %s"):format(pattern, err), 2)
-  end
-  return err
-end
-
-local function eq(a, b, what)
-  if a ~= b then error(("%s: expected %s, got %s"):format(what or "value", tostring(b), tostring(a)), 2) end
-end
-
-local function near(a, b, tol, what)
-  if type(a) ~= "number" or math.abs(a - b) > tol * math.max(1, math.abs(b)) then
-    error(("%s: expected %.17g, got %s"):format(what or "value", b, tostring(a)), 2)
-  end
-end
-
-local function truthy(v, what)
-  if not v then error((what or "condition") .. " is false", 2) end
-end
+-- the shared assertions (tests/lua/check.lua), under the short names these tests use
+local check = require "check"
+local fails, eq, near, truthy = check.raises, check.eq, check.near, check.truthy
 
 local CFG = {hidden_size = 16, intermediate_size = 32, num_hidden_layers = 2, num_attention_heads = 2,
              num_key_value_heads = 1, vocab_size = 32, max_position_embeddings = 64}
