@@ -9,31 +9,30 @@
 
 extern void openblas_set_num_threads(int);
 
-/* The backend for a device name (NULL or "": LOMO_DEVICE, else cuda when usable, else cpu). */
-static const lomo_backend *choose_backend(lomo_ctx *ctx, const char *device) {
+/* ctx->be for a device name (NULL or "": LOMO_DEVICE, else cuda when usable, else cpu); on failure
+ * the status, with the reason in ctx->err. */
+static lomo_status choose_backend(lomo_ctx *ctx, const char *device) {
     const char *from = "";
     if (!device || !*device) {
         device = getenv("LOMO_DEVICE");
         from = " (from LOMO_DEVICE)";
     }
     int any = !device || !*device;
-    if (!any && strcmp(device, "cpu") != 0 && strcmp(device, "cuda") != 0) {
-        lomo_fail(ctx, LOMO_ERR_INVALID_ARG, "unknown device \"%s\"%s (expected \"cpu\" or \"cuda\")", device, from);
-        return NULL;
-    }
-    if (!any && strcmp(device, "cpu") == 0) return lomo_backend_cpu();
+    if (!any && strcmp(device, "cpu") != 0 && strcmp(device, "cuda") != 0)
+        return lomo_fail(ctx, LOMO_ERR_INVALID_ARG, "unknown device \"%s\"%s (expected \"cpu\" or \"cuda\")",
+                         device, from);
+    ctx->be = lomo_backend_cpu();
+    if (!any && strcmp(device, "cpu") == 0) return LOMO_OK;
 #ifdef LOMO_HAVE_CUDA
     char why[256] = "";
-    const lomo_backend *be = lomo_backend_cuda(why, sizeof why);
-    if (be) return be;
-    if (any) return lomo_backend_cpu();
-    lomo_fail(ctx, LOMO_ERR_DEVICE, "device \"cuda\"%s is not usable: %s", from, why);
-    return NULL;
+    const lomo_backend *cuda = lomo_backend_cuda(why, sizeof why);
+    if (cuda) ctx->be = cuda;
+    if (cuda || any) return LOMO_OK;
+    return lomo_fail(ctx, LOMO_ERR_DEVICE, "device \"cuda\"%s is not usable: %s", from, why);
 #else
-    if (any) return lomo_backend_cpu();
-    lomo_fail(ctx, LOMO_ERR_DEVICE, "device \"cuda\"%s: this build of lomo has no CUDA backend (nvcc was not "
-              "found when it was configured)", from);
-    return NULL;
+    if (any) return LOMO_OK;
+    return lomo_fail(ctx, LOMO_ERR_DEVICE, "device \"cuda\"%s: this build of lomo has no CUDA backend (nvcc was "
+                     "not found when it was configured)", from);
 #endif
 }
 
@@ -47,8 +46,8 @@ lomo_status lomo_ctx_create(lomo_ctx **out, const lomo_ctx_options *opts) {
     if (ctx->num_threads < 0)
         st = lomo_fail(ctx, LOMO_ERR_INVALID_ARG, "num_threads is %d; it must be 0 (the defaults) or more",
                        ctx->num_threads);
-    else if (!(ctx->be = choose_backend(ctx, opts ? opts->device : NULL)))
-        st = strstr(ctx->err, "unknown device") ? LOMO_ERR_INVALID_ARG : LOMO_ERR_DEVICE;
+    else
+        st = choose_backend(ctx, opts ? opts->device : NULL);
     if (st) {
         /* the reason is in ctx->err, which dies with ctx: hand it to the caller */
         if (opts && opts->why && opts->why_len) snprintf(opts->why, opts->why_len, "%s", ctx->err);
