@@ -19,16 +19,19 @@ end
 
 local function quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
 
--- runs the recipe with overrides; returns the exit code and everything it printed
-local function run(yaml, ...)
-  -- LOMO_TRACEBACK empty: a traceback on every error is the caller's choice, not the default under test
-  local args = {"LOMO_TRACEBACK=", quote(program()), "run", quote(root .. "/" .. yaml)}
+-- runs the program with these arguments (LOMO_TRACEBACK set to `traceback`, default empty: a
+-- traceback on every error is the caller's choice); returns the exit code and all it printed
+local function run_program(traceback, ...)
+  local args = {"LOMO_TRACEBACK=" .. (traceback or ""), quote(program())}
   for _, a in ipairs({...}) do args[#args + 1] = quote(a) end
   local p = assert(io.popen(table.concat(args, " ") .. " 2>&1"))
   local out = p:read("a")
   local _, _, code = p:close()
   return code, out
 end
+
+-- runs the recipe with overrides
+local function run(yaml, ...) return run_program(nil, "run", root .. "/" .. yaml, ...) end
 
 local function refuses(yaml, want, ...)
   local code, out = run(yaml, ...)
@@ -56,6 +59,12 @@ function T.instruct_refuses_bad_settings_by_name()
           "batch=0", "model=/no/such/model.gguf")
   refuses("examples/instruct/recipe.yaml", "recipe.yaml: heldout must be an integer of at least 0, got -2",
           "heldout=-2", "model=/no/such/model.gguf")
+  refuses("examples/instruct/recipe.yaml", "recipe.yaml: epochs must be an integer of at least 1, got 0",
+          "epochs=0", "model=/no/such/model.gguf")
+  refuses("examples/instruct/recipe.yaml", "recipe.yaml: steps must be an integer of at least 1, got abc",
+          "steps=abc", "model=/no/such/model.gguf")
+  refuses("examples/instruct/recipe.yaml", "recipe.yaml: max_len must be an integer of at least 1, got 0",
+          "max_len=0", "model=/no/such/model.gguf")
 end
 
 function T.pretrain_refuses_bad_settings_by_name()
@@ -67,6 +76,20 @@ function T.overrides_that_cannot_be_applied_are_named()
   refuses("examples/wic/recipe.yaml", "override 'train.batch': expected key=value", "train.batch")
   refuses("examples/wic/recipe.yaml", "override train.batch.x: train.batch is a number, not a mapping",
           "train.batch.x=1")
+end
+
+function T.a_fault_in_a_script_keeps_its_traceback()
+  local dir = check.tmpdir()
+  local script = dir .. "/fault.lua"
+  check.write(script, "local t = nil\nreturn t.x\n")
+  local code, out = run_program(nil, script)
+  check.truthy(code ~= 0 and out:find("fault.lua:2: attempt to index a nil value", 1, true)
+               and out:find("stack traceback", 1, true), "a runtime fault without its traceback:\n" .. out)
+  -- LOMO_TRACEBACK=1 adds one to a settings error too
+  code, out = run_program("1", "run", root .. "/examples/wic/recipe.yaml", "train.batch=3")
+  check.truthy(code ~= 0 and out:find("train.batch must be even", 1, true) and out:find("stack traceback", 1, true),
+               "LOMO_TRACEBACK=1 without a traceback:\n" .. out)
+  check.rmtree(dir)
 end
 
 return T
