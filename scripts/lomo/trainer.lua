@@ -27,7 +27,8 @@
 --                         5% of the run) when stderr is not one; progress_out (io.stderr)
 --   memory                function() -> bytes, or a lomo context (ctx:memory())
 --   profile               a lomo context: its training steps (not evaluation) are profiled op by
---                         op; the result gets profile (lomo.profile.rows) and profile_report, and
+--                         op, from zero (the context's earlier counts are reset); the result gets
+--                         profile (lomo.profile.rows) and profile_report, and
 --                         out_dir/profile.txt holds the report
 --   json                  {encode=, decode=} (default lomo.json)
 --   clock                 function() -> seconds (default lomo.clock)
