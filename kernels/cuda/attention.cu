@@ -31,6 +31,7 @@
  */
 #include <math.h>
 #include <stdio.h>
+#include "attention_block.cuh"
 #include "cuda_ops.h"
 
 #define ATT_WARPS 8                    /* rows per block */
@@ -96,12 +97,6 @@ __device__ __forceinline__ void stage_rows(float *dst, const float *src, size_t 
         int r = r0 + row;
         dst[row * KP + d] = (r < T && (!PAD || d < hd)) ? src[(size_t)r * stride + d] : 0.0f;
     }
-}
-
-/* Heavy blocks (long causal rows) first, so the tail of the grid is short. */
-__device__ __forceinline__ void query_block(int BH, int nqb, int *bh, int *qb) {
-    *bh = (int)(blockIdx.x % (unsigned)BH);
-    *qb = nqb - 1 - (int)(blockIdx.x / (unsigned)BH);
 }
 
 /* ---- forward ---- */

@@ -37,6 +37,7 @@
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
+#include "attention_block.cuh"
 #include "cuda_ops.h"
 
 #define T2_WARPS 4
@@ -242,9 +243,8 @@ attention_tc_forward_kernel(float *out, float *lse, const float *q, const float 
     E *Vs = Ks + T2_TILE * LD;
     int warp = (int)threadIdx.x / 32, lane = (int)threadIdx.x % 32, g = lane / 4, tq = lane % 4;
 
-    /* heavy blocks (long causal rows) first */
-    int BH = (int)gridDim.x / nqb;
-    int bh = (int)(blockIdx.x % (unsigned)BH), qb = nqb - 1 - (int)(blockIdx.x / (unsigned)BH);
+    int bh, qb;
+    query_block((int)gridDim.x / nqb, nqb, &bh, &qb);
     int b = bh / NH, h = bh % NH, kh = h / (NH / NKV);
     size_t qs = (size_t)NH * HD, ks = (size_t)NKV * HD;
     int q0 = qb * T2_TILE;
@@ -514,8 +514,8 @@ attention_tc_dq_kernel(float *dq, const float *D, const float *dout, const float
     E *Vs = Ks + T2_TILE * LD;
     int warp = (int)threadIdx.x / 32, lane = (int)threadIdx.x % 32, g = lane / 4, tq = lane % 4;
 
-    int BH = (int)gridDim.x / nqb;
-    int bh = (int)(blockIdx.x % (unsigned)BH), qb = nqb - 1 - (int)(blockIdx.x / (unsigned)BH);
+    int bh, qb;
+    query_block((int)gridDim.x / nqb, nqb, &bh, &qb);
     int b = bh / NH, h = bh % NH, kh = h / (NH / NKV);
     size_t qs = (size_t)NH * HD, ks = (size_t)NKV * HD;
     const float *kb = k + (size_t)b * T * ks + (size_t)kh * HD;
