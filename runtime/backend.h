@@ -80,10 +80,12 @@ typedef struct lomo_backend {
      * The fused LOMO update of a linear weight w [OC, IC] of dtype dt, with no
      * gradient ever stored: w = round(beta*w + alpha * dout^T @ inp), the
      * arithmetic in f32 and rounded once to storage (stochastically when
-     * sr_seed != 0). wbuf as for matmul_forward.
+     * sr_seed != 0). wbuf as for matmul_forward. gate: NULL, or a gate of
+     * check_finite: w is left untouched, bit for bit, if it is raised when
+     * the update runs (in stream order on a device).
      */
     void (*linear_update)(void *w, lomo_dtype dt, float *wbuf, const float *dout, const float *inp,
-                          float alpha, float beta, int BT, int IC, int OC, uint64_t sr_seed);
+                          float alpha, float beta, int BT, int IC, int OC, uint64_t sr_seed, const int *gate);
 
     /*
      * RoPE, HF rotate-half convention, in place on x [B, T, H, hd]. Row t
@@ -139,17 +141,26 @@ typedef struct lomo_backend {
 
     /* sum of x[i]^2 in double, bitwise reproducible for any thread count; NaN/inf propagate */
     double (*sumsq)(const float *x, size_t n);
-    /* 1 if every x[i] is finite */
-    int (*all_finite)(const float *x, size_t n);
+    /*
+     * Deferred finiteness checks, so a device need not wait on each one. A
+     * gate is one int in device memory, 0 (memset0) while every tensor checked
+     * through it was finite; the first check that finds a NaN or inf raises it
+     * to tag + 1 (tag >= 0), and later checks leave it so. x NULL raises it
+     * unconditionally (if not raised yet). Queued like any op: does not wait.
+     */
+    void (*check_finite)(int *gate, const float *x, size_t n, int tag);
+    /* waits for the queued work; the gate's value (0, or the first tag + 1) */
+    int (*gate_read)(const int *gate);
     /* out (dt) [n] = round(src [n]); sr_seed 0: to nearest even, else stochastic, seeded */
     void (*round_from_f32)(void *out, lomo_dtype dt, const float *src, size_t n, uint64_t sr_seed);
     /*
      * SGD / LOMO element update on a materialized gradient:
      *   g' = clamp(g * gscale, -clip_value, clip_value) * coef  (no clamp if clip_value <= 0)
      *   w  = round(w * (1 - lr*wd) - lr * g')
+     * skipped if gate (NULL: none) is raised when it runs, as for linear_update
      */
     void (*sgd_update)(void *w, lomo_dtype dt, const float *g, size_t n, float lr, float wd, float gscale,
-                       float clip_value, float coef, uint64_t sr_seed);
+                       float clip_value, float coef, uint64_t sr_seed, const int *gate);
     /*
      * sgd_update for a [V, C] tensor whose gradient is zero outside rows
      * [nrows] (sorted), given as g [nrows, C]; other rows only decay. Same

@@ -131,13 +131,14 @@ lomo_status model_create(lomo_model **out, lomo_ctx *ctx, const lomo_llama_confi
         if (m->params[p].kind != LOMO_PARAM_NORM && m->params[p].numel > max_linear)
             max_linear = m->params[p].numel;
     size_t wbuf_n = m->dtype == LOMO_F32 || !m->be->needs_wbuf ? 0 : max_linear;
-    m->const_bytes = (2 * rope_n + wbuf_n + (size_t)C) * sizeof(float);
+    m->const_bytes = (2 * rope_n + wbuf_n + (size_t)C + MODEL_GATE_FLOATS) * sizeof(float);
     float *cb = lomo_dev_alloc(ctx, LOMO_MEM_SCRATCH, m->const_bytes, "rope tables and f32 weight buffer");
     if (!cb) goto oom;
     m->rope_cos = cb;
     m->rope_sin = cb + rope_n;
     m->normw = cb + 2 * rope_n;
     m->wbuf = wbuf_n ? m->normw + C : NULL;
+    m->gate = (int *)(m->normw + C + wbuf_n);
     float *hc = malloc(2 * rope_n * sizeof(float));
     if (!hc) goto oom;
     rope_tables(hc, hc + rope_n, cfg->max_position_embeddings, m->head_dim, cfg->rope_theta);

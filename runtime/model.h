@@ -8,6 +8,9 @@
 
 #include "internal.h"
 
+/* floats of the constant buffer set aside for the update's finiteness gate (one int, 16 bytes kept) */
+#define MODEL_GATE_FLOATS 4
+
 enum { P_LN1, P_WQ, P_WK, P_WV, P_WO, P_LN2, P_WG, P_WU, P_WD, P_PER_LAYER };
 
 typedef struct param_desc {
@@ -56,7 +59,8 @@ struct lomo_model {
     float *rope_cos, *rope_sin; /* [max_pos, hd/2] */
     float *wbuf;                /* f32 widening buffer for 16-bit linear weights; NULL for f32 */
     float *normw;               /* [C] f32 copy of a 16-bit norm weight */
-    size_t const_bytes;         /* bytes of rope tables + wbuf + normw (scratch) */
+    int *gate;                  /* the LOMO update's finiteness gate (backend.h check_finite), in device memory */
+    size_t const_bytes;         /* bytes of rope tables + wbuf + normw + gate (scratch) */
 
     /*
      * The gradient buffer: [C] for norms, then either the dense [V, C]

@@ -251,8 +251,11 @@ lomo_status lomo_optim_step(lomo_optim *o, const int32_t *tokens, const int32_t 
         if (o->o.clip_grad_norm > 0) o->coef = fminf(1.0f, o->o.clip_grad_norm / (r.grad_norm + 1e-6f));
         o->checked = 1;
     }
+    /* unvetted gradients are checked on the way, through the model's gate (optim_hooks.c) */
+    if (!o->checked) LOMO_TIMED(o->ctx, LOMO_OP_GRAD_CHECK, 0, o->be->memset0(o->m->gate, sizeof(int)));
     st = backward_pass(o, o->checked ? BWD_REPLAY : BWD_PLAIN, optim_update_hook(o));
     if (st) goto done;
+    if (!o->checked && o->nonfinite_param < 0) optim_gate_raised(o);
     if (o->nonfinite_param >= 0) {
         r.nonfinite = 1;
         st = lomo_fail(o->ctx, LOMO_ERR_NONFINITE,

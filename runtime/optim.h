@@ -46,6 +46,8 @@ struct lomo_optim {
 
 lomo_grad_hook optim_measure_hook(lomo_optim *o);
 lomo_grad_hook optim_update_hook(lomo_optim *o);
+/* waits for the update pass's queued finiteness checks: 1 (and nonfinite_param set) if one failed */
+int optim_gate_raised(lomo_optim *o);
 /* The baselines: update every parameter from the full gradients. */
 void optim_apply_full(lomo_optim *o);
 /* Seed for stochastic rounding of parameter p this step; 0 when off. */

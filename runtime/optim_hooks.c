@@ -21,12 +21,26 @@ static int found_nonfinite(lomo_optim *o, int p) {
 
 static int injected(const lomo_optim *o, int p) { return p == o->inject; }
 
-/* The backend's checks and sums, timed into the profile. */
-static int all_finite(lomo_optim *o, const float *x, size_t n) {
-    int ok;
-    LOMO_TIMED(o->ctx, LOMO_OP_GRAD_CHECK, 0, ok = o->be->all_finite(x, n));
-    return ok;
+/*
+ * The update pass's finiteness checks go through the model's gate
+ * (backend.h check_finite): queued, never waited for, and every update made
+ * after a raised gate leaves its weight as it was. The step reads the gate
+ * once, after backward; only updates the backend cannot gate wait on it here.
+ * An injected fault raises the gate outright.
+ */
+static void check_finite(lomo_optim *o, int p, const float *x, size_t n) {
+    LOMO_TIMED(o->ctx, LOMO_OP_GRAD_CHECK, 0, o->be->check_finite(o->m->gate, injected(o, p) ? NULL : x, n, p));
 }
+
+/* 1 (the finding recorded) if a gradient checked so far was not finite; waits for the device */
+int optim_gate_raised(lomo_optim *o) {
+    int g;
+    LOMO_TIMED(o->ctx, LOMO_OP_GRAD_CHECK, 0, g = o->be->gate_read(o->m->gate));
+    return g ? found_nonfinite(o, g - 1) : 0;
+}
+
+/* the gate an update obeys: none when a measuring pass vetted every gradient already */
+static const int *update_gate(const lomo_optim *o) { return o->checked ? NULL : o->m->gate; }
 
 static double grad_sumsq(lomo_optim *o, const float *g, size_t n) {
     double s;
@@ -34,12 +48,12 @@ static double grad_sumsq(lomo_optim *o, const float *g, size_t n) {
     return s;
 }
 
-/* w_p -= lr * (prepared g), g [numel] the materialized gradient */
-static void sgd_update(lomo_optim *o, int p, const float *g) {
+/* w_p -= lr * (prepared g), g [numel] the materialized gradient; skipped while gate (NULL: none) is raised */
+static void sgd_update(lomo_optim *o, int p, const float *g, const int *gate) {
     const param_desc *d = &o->m->params[p];
     LOMO_TIMED(o->ctx, LOMO_OP_OPTIMIZER, 0,
                o->be->sgd_update(param_ptr(o->m, p), o->m->dtype, g, d->numel, o->lr, o->o.weight_decay, o->gscale,
-                                 o->o.clip_grad_value, o->coef, optim_sr_seed(o, p)));
+                                 o->o.clip_grad_value, o->coef, optim_sr_seed(o, p), gate));
 }
 
 /* dW = dout^T inp into the scratch; [OC, IC] */
@@ -155,25 +169,25 @@ static int update_linear(void *user, int p, const float *dout, const float *inp,
     lomo_model *m = o->m;
     const param_desc *d = &m->params[p];
     int OC = (int)d->shape[0], IC = (int)d->shape[1];
-    /* each check reads the tensor and waits for the device: an input shared by q/k/v or
-     * gate/up is checked once per block */
+    /* an input shared by q/k/v or gate/up is checked once per block */
     if (!o->checked) {
-        if (injected(o, p) || !all_finite(o, dout, (size_t)BT * OC)) return found_nonfinite(o, p);
-        if (inp != o->finite_inp && !all_finite(o, inp, (size_t)BT * IC)) return found_nonfinite(o, p);
+        check_finite(o, p, dout, (size_t)BT * OC);
+        if (inp != o->finite_inp) check_finite(o, p, inp, (size_t)BT * IC);
         o->finite_inp = inp;
     }
     void *w = param_ptr(m, p);
     if (o->o.kind == LOMO_OPTIM_ADALOMO || o->o.clip_grad_value > 0) {
         if (optim_reserve_gscratch(o)) return 1;
         float *g = form_linear_grad(o, d, dout, inp, BT);
-        if (o->o.kind == LOMO_OPTIM_ADALOMO) adalomo_apply(o, p, g);
-        else sgd_update(o, p, g);
-        return 0;
+        if (o->o.kind != LOMO_OPTIM_ADALOMO) sgd_update(o, p, g, update_gate(o));
+        else if (o->checked || !optim_gate_raised(o)) adalomo_apply(o, p, g);
+        return !o->checked && o->nonfinite_param >= 0;
     }
     /* the fused update: W <- (1 - lr*wd) W - (lr*coef/scale) dout^T inp, no gradient ever formed */
     float alpha = -o->lr * o->coef * o->gscale, beta = 1.0f - o->lr * o->o.weight_decay;
     LOMO_TIMED(o->ctx, LOMO_OP_LINEAR_UPDATE, 2.0 * BT * IC * OC,
-               o->be->linear_update(w, m->dtype, m->wbuf, dout, inp, alpha, beta, BT, IC, OC, optim_sr_seed(o, p)));
+               o->be->linear_update(w, m->dtype, m->wbuf, dout, inp, alpha, beta, BT, IC, OC, optim_sr_seed(o, p),
+                                    update_gate(o)));
     return 0;
 }
 
@@ -181,17 +195,20 @@ static int update_dense(void *user, int p, float *grad) {
     lomo_optim *o = user;
     o->finite_inp = NULL;   /* a new block's inputs follow (the buffers are reused across blocks) */
     const param_desc *d = &o->m->params[p];
-    if (!o->checked && (injected(o, p) || !all_finite(o, grad, d->numel))) return found_nonfinite(o, p);
-    if (o->o.kind == LOMO_OPTIM_ADALOMO) adalomo_apply(o, p, grad);
-    else sgd_update(o, p, grad);
-    return 0;
+    if (!o->checked) check_finite(o, p, grad, d->numel);
+    if (o->o.kind != LOMO_OPTIM_ADALOMO) sgd_update(o, p, grad, update_gate(o));
+    else if (o->checked || !optim_gate_raised(o)) adalomo_apply(o, p, grad);
+    return !o->checked && o->nonfinite_param >= 0;
 }
 
 static int update_rows(void *user, int p, const int32_t *rows, int nrows, float *grad) {
     lomo_optim *o = user;
     const param_desc *d = &o->m->params[p];
     int C = (int)d->shape[1];
-    if (!o->checked && (injected(o, p) || !all_finite(o, grad, (size_t)nrows * C))) return found_nonfinite(o, p);
+    if (!o->checked) {
+        check_finite(o, p, grad, (size_t)nrows * C);
+        if (optim_gate_raised(o)) return 1;   /* the row update has no gate of its own */
+    }
     LOMO_TIMED(o->ctx, LOMO_OP_OPTIMIZER, 0,
                o->be->sgd_update_rows(param_ptr(o->m, p), o->m->dtype, grad, rows, nrows, (int)d->shape[0], C,
                                       o->lr, o->o.weight_decay, o->gscale, o->o.clip_grad_value, o->coef,
@@ -217,7 +234,7 @@ void optim_apply_full(lomo_optim *o) {
         float *g = (float *)lomo_grads_get(o->grads, p);   /* ours to overwrite */
         void *w = param_ptr(m, p);
         if (oo->kind == LOMO_OPTIM_SGD) {
-            sgd_update(o, p, g);
+            sgd_update(o, p, g, NULL);
         } else {
             float *mv = o->state + o->state_off[p];
             LOMO_TIMED(o->ctx, LOMO_OP_OPTIMIZER, 0,

@@ -29,7 +29,8 @@ lomo_status lomo_plan_memory(lomo_ctx *ctx, const lomo_llama_config *cfg, const 
     }
     out->weights = m.weights_bytes;
     size_t rope_n = (size_t)cfg->max_position_embeddings * (size_t)(m.head_dim / 2);
-    out->scratch = (2 * rope_n + (o.dtype == LOMO_F32 || !ctx->be->needs_wbuf ? 0 : max_matrix) + C) * sizeof(float);
+    out->scratch = (2 * rope_n + (o.dtype == LOMO_F32 || !ctx->be->needs_wbuf ? 0 : max_matrix) + C +
+                    MODEL_GATE_FLOATS) * sizeof(float);
     out->activations = model_activation_bytes(&m, B, T);
     if (oo) {
         int full = oo->kind == LOMO_OPTIM_SGD || oo->kind == LOMO_OPTIM_ADAMW;

@@ -320,6 +320,85 @@ static void loss_scaler(run *r) {
     lomo_ctx_destroy(ctx);
 }
 
+static int param_named(lomo_model *m, const char *name) {
+    for (int p = 0; p < lomo_model_num_params(m); p++) {
+        lomo_param_info info;
+        lomo_model_param(m, p, &info);
+        if (!strcmp(info.name, name)) return p;
+    }
+    return -1;
+}
+
+/* Updated before layer 0's o-projection in backward order: every later block, the final norm and head,
+ * and layer 0's MLP and its norm. */
+static int before_o_proj(const char *name) {
+    if (strncmp(name, "model.layers.", 13)) return strcmp(name, "model.embed_tokens.weight") != 0;
+    if (atoi(name + 13) > 0) return 1;
+    return strstr(name, ".mlp.") || strstr(name, "post_attention_layernorm");
+}
+
+/*
+ * Without a measuring pass the update pass checks gradients as it goes (on a
+ * GPU through a gate the device does not wait on): a non-finite gradient at
+ * layer 0's o-projection leaves it and everything after it in backward order
+ * untouched bit for bit, while everything before it got the clean step's
+ * update, for each update path (fused LOMO GEMM, clip-by-value's formed
+ * gradient, AdaLomo) and storage dtype.
+ */
+static void stop_midway(run *r) {
+    lomo_optim_kind kinds[3] = {LOMO_OPTIM_LOMO, LOMO_OPTIM_LOMO, LOMO_OPTIM_ADALOMO};
+    lomo_dtype dts[2] = {LOMO_F32, LOMO_BF16};
+    const int32_t *tok = fx_i32(&r->fx, "tokens", 0), *tgt = fx_i32(&r->fx, "targets", 0);
+    for (int k = 0; k < 3; k++)
+        for (int d = 0; d < 2; d++) {
+            lomo_ctx *ctx;
+            lomo_ctx_create(&ctx, NULL);
+            lomo_model *m = model_from(ctx, r, dts[d], 0), *clean = model_from(ctx, r, dts[d], 0);
+            lomo_optim_options o;
+            lomo_optim_options_default(&o, kinds[k]);
+            if (k == 1) o.clip_grad_value = 0.01f;
+            o.weight_decay = 0.1f;   /* a skipped weight must not decay either */
+            lomo_optim *opt, *ref;
+            lomo_optim_create(&opt, m, &o);
+            lomo_optim_create(&ref, clean, &o);
+            unsigned char *before;
+            size_t n;
+            weights_snapshot(m, &before, &n);
+            int victim = param_named(m, "model.layers.0.self_attn.o_proj.weight");
+            lomo_step_result res;
+            lomo_optim_inject_nonfinite(opt, victim);
+            lomo_status st = lomo_optim_step(opt, tok, tgt, r->B, r->T, 0.05f, &res);
+            CHECK(st == LOMO_ERR_NONFINITE && res.nonfinite && strstr(lomo_last_error(ctx), "layers.0.self_attn.o_proj"),
+                  "%s clip_value %g (%s): status %d, %s", lomo_optim_kind_name(kinds[k]), o.clip_grad_value,
+                  lomo_dtype_name(dts[d]), st, lomo_last_error(ctx));
+            CHECK(lomo_optim_step(ref, tok, tgt, r->B, r->T, 0.05f, &res) == LOMO_OK, "clean step");
+            size_t off = 0;
+            int wrong = 0, updated = 0;
+            for (int p = 0; p < lomo_model_num_params(m); p++) {
+                lomo_param_info a, c;
+                lomo_model_param(m, p, &a);
+                lomo_model_param(clean, p, &c);
+                size_t bytes = a.numel * lomo_dtype_size(a.dtype);
+                const void *want = before_o_proj(a.name) ? c.data : (const void *)(before + off);
+                if (memcmp(a.data, want, bytes)) {
+                    wrong++;
+                    printf("  %s: %s is not %s\n", lomo_optim_kind_name(kinds[k]), a.name,
+                           before_o_proj(a.name) ? "the clean step's" : "untouched");
+                }
+                updated += before_o_proj(a.name) && memcmp(before + off, a.data, bytes) != 0;
+                off += bytes;
+            }
+            CHECK(!wrong && updated > 0, "%s clip_value %g (%s): %d parameters wrong, %d updated",
+                  lomo_optim_kind_name(kinds[k]), o.clip_grad_value, lomo_dtype_name(dts[d]), wrong, updated);
+            free(before);
+            lomo_optim_destroy(opt);
+            lomo_optim_destroy(ref);
+            lomo_model_destroy(m);
+            lomo_model_destroy(clean);
+            lomo_ctx_destroy(ctx);
+        }
+}
+
 /* LOMO keeps one dense gradient buffer (embedding-sized) and nothing else. */
 static void gradient_memory(run *r) {
     for (int mode = 0; mode < 3; mode++) {
@@ -500,6 +579,7 @@ static void test_file(const char *file) {
     scenario(&r, file, "adamw", LOMO_OPTIM_ADAMW, LOMO_NORM_AUTO, 0);
     cross_checks(&r, file);
     loss_scaler(&r);
+    stop_midway(&r);
     gradient_memory(&r);
     bad_options(&r);
     resume(&r);

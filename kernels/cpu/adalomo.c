@@ -76,5 +76,5 @@ void cpu_adalomo_update(void *w, lomo_dtype dt, float *g, float *row, float *col
     float inv_d = 1.0f / fmaxf(1.0f, rms_u / clip_threshold);
     float rms_w = (float)sqrt(weights_sumsq(w, dt, n) / (double)n);
     float lr_t = lr * fmaxf(eps2, rms_w);
-    cpu_sgd_update(w, dt, g, n, lr_t, wd, inv_d, 0.0f, 1.0f, sr_seed);
+    cpu_sgd_update(w, dt, g, n, lr_t, wd, inv_d, 0.0f, 1.0f, sr_seed, NULL);
 }

@@ -48,10 +48,11 @@ void cpu_crossentropy_backward(float *dlogits, const float *logits, const float 
                                const int32_t *targets, float dloss, int N, int V);
 
 double cpu_sumsq(const float *x, size_t n);
-int cpu_all_finite(const float *x, size_t n);
+void cpu_check_finite(int *gate, const float *x, size_t n, int tag);
+int cpu_gate_read(const int *gate);
 void cpu_round_from_f32(void *out, lomo_dtype dt, const float *src, size_t n, uint64_t sr_seed);
 void cpu_sgd_update(void *w, lomo_dtype dt, const float *g, size_t n, float lr, float wd, float gscale,
-                    float clip_value, float coef, uint64_t sr_seed);
+                    float clip_value, float coef, uint64_t sr_seed, const int *gate);
 void cpu_sgd_update_rows(void *w, lomo_dtype dt, const float *g, const int32_t *rows, int nrows, int V, int C,
                          float lr, float wd, float gscale, float clip_value, float coef, uint64_t sr_seed);
 void cpu_rows_add(float *dst, const float *src, const int32_t *rows, int nrows, int C);
@@ -62,7 +63,7 @@ void cpu_adalomo_update(void *w, lomo_dtype dt, float *g, float *row, float *col
 void cpu_adamw_update(void *w, lomo_dtype dt, const float *g, float *m, float *v, size_t n, float lr,
                       float wd, float b1, float b2, float eps, float bc1, float bc2, uint64_t sr_seed);
 void cpu_linear_update(void *w, lomo_dtype dt, float *wbuf, const float *dout, const float *inp, float alpha,
-                       float beta, int BT, int IC, int OC, uint64_t sr_seed);
+                       float beta, int BT, int IC, int OC, uint64_t sr_seed, const int *gate);
 void cpu_fill_uniform(void *w, lomo_dtype dt, size_t n, uint64_t seed, float scale);
 double cpu_linear_grad_sumsq_gram(float *gram, int inp_gram_valid, const float *dout, const float *inp,
                                   int BT, int IC, int OC);

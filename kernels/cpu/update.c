@@ -29,12 +29,18 @@ double cpu_sumsq(const float *x, size_t n) {
     return total;
 }
 
-int cpu_all_finite(const float *x, size_t n) {
-    int ok = 1;
+/* The CPU's device memory is host memory: the check runs now, and the gate is a plain int. */
+void cpu_check_finite(int *gate, const float *x, size_t n, int tag) {
+    if (*gate) return;
+    int ok = x != NULL;
+    if (x) {
 #pragma omp parallel for schedule(static) reduction(&& : ok)
-    for (size_t i = 0; i < n; i++) ok = ok && isfinite(x[i]);
-    return ok;
+        for (size_t i = 0; i < n; i++) ok = ok && isfinite(x[i]);
+    }
+    if (!ok) *gate = tag + 1;
 }
+
+int cpu_gate_read(const int *gate) { return *gate; }
 
 static inline void store(void *w, lomo_dtype dt, size_t i, float v, uint64_t seed) {
     if (dt == LOMO_F32) ((float *)w)[i] = v;
@@ -69,7 +75,8 @@ static inline float prepare(float g, float gscale, float clip_value, float coef)
 }
 
 void cpu_sgd_update(void *w, lomo_dtype dt, const float *g, size_t n, float lr, float wd, float gscale,
-                    float clip_value, float coef, uint64_t sr_seed) {
+                    float clip_value, float coef, uint64_t sr_seed, const int *gate) {
+    if (gate && *gate) return;
     float decay = 1.0f - lr * wd;
 #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < n; i++)
@@ -140,7 +147,8 @@ double cpu_linear_grad_sumsq_gram(float *gram, int inp_gram_valid, const float *
 }
 
 void cpu_linear_update(void *w, lomo_dtype dt, float *wbuf, const float *dout, const float *inp, float alpha,
-                       float beta, int BT, int IC, int OC, uint64_t sr_seed) {
+                       float beta, int BT, int IC, int OC, uint64_t sr_seed, const int *gate) {
+    if (gate && *gate) return;
     if (dt == LOMO_F32) {
         cpu_matmul_backward_weight(w, dout, inp, alpha, beta, BT, IC, OC);
         return;

@@ -30,7 +30,8 @@ int cublas_ok(cublasStatus_t s, const char *what);
  * are independent buffers; contents do not survive the next call with that slot.
  * NULL (error recorded) if the device is out of memory.
  */
-#define CUDA_SCRATCH_SLOTS 5   /* 0, 1: GEMM operands; 2: update.cu; 3: attention; 4: GEMM f32 chunks */
+#define CUDA_SCRATCH_SLOTS 6   /* 0, 1: GEMM operands; 2: update.cu; 3: attention; 4: GEMM f32 chunks;
+                                  5: a gated update's alpha, beta */
 void *cuda_scratch(int slot, size_t bytes);
 /* bytes held by the scratch slots (reported by benchmarks) */
 size_t cuda_scratch_bytes(void);
@@ -66,7 +67,7 @@ void cuda_matmul_backward_input(float *dinp, const float *dout, const void *w, l
 void cuda_matmul_backward_weight(float *dw, const float *dout, const float *inp, float alpha, float beta, int BT,
                                  int IC, int OC);
 void cuda_linear_update(void *w, lomo_dtype dt, float *wbuf, const float *dout, const float *inp, float alpha,
-                        float beta, int BT, int IC, int OC, uint64_t sr_seed);
+                        float beta, int BT, int IC, int OC, uint64_t sr_seed, const int *gate);
 double cuda_linear_grad_sumsq_gram(float *gram, int inp_gram_valid, const float *dout, const float *inp, int BT,
                                    int IC, int OC);
 
@@ -95,10 +96,14 @@ void cuda_from_f32(void *out, lomo_dtype dt, const float *src, size_t n);
 void cuda_upload_f32(void *out, lomo_dtype dt, const float *src_host, size_t n);
 void cuda_download_f32(float *out_host, const void *src, lomo_dtype dt, size_t n);
 double cuda_sumsq(const float *x, size_t n);
-int cuda_all_finite(const float *x, size_t n);
+void cuda_check_finite(int *gate, const float *x, size_t n, int tag);
+int cuda_gate_read(const int *gate);
+/* stochastic rounding as cuda_round_from_f32, skipped while gate (NULL: none) is raised */
+void cuda_round_from_f32_gated(void *out, lomo_dtype dt, const float *src, size_t n, uint64_t sr_seed,
+                               const int *gate);
 void cuda_round_from_f32(void *out, lomo_dtype dt, const float *src, size_t n, uint64_t sr_seed);
 void cuda_sgd_update(void *w, lomo_dtype dt, const float *g, size_t n, float lr, float wd, float gscale,
-                     float clip_value, float coef, uint64_t sr_seed);
+                     float clip_value, float coef, uint64_t sr_seed, const int *gate);
 void cuda_sgd_update_rows(void *w, lomo_dtype dt, const float *g, const int32_t *rows, int nrows, int V, int C,
                           float lr, float wd, float gscale, float clip_value, float coef, uint64_t sr_seed);
 void cuda_rows_add(float *dst, const float *src, const int32_t *rows, int nrows, int C);

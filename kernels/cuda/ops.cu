@@ -42,6 +42,12 @@ __device__ float block_max(float v) {
     return v;
 }
 
+/* The vectorized kernels below read and write float4: n (a row, or a tensor) a multiple of 4 floats, on
+ * 16-byte boundaries. */
+static bool vec4_ok(size_t n, const void *a, const void *b, const void *c) {
+    return n % 4 == 0 && (uintptr_t)a % 16 == 0 && (uintptr_t)b % 16 == 0 && (uintptr_t)c % 16 == 0;
+}
+
 /* ---- embedding ---- */
 
 __global__ void embedding_forward_kernel(float *out, const int32_t *tokens, const void *wte, lomo_dtype dt, int BT,
@@ -86,9 +92,31 @@ __global__ void rmsnorm_forward_kernel(float *out, float *rstd, const float *inp
     if (threadIdx.x == 0) rstd[blockIdx.x] = r;
 }
 
+/* the same, four columns a thread (C % 4 == 0, rows 16-byte aligned): the same products, per element */
+__global__ void rmsnorm_forward4_kernel(float *out, float *rstd, const float *inp, const float *w, int C, float eps) {
+    const float4 *x = (const float4 *)(inp + (size_t)blockIdx.x * C), *w4 = (const float4 *)w;
+    float4 *o = (float4 *)(out + (size_t)blockIdx.x * C);
+    int C4 = C / 4;
+    double ss = 0.0;
+    for (int c = threadIdx.x; c < C4; c += blockDim.x) {
+        float4 v = x[c];
+        ss += (double)v.x * v.x + (double)v.y * v.y + (double)v.z * v.z + (double)v.w * v.w;
+    }
+    ss = block_sum(ss);
+    float r = (float)(1.0 / sqrt(ss / C + (double)eps));
+    for (int c = threadIdx.x; c < C4; c += blockDim.x) {
+        float4 v = x[c], g = w4[c];
+        o[c] = make_float4(v.x * r * g.x, v.y * r * g.y, v.z * r * g.z, v.w * r * g.w);
+    }
+    if (threadIdx.x == 0) rstd[blockIdx.x] = r;
+}
+
 void cuda_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *w, int BT, int C, float eps) {
     if (!BT) return;
-    rmsnorm_forward_kernel<<<BT, 256, 0, cuda_stream()>>>(out, rstd, inp, w, C, eps);
+    if (vec4_ok(C, out, inp, w))
+        rmsnorm_forward4_kernel<<<BT, 256, 0, cuda_stream()>>>(out, rstd, inp, w, C, eps);
+    else
+        rmsnorm_forward_kernel<<<BT, 256, 0, cuda_stream()>>>(out, rstd, inp, w, C, eps);
     CUDA_LAUNCHED("rmsnorm forward");
 }
 
@@ -103,6 +131,33 @@ __global__ void rmsnorm_backward_dx_kernel(float *dinp, const float *dout, const
     dot = block_sum(dot);
     float m = (float)(dot / C);
     for (int c = threadIdx.x; c < C; c += blockDim.x) dx[c] += r * (g[c] * w[c] - x[c] * r * m);
+}
+
+__device__ __forceinline__ double rms_dot(float g, float w, float x, float r) { return (double)(g * w) * (x * r); }
+__device__ __forceinline__ float rms_dx(float g, float w, float x, float r, float m) { return r * (g * w - x * r * m); }
+
+/* four columns a thread, as rmsnorm_forward4_kernel */
+__global__ void rmsnorm_backward_dx4_kernel(float *dinp, const float *dout, const float *inp, const float *w,
+                                            const float *rstd, int C) {
+    size_t base = (size_t)blockIdx.x * C;
+    const float4 *x = (const float4 *)(inp + base), *g = (const float4 *)(dout + base), *w4 = (const float4 *)w;
+    float4 *dx = (float4 *)(dinp + base);
+    float r = rstd[blockIdx.x];
+    int C4 = C / 4;
+    double dot = 0.0;
+    for (int c = threadIdx.x; c < C4; c += blockDim.x) {
+        float4 a = g[c], b = w4[c], v = x[c];
+        dot += rms_dot(a.x, b.x, v.x, r) + rms_dot(a.y, b.y, v.y, r) + rms_dot(a.z, b.z, v.z, r) +
+               rms_dot(a.w, b.w, v.w, r);
+    }
+    dot = block_sum(dot);
+    float m = (float)(dot / C);
+    for (int c = threadIdx.x; c < C4; c += blockDim.x) {
+        float4 a = g[c], b = w4[c], v = x[c], d = dx[c];
+        d.x += rms_dx(a.x, b.x, v.x, r, m), d.y += rms_dx(a.y, b.y, v.y, r, m);
+        d.z += rms_dx(a.z, b.z, v.z, r, m), d.w += rms_dx(a.w, b.w, v.w, r, m);
+        dx[c] = d;
+    }
 }
 
 /*
@@ -133,7 +188,10 @@ __global__ void rmsnorm_dw_sum_kernel(float *dw, const float *part, int nchunks,
 void cuda_rmsnorm_backward(float *dinp, float *dw, const float *dout, const float *inp, const float *w,
                            const float *rstd, int BT, int C) {
     if (!BT) return;
-    rmsnorm_backward_dx_kernel<<<BT, 256, 0, cuda_stream()>>>(dinp, dout, inp, w, rstd, C);
+    if (vec4_ok(C, dinp, dout, inp) && (uintptr_t)w % 16 == 0)
+        rmsnorm_backward_dx4_kernel<<<BT, 256, 0, cuda_stream()>>>(dinp, dout, inp, w, rstd, C);
+    else
+        rmsnorm_backward_dx_kernel<<<BT, 256, 0, cuda_stream()>>>(dinp, dout, inp, w, rstd, C);
     CUDA_LAUNCHED("rmsnorm backward (input)");
     int nchunks = (BT + DW_ROWS - 1) / DW_ROWS;
     float *part = (float *)cuda_scratch(1, (size_t)nchunks * C * sizeof(float));
@@ -163,44 +221,106 @@ __global__ void rope_kernel(float *x, const float *cosv, const float *sinv, int 
     }
 }
 
+/*
+ * Four pairs a thread (half % 4 == 0, tables and x 16-byte aligned), indices in
+ * 32 bits (n4 < 2^32): 64-bit divisions cost more than the rotation itself.
+ */
+__global__ void rope4_kernel(float *x, const float *cosv, const float *sinv, unsigned n4, unsigned half4, unsigned H,
+                             unsigned T, int pos_offset, float sgn) {
+    for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < n4; i += gridDim.x * blockDim.x) {
+        unsigned j = (i % half4) * 4, vec = i / half4, t = (vec / H) % T, half = half4 * 4;
+        float *v = x + (size_t)vec * 2 * half;
+        size_t tab = (size_t)(pos_offset + (int)t) * half + j;
+        float4 c = *(const float4 *)(cosv + tab), sn = *(const float4 *)(sinv + tab);
+        float4 a = *(float4 *)(v + j), b = *(float4 *)(v + j + half);
+        sn.x *= sgn, sn.y *= sgn, sn.z *= sgn, sn.w *= sgn;
+        *(float4 *)(v + j) = make_float4(a.x * c.x - b.x * sn.x, a.y * c.y - b.y * sn.y, a.z * c.z - b.z * sn.z,
+                                         a.w * c.w - b.w * sn.w);
+        *(float4 *)(v + j + half) = make_float4(b.x * c.x + a.x * sn.x, b.y * c.y + a.y * sn.y,
+                                                b.z * c.z + a.z * sn.z, b.w * c.w + a.w * sn.w);
+    }
+}
+
 void cuda_rope(float *x, const float *cos, const float *sin, int B, int T, int H, int hd, int pos_offset,
                int inverse) {
     size_t n = (size_t)B * T * H * (hd / 2);
     if (!n) return;
-    rope_kernel<<<cuda_blocks(n, 256), 256, 0, cuda_stream()>>>(x, cos, sin, B, T, H, hd, pos_offset,
-                                                                 inverse ? -1.0f : 1.0f);
+    float sgn = inverse ? -1.0f : 1.0f;
+    if (n / 4 < 0xffffffffu && vec4_ok((size_t)hd / 2, x, cos, sin)) {
+        unsigned n4 = (unsigned)(n / 4);
+        rope4_kernel<<<cuda_blocks(n4, 256), 256, 0, cuda_stream()>>>(x, cos, sin, n4, (unsigned)(hd / 8),
+                                                                      (unsigned)H, (unsigned)T, pos_offset, sgn);
+    } else {
+        rope_kernel<<<cuda_blocks(n, 256), 256, 0, cuda_stream()>>>(x, cos, sin, B, T, H, hd, pos_offset, sgn);
+    }
     CUDA_LAUNCHED("rope");
 }
 
 /* ---- SwiGLU and the residual add ---- */
 
+__device__ __forceinline__ float swiglu(float g, float u) { return g / (1.0f + expf(-g)) * u; }
+
+/* a grid-stride loop over n4 = n / 4 float4s (vec4_ok) */
+#define VEC4_LOOP(i, n4) \
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (n4); i += (size_t)gridDim.x * blockDim.x)
+
 __global__ void swiglu_forward_kernel(float *out, const float *gate, const float *up, size_t n) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        float g = gate[i];
-        out[i] = g / (1.0f + expf(-g)) * up[i];
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        out[i] = swiglu(gate[i], up[i]);
+}
+
+__global__ void swiglu_forward4_kernel(float4 *out, const float4 *gate, const float4 *up, size_t n4) {
+    VEC4_LOOP(i, n4) {
+        float4 g = gate[i], u = up[i];
+        out[i] = make_float4(swiglu(g.x, u.x), swiglu(g.y, u.y), swiglu(g.z, u.z), swiglu(g.w, u.w));
     }
 }
 
 void cuda_swiglu_forward(float *out, const float *gate, const float *up, size_t n) {
     if (!n) return;
-    swiglu_forward_kernel<<<cuda_blocks(n, 256), 256, 0, cuda_stream()>>>(out, gate, up, n);
+    if (vec4_ok(n, out, gate, up))
+        swiglu_forward4_kernel<<<cuda_blocks(n / 4, 256), 256, 0, cuda_stream()>>>(
+            (float4 *)out, (const float4 *)gate, (const float4 *)up, n / 4);
+    else
+        swiglu_forward_kernel<<<cuda_blocks(n, 256), 256, 0, cuda_stream()>>>(out, gate, up, n);
     CUDA_LAUNCHED("swiglu forward");
+}
+
+/* d(silu(g) u) for one element: writes dgate, dup after reading d */
+__device__ __forceinline__ void swiglu_grad(float *dg, float *du, float d, float g, float u) {
+    float s = 1.0f / (1.0f + expf(-g));
+    *dg = d * u * s * (1.0f + g * (1.0f - s));
+    *du = d * g * s;
 }
 
 /* dgate may alias dout: each element's dout is read before dgate is written */
 __global__ void swiglu_backward_kernel(float *dgate, float *dup, const float *dout, const float *gate,
                                        const float *up, size_t n) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        float g = gate[i], s = 1.0f / (1.0f + expf(-g)), d = dout[i];
-        dgate[i] = d * up[i] * s * (1.0f + g * (1.0f - s));
-        dup[i] = d * g * s;
+        float dg, du;
+        swiglu_grad(&dg, &du, dout[i], gate[i], up[i]);
+        dgate[i] = dg, dup[i] = du;
+    }
+}
+
+__global__ void swiglu_backward4_kernel(float4 *dgate, float4 *dup, const float4 *dout, const float4 *gate,
+                                        const float4 *up, size_t n4) {
+    VEC4_LOOP(i, n4) {
+        float4 d = dout[i], g = gate[i], u = up[i], a, b;
+        swiglu_grad(&a.x, &b.x, d.x, g.x, u.x), swiglu_grad(&a.y, &b.y, d.y, g.y, u.y);
+        swiglu_grad(&a.z, &b.z, d.z, g.z, u.z), swiglu_grad(&a.w, &b.w, d.w, g.w, u.w);
+        dgate[i] = a, dup[i] = b;
     }
 }
 
 void cuda_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate, const float *up,
                           size_t n) {
     if (!n) return;
-    swiglu_backward_kernel<<<cuda_blocks(n, 256), 256, 0, cuda_stream()>>>(dgate, dup, dout, gate, up, n);
+    if (vec4_ok(n, dgate, dup, dout) && vec4_ok(n, gate, up, up))
+        swiglu_backward4_kernel<<<cuda_blocks(n / 4, 256), 256, 0, cuda_stream()>>>(
+            (float4 *)dgate, (float4 *)dup, (const float4 *)dout, (const float4 *)gate, (const float4 *)up, n / 4);
+    else
+        swiglu_backward_kernel<<<cuda_blocks(n, 256), 256, 0, cuda_stream()>>>(dgate, dup, dout, gate, up, n);
     CUDA_LAUNCHED("swiglu backward");
 }
 
@@ -209,9 +329,19 @@ __global__ void add_kernel(float *a, const float *b, size_t n) {
         a[i] += b[i];
 }
 
+__global__ void add4_kernel(float4 *a, const float4 *b, size_t n4) {
+    VEC4_LOOP(i, n4) {
+        float4 x = a[i], y = b[i];
+        a[i] = make_float4(x.x + y.x, x.y + y.y, x.z + y.z, x.w + y.w);
+    }
+}
+
 void cuda_add_inplace(float *a, const float *b, size_t n) {
     if (!n) return;
-    add_kernel<<<cuda_blocks(n, 256), 256, 0, cuda_stream()>>>(a, b, n);
+    if (vec4_ok(n, a, b, b))
+        add4_kernel<<<cuda_blocks(n / 4, 256), 256, 0, cuda_stream()>>>((float4 *)a, (const float4 *)b, n / 4);
+    else
+        add_kernel<<<cuda_blocks(n, 256), 256, 0, cuda_stream()>>>(a, b, n);
     CUDA_LAUNCHED("residual add");
 }
 

@@ -66,7 +66,9 @@ __global__ void to_f32_kernel(float *out, const void *src, lomo_dtype dt, size_t
     GRID_STRIDE(i, n) out[i] = load(src, dt, i);
 }
 
-__global__ void round_kernel(void *out, lomo_dtype dt, const float *src, size_t n, uint64_t seed) {
+/* gate: NULL, or skip the whole rounding while it is raised */
+__global__ void round_kernel(void *out, lomo_dtype dt, const float *src, size_t n, uint64_t seed, const int *gate) {
+    if (gate && *gate) return;
     GRID_STRIDE(i, n) store(out, dt, i, src[i], seed);
 }
 
@@ -119,14 +121,35 @@ __global__ void serial_sum_kernel(double *out, const T *x, size_t n) {
     if (threadIdx.x == 0) *out = s;
 }
 
-__global__ void nonfinite_kernel(int *bad, const float *x, size_t n) {
-    GRID_STRIDE(i, n) {
-        if (!finite_f32(x[i])) *bad = 1;   /* every writer stores the same value */
+/*
+ * Raises gate to tag + 1 if x [n] holds a NaN or inf and the gate is not raised
+ * yet. Earlier checks are finished when this kernel starts (stream order), so
+ * the gate keeps the first tag; within one kernel every writer offers the same.
+ */
+__global__ void check_finite_kernel(int *gate, const float *x, size_t n, int tag) {
+    if (*gate) return;
+    int bad = 0;
+    if ((uintptr_t)x % 16 == 0) {
+        size_t n4 = n / 4;
+        const float4 *x4 = (const float4 *)x;
+        GRID_STRIDE(i, n4) {
+            float4 v = x4[i];
+            bad |= !finite_f32(v.x) | !finite_f32(v.y) | !finite_f32(v.z) | !finite_f32(v.w);
+        }
+        for (size_t i = 4 * n4 + (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+             i += (size_t)gridDim.x * blockDim.x)
+            bad |= !finite_f32(x[i]);
+    } else {
+        GRID_STRIDE(i, n) bad |= !finite_f32(x[i]);
     }
+    if (bad) atomicCAS(gate, 0, tag + 1);
 }
 
+__global__ void raise_gate_kernel(int *gate, int tag) { atomicCAS(gate, 0, tag + 1); }
+
 __global__ void sgd_kernel(void *w, lomo_dtype dt, const float *g, size_t n, float lr, float wd, float gscale,
-                           float clip_value, float coef, uint64_t seed) {
+                           float clip_value, float coef, uint64_t seed, const int *gate) {
+    if (gate && *gate) return;
     GRID_STRIDE(i, n) store(w, dt, i, sgd_value(load(w, dt, i), g[i], lr, wd, gscale, clip_value, coef), seed);
 }
 
@@ -312,7 +335,7 @@ void cuda_from_f32(void *out, lomo_dtype dt, const float *src, size_t n) {
                     "from_f32: copy");
         return;
     }
-    round_kernel<<<grid_for(n), THREADS, 0, cuda_stream()>>>(out, dt, src, n, 0);
+    round_kernel<<<grid_for(n), THREADS, 0, cuda_stream()>>>(out, dt, src, n, 0, NULL);
     CUDA_LAUNCHED("round_kernel (nearest)");
 }
 
@@ -333,7 +356,7 @@ void cuda_upload_f32(void *out, lomo_dtype dt, const float *src_host, size_t n) 
         if (!cuda_ok(cudaMemcpyAsync(stage, src_host + i0, m * sizeof(float), cudaMemcpyHostToDevice, st),
                      "upload_f32: copy"))
             return;
-        round_kernel<<<grid_for(m), THREADS, 0, st>>>((char *)out + i0 * dtype_bytes(dt), dt, stage, m, 0);
+        round_kernel<<<grid_for(m), THREADS, 0, st>>>((char *)out + i0 * dtype_bytes(dt), dt, stage, m, 0, NULL);
         if (!CUDA_LAUNCHED("upload_f32: round_kernel")) return;
     }
     cuda_ok(cudaStreamSynchronize(st), "upload_f32: synchronize");
@@ -364,34 +387,47 @@ void cuda_download_f32(float *out_host, const void *src, lomo_dtype dt, size_t n
 
 double cuda_sumsq(const float *x, size_t n) { return sumsq_dt(x, LOMO_F32, n); }
 
-int cuda_all_finite(const float *x, size_t n) {
-    if (n == 0) return 1;
-    int *bad = (int *)cuda_scratch(SCRATCH_SLOT, sizeof(int));
-    if (!bad) return 0;
+void cuda_check_finite(int *gate, const float *x, size_t n, int tag) {
+    if (!x) {
+        raise_gate_kernel<<<1, 1, 0, cuda_stream()>>>(gate, tag);
+        CUDA_LAUNCHED("raise_gate_kernel");
+        return;
+    }
+    if (n == 0) return;
+    check_finite_kernel<<<grid_for((n + 3) / 4), THREADS, 0, cuda_stream()>>>(gate, x, n, tag);
+    CUDA_LAUNCHED("check_finite_kernel");
+}
+
+int cuda_gate_read(const int *gate) {
+    int h = 0;
     cudaStream_t st = cuda_stream();
-    if (!cuda_ok(cudaMemsetAsync(bad, 0, sizeof(int), st), "all_finite: clear")) return 0;
-    nonfinite_kernel<<<grid_for(n), THREADS, 0, st>>>(bad, x, n);
-    if (!CUDA_LAUNCHED("nonfinite_kernel")) return 0;
-    int h = 1;
-    if (!cuda_ok(cudaMemcpyAsync(&h, bad, sizeof h, cudaMemcpyDeviceToHost, st), "all_finite: copy to host")) return 0;
-    if (!cuda_ok(cudaStreamSynchronize(st), "all_finite: synchronize")) return 0;
-    return h == 0;
+    /* a failed read says raised: updates stop rather than run unchecked; the error is recorded */
+    if (!cuda_ok(cudaMemcpyAsync(&h, gate, sizeof h, cudaMemcpyDeviceToHost, st), "gate_read: copy to host") ||
+        !cuda_ok(cudaStreamSynchronize(st), "gate_read: synchronize"))
+        return 1;
+    return h;
 }
 
 void cuda_round_from_f32(void *out, lomo_dtype dt, const float *src, size_t n, uint64_t sr_seed) {
-    if (!sr_seed || dt == LOMO_F32) {
+    cuda_round_from_f32_gated(out, dt, src, n, sr_seed, NULL);
+}
+
+void cuda_round_from_f32_gated(void *out, lomo_dtype dt, const float *src, size_t n, uint64_t sr_seed,
+                               const int *gate) {
+    if (!gate && (!sr_seed || dt == LOMO_F32)) {
         cuda_from_f32(out, dt, src, n);
         return;
     }
     if (n == 0) return;
-    round_kernel<<<grid_for(n), THREADS, 0, cuda_stream()>>>(out, dt, src, n, sr_seed);
-    CUDA_LAUNCHED("round_kernel (stochastic)");
+    round_kernel<<<grid_for(n), THREADS, 0, cuda_stream()>>>(out, dt, src, n, dt == LOMO_F32 ? 0 : sr_seed, gate);
+    CUDA_LAUNCHED("round_kernel (gated or stochastic)");
 }
 
 void cuda_sgd_update(void *w, lomo_dtype dt, const float *g, size_t n, float lr, float wd, float gscale,
-                     float clip_value, float coef, uint64_t sr_seed) {
+                     float clip_value, float coef, uint64_t sr_seed, const int *gate) {
     if (n == 0) return;
-    sgd_kernel<<<grid_for(n), THREADS, 0, cuda_stream()>>>(w, dt, g, n, lr, wd, gscale, clip_value, coef, sr_seed);
+    sgd_kernel<<<grid_for(n), THREADS, 0, cuda_stream()>>>(w, dt, g, n, lr, wd, gscale, clip_value, coef, sr_seed,
+                                                           gate);
     CUDA_LAUNCHED("sgd_kernel");
 }
 
@@ -472,7 +508,7 @@ void cuda_adalomo_update(void *w, lomo_dtype dt, float *g, float *row, float *co
     float inv_d = 1.0f / fmaxf(1.0f, rms_u / clip_threshold);
     float rms_w = (float)sqrt(sw / (double)n);
     float lr_t = lr * fmaxf(eps2, rms_w);
-    cuda_sgd_update(w, dt, g, n, lr_t, wd, inv_d, 0.0f, 1.0f, sr_seed);
+    cuda_sgd_update(w, dt, g, n, lr_t, wd, inv_d, 0.0f, 1.0f, sr_seed, NULL);
 }
 
 void cuda_adamw_update(void *w, lomo_dtype dt, const float *g, float *m, float *v, size_t n, float lr, float wd,

@@ -284,6 +284,7 @@ static void test_matmul(void) {
     float *x = hrand((size_t)BT * IC, 1.0f), *g = hrand((size_t)BT * OC, 1.0f);
     float *dx = dup_dev(x, (size_t)BT * IC * 4), *dg = dup_dev(g, (size_t)BT * OC * 4);
     float *wbuf = malloc((size_t)OC * IC * 4);
+    int *gate = GPU->alloc(sizeof(int));
     for (int d = 0; d <= 2; d++) {
         lomo_dtype dt = (lomo_dtype)d;
         size_t es = lomo_dtype_size(dt), nw = (size_t)OC * IC;
@@ -305,15 +306,33 @@ static void test_matmul(void) {
         compare_dev(name, ddi, di, (size_t)BT * IC, tol);
         /* the fused LOMO update, nearest and stochastic rounding */
         for (int sr = 0; sr <= (dt == LOMO_F32 ? 0 : 1); sr++) {
-            void *w2 = hcopy(w, nw * es), *dw2 = dup_dev(w, nw * es);
-            CPU->linear_update(w2, dt, wbuf, g, x, -0.01f, 0.999f, BT, IC, OC, sr ? 99 : 0);
-            GPU->linear_update(dw2, dt, NULL, dg, dx, -0.01f, 0.999f, BT, IC, OC, sr ? 99 : 0);
-            float *want = widen_host(w2, dt, nw);
+            void *w2 = hcopy(w, nw * es);
+            CPU->linear_update(w2, dt, wbuf, g, x, -0.01f, 0.999f, BT, IC, OC, sr ? 99 : 0, NULL);
+            /* through a lowered gate: the gated path (alpha, beta from the device) must give the same update */
+            for (int gated = 0; gated <= 1; gated++) {
+                void *dw2 = dup_dev(w, nw * es);
+                GPU->memset0(gate, sizeof(int));
+                GPU->linear_update(dw2, dt, NULL, dg, dx, -0.01f, 0.999f, BT, IC, OC, sr ? 99 : 0, gated ? gate : NULL);
+                float *want = widen_host(w2, dt, nw);
+                void *gw = from_dev(dw2, nw * es);
+                float *got = widen_host(gw, dt, nw);
+                snprintf(name, sizeof name, "linear_update (fused LOMO) %s%s%s", lomo_dtype_name(dt),
+                         sr ? " stochastic" : "", gated ? ", gate lowered" : "");
+                compare(name, got, want, nw, dt == LOMO_F32 ? 1e-5 : 1e-2);
+                free(want); free(gw); free(got); GPU->free(dw2);
+            }
+            /* a raised gate leaves w bit for bit, though dout holds a NaN and weight decay is on */
+            void *dw2 = dup_dev(w, nw * es);
+            float nan = NAN;
+            float *dgn = dup_dev(g, (size_t)BT * OC * 4);
+            GPU->to_device(dgn + 5, &nan, 4);
+            GPU->check_finite(gate, dgn, (size_t)BT * OC, 7);
+            GPU->linear_update(dw2, dt, NULL, dgn, dx, -0.01f, 0.999f, BT, IC, OC, sr ? 99 : 0, gate);
             void *gw = from_dev(dw2, nw * es);
-            float *got = widen_host(gw, dt, nw);
-            snprintf(name, sizeof name, "linear_update (fused LOMO) %s%s", lomo_dtype_name(dt), sr ? " stochastic" : "");
-            compare(name, got, want, nw, dt == LOMO_F32 ? 1e-5 : 1e-2);
-            free(w2); free(want); free(gw); free(got); GPU->free(dw2);
+            snprintf(name, sizeof name, "linear_update %s%s behind a raised gate leaves w as it was",
+                     lomo_dtype_name(dt), sr ? " stochastic" : "");
+            check(name, GPU->gate_read(gate) == 8 && memcmp(gw, w, nw * es) == 0, NULL);
+            free(w2); free(gw); GPU->free(dw2); GPU->free(dgn);
         }
         free(wf); free(w); free(out); free(di); GPU->free(dw); GPU->free(dout_); GPU->free(ddi);
     }
@@ -331,7 +350,7 @@ static void test_matmul(void) {
     snprintf(msg, sizeof msg, "cpu %.10g gpu %.10g reused-Gram %.10g", c, gg, gg2);
     check("linear_grad_sumsq_gram", fabs(gg - c) <= 1e-5 * c && gg2 == gg, msg);
     free(x); free(g); free(wbuf); free(dw); free(gram);
-    GPU->free(dx); GPU->free(dg); GPU->free(ddw); GPU->free(dgram);
+    GPU->free(dx); GPU->free(dg); GPU->free(ddw); GPU->free(dgram); GPU->free(gate);
 }
 
 /* dt: f32 runs the f32 kernels; bf16/f16 the tensor-core kernels where they exist (hd 64, 128) */
@@ -378,10 +397,27 @@ static void test_optimizer_ops(void) {
     snprintf(msg, sizeof msg, "cpu %.15g gpu %.15g", a, b);
     check("sumsq (double)", fabs(a - b) <= 1e-12 * a, msg);
     check("sumsq deterministic", GPU->sumsq(dg, n) == b, NULL);
-    check("all_finite on finite data", GPU->all_finite(dg, n) == 1, NULL);
-    float bad = NAN;
+    /* the finiteness gate: the first failing check's tag stays; n is odd, so the tail path runs too */
+    int *gate = GPU->alloc(sizeof(int));
+    GPU->memset0(gate, sizeof(int));
+    GPU->check_finite(gate, dg, n, 3);
+    GPU->check_finite(gate, dg + 1, n - 1, 4);   /* not 16-byte aligned: the scalar path */
+    check("check_finite on finite data leaves the gate down", GPU->gate_read(gate) == 0, NULL);
+    float bad = NAN, inf = INFINITY;
     GPU->to_device(dg + n - 1, &bad, 4);
-    check("all_finite finds a NaN in the last element", GPU->all_finite(dg, n) == 0, NULL);
+    GPU->check_finite(gate, dg + 1, n - 1, 4);
+    GPU->check_finite(gate, dg, n, 5);
+    snprintf(msg, sizeof msg, "gate %d", GPU->gate_read(gate));
+    check("check_finite finds a NaN in the last element, the first tag stays", GPU->gate_read(gate) == 5, msg);
+    GPU->memset0(gate, sizeof(int));
+    GPU->to_device(dg + n - 1, g + n - 1, 4);
+    GPU->to_device(dg + n / 2, &inf, 4);
+    GPU->check_finite(gate, dg, n, 0);
+    check("check_finite finds an inf mid-tensor (tag 0)", GPU->gate_read(gate) == 1, NULL);
+    GPU->memset0(gate, sizeof(int));
+    GPU->check_finite(gate, NULL, 0, 9);
+    check("check_finite(NULL) raises the gate", GPU->gate_read(gate) == 10, NULL);
+    GPU->to_device(dg + n / 2, &bad, 4);
     snprintf(msg, sizeof msg, "%g", GPU->sumsq(dg, n));
     check("sumsq propagates NaN", isnan(GPU->sumsq(dg, n)), msg);
     GPU->to_device(dg, g, n * 4);
@@ -399,14 +435,20 @@ static void test_optimizer_ops(void) {
         char name[80];
         for (int sr = 0; sr <= (dt == LOMO_F32 ? 0 : 1); sr++) {
             void *w2 = hcopy(w, n * es), *dw = dup_dev(w, n * es);
-            CPU->sgd_update(w2, dt, g, n, 0.01f, 0.1f, 0.5f, 1.5f, 0.8f, sr ? 5 : 0);
-            GPU->sgd_update(dw, dt, dg, n, 0.01f, 0.1f, 0.5f, 1.5f, 0.8f, sr ? 5 : 0);
+            CPU->sgd_update(w2, dt, g, n, 0.01f, 0.1f, 0.5f, 1.5f, 0.8f, sr ? 5 : 0, NULL);
+            GPU->memset0(gate, sizeof(int));
+            GPU->sgd_update(dw, dt, dg, n, 0.01f, 0.1f, 0.5f, 1.5f, 0.8f, sr ? 5 : 0, gate);   /* lowered */
             /* not bitwise: nvcc contracts a*b - c*d into an FMA where the CPU build does not */
             void *gw = from_dev(dw, n * es);
             float *want = widen_host(w2, dt, n), *got = widen_host(gw, dt, n);
             snprintf(name, sizeof name, "sgd_update %s%s", lomo_dtype_name(dt), sr ? " stochastic" : "");
             compare(name, got, want, n, dt == LOMO_F32 ? 1e-6 : 1e-2);
-            free(w2); free(gw); free(want); free(got); GPU->free(dw);
+            GPU->check_finite(gate, NULL, 0, 0);
+            GPU->sgd_update(dw, dt, dg, n, 0.01f, 0.1f, 0.5f, 1.5f, 0.8f, sr ? 5 : 0, gate);
+            void *gw2 = from_dev(dw, n * es);
+            snprintf(name, sizeof name, "sgd_update %s%s behind a raised gate", lomo_dtype_name(dt), sr ? " stochastic" : "");
+            check(name, memcmp(gw2, gw, n * es) == 0, NULL);
+            free(w2); free(gw); free(gw2); free(want); free(got); GPU->free(dw);
         }
         /* adamw */
         float *m = hrand(n, 0.1f), *v = hrand(n, 0.1f);
@@ -457,7 +499,7 @@ static void test_optimizer_ops(void) {
         }
     }
     free(g); free(gp);
-    GPU->free(dg);
+    GPU->free(dg); GPU->free(gate);
 }
 
 /* ---- whole training steps: the same small model on both backends ---- */
