@@ -191,53 +191,67 @@ static void cu_attention_backward(float *dq, float *dk, float *dv, float *scratc
     }
 }
 
+/*
+ * Ops that may write device memory forget the kept GEMM operands first
+ * (operands.cu); the GEMMs manage them themselves, and the ops that only read
+ * (checks, norms, copies to the host) keep them.
+ */
+template <auto F> struct writes;
+template <typename R, typename... A, R (*F)(A...)> struct writes<F> {
+    static R call(A... a) {
+        cuda_operands_forget();
+        return F(a...);
+    }
+};
+#define WRITES(f) writes<f>::call
+
 static const lomo_backend cuda_backend = {
     .name = "cuda",
     .needs_wbuf = 0,
     .max_head_dim = 256,   /* attention.cu's kernels */
     .error = cu_error,
     .sync = cu_sync,
-    .release_scratch = cu_release_scratch,
-    .alloc = cu_alloc,
-    .free = cu_free,
-    .memset0 = cu_memset0,
-    .memcpy_d2d = cu_d2d,
+    .release_scratch = WRITES(cu_release_scratch),
+    .alloc = WRITES(cu_alloc),
+    .free = WRITES(cu_free),
+    .memset0 = WRITES(cu_memset0),
+    .memcpy_d2d = WRITES(cu_d2d),
     .to_host = cu_to_host,
-    .to_device = cu_to_device,
-    .to_f32 = cuda_to_f32,
-    .from_f32 = cuda_from_f32,
-    .upload_f32 = cuda_upload_f32,
+    .to_device = WRITES(cu_to_device),
+    .to_f32 = WRITES(cuda_to_f32),
+    .from_f32 = WRITES(cuda_from_f32),
+    .upload_f32 = WRITES(cuda_upload_f32),
     .download_f32 = cuda_download_f32,
-    .embedding_forward = cuda_embedding_forward,
-    .embedding_backward = cuda_embedding_backward,
-    .rmsnorm_forward = cuda_rmsnorm_forward,
-    .rmsnorm_backward = cuda_rmsnorm_backward,
+    .embedding_forward = WRITES(cuda_embedding_forward),
+    .embedding_backward = WRITES(cuda_embedding_backward),
+    .rmsnorm_forward = WRITES(cuda_rmsnorm_forward),
+    .rmsnorm_backward = WRITES(cuda_rmsnorm_backward),
     .matmul_forward = cuda_matmul_forward,
     .matmul_backward_input = cuda_matmul_backward_input,
-    .matmul_backward_weight = cuda_matmul_backward_weight,
+    .matmul_backward_weight = WRITES(cuda_matmul_backward_weight),
     .linear_update = cuda_linear_update,
-    .rope = cuda_rope,
-    .attention_forward = cu_attention_forward,
-    .attention_backward = cu_attention_backward,
+    .rope = WRITES(cuda_rope),
+    .attention_forward = WRITES(cu_attention_forward),
+    .attention_backward = WRITES(cu_attention_backward),
     .attention_saved_floats = cuda_attention_saved_floats,
     .attention_scratch_floats = cuda_attention_scratch_floats,
-    .swiglu_forward = cuda_swiglu_forward,
-    .swiglu_backward = cuda_swiglu_backward,
-    .add_inplace = cuda_add_inplace,
-    .crossentropy_forward = cuda_crossentropy_forward,
-    .crossentropy_backward = cuda_crossentropy_backward,
+    .swiglu_forward = WRITES(cuda_swiglu_forward),
+    .swiglu_backward = WRITES(cuda_swiglu_backward),
+    .add_inplace = WRITES(cuda_add_inplace),
+    .crossentropy_forward = WRITES(cuda_crossentropy_forward),
+    .crossentropy_backward = WRITES(cuda_crossentropy_backward),
     .sumsq = cuda_sumsq,
     .check_finite = cuda_check_finite,
     .gate_read = cuda_gate_read,
-    .round_from_f32 = cuda_round_from_f32,
-    .sgd_update = cuda_sgd_update,
-    .sgd_update_rows = cuda_sgd_update_rows,
-    .rows_add = cuda_rows_add,
-    .grad_prepare = cuda_grad_prepare,
-    .adalomo_update = cuda_adalomo_update,
-    .adamw_update = cuda_adamw_update,
-    .linear_grad_sumsq_gram = cuda_linear_grad_sumsq_gram,
-    .fill_uniform = cuda_fill_uniform,
+    .round_from_f32 = WRITES(cuda_round_from_f32),
+    .sgd_update = WRITES(cuda_sgd_update),
+    .sgd_update_rows = WRITES(cuda_sgd_update_rows),
+    .rows_add = WRITES(cuda_rows_add),
+    .grad_prepare = WRITES(cuda_grad_prepare),
+    .adalomo_update = WRITES(cuda_adalomo_update),
+    .adamw_update = WRITES(cuda_adamw_update),
+    .linear_grad_sumsq_gram = WRITES(cuda_linear_grad_sumsq_gram),
+    .fill_uniform = WRITES(cuda_fill_uniform),
 };
 
 extern "C" const lomo_backend *lomo_backend_cuda(char *why, size_t why_len) {

@@ -30,7 +30,7 @@ int cublas_ok(cublasStatus_t s, const char *what);
  * are independent buffers; contents do not survive the next call with that slot.
  * NULL (error recorded) if the device is out of memory.
  */
-#define CUDA_SCRATCH_SLOTS 6   /* 0, 1: GEMM operands; 2: update.cu; 3: attention; 4: GEMM f32 chunks;
+#define CUDA_SCRATCH_SLOTS 6   /* 0, 1: GEMM operands (operands.cu keeps them); 2: update.cu; 3: attention; 4: GEMM f32 chunks;
                                   5: a gated update's alpha, beta */
 void *cuda_scratch(int slot, size_t bytes);
 /* bytes held by the scratch slots (reported by benchmarks) */
@@ -58,6 +58,23 @@ void cuda_crossentropy_forward(float *losses, float *lse, const float *logits, c
                                int V);
 void cuda_crossentropy_backward(float *dlogits, const float *logits, const float *lse, const int32_t *targets,
                                 float dloss, int N, int V);
+
+/* ---- operands.cu: 16-bit GEMM operands, kept while unchanged ---- */
+/*
+ * src f32 [n] as a GEMM operand of dtype dt (src itself for f32 unless gated),
+ * in scratch slot 0 or 1, never in the one holding `keep` (NULL or the call's
+ * other operand); all zeros while gate (NULL: none) is raised. NULL on failure.
+ */
+const void *cuda_gemm_operand(lomo_dtype dt, const float *src, size_t n, const int *gate, const void *keep);
+/* device memory may have been written: nothing kept is reused */
+void cuda_operands_forget(void);
+/* bytes at p were written: what was rounded from there is not reused */
+void cuda_operands_forget_range(const void *p, size_t bytes);
+
+#ifdef __CUDACC__
+/* a finiteness gate (backend.h check_finite) is raised; NULL is no gate */
+__device__ __forceinline__ bool cuda_gate_raised(const int *gate) { return gate && *gate; }
+#endif
 
 /* ---- gemm.cu (cuBLAS) ---- */
 void cuda_matmul_forward(float *out, const float *inp, const void *w, lomo_dtype dt, float *wbuf, int BT, int IC,

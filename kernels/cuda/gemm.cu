@@ -23,69 +23,11 @@ static cudaDataType_t cuda_type(lomo_dtype dt) {
     return dt == LOMO_F32 ? CUDA_R_32F : dt == LOMO_BF16 ? CUDA_R_16BF : CUDA_R_16F;
 }
 
-/* One dtype per instantiation, so the loop carries no per-element branch. */
-template <typename T> __device__ __forceinline__ T to16(float x);
-template <> __device__ __forceinline__ __nv_bfloat16 to16<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
-template <> __device__ __forceinline__ __half to16<__half>(float x) { return __float2half_rn(x); }
-
-/* gate (NULL: none) raised: the operand is all zeros, so a gated update adds exactly nothing */
-__device__ __forceinline__ bool gate_raised(const int *gate) { return gate && *gate; }
-
-template <typename T> __global__ void round_operand_kernel(T *out, const float *src, size_t n, const int *gate) {
-    bool z = gate_raised(gate);
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
-        out[i] = to16<T>(z ? 0.0f : src[i]);
-}
-
-/* Four elements a thread: 16-byte loads and 8-byte stores, about twice the scalar kernel's rate. n4 = n / 4. */
-template <typename T>
-__global__ void round_operand4_kernel(T *out, const float4 *src, size_t n4, const int *gate) {
-    bool z = gate_raised(gate);
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n4; i += (size_t)gridDim.x * blockDim.x) {
-        float4 v = z ? make_float4(0.0f, 0.0f, 0.0f, 0.0f) : src[i];
-        T *o = out + 4 * i;
-        o[0] = to16<T>(v.x), o[1] = to16<T>(v.y), o[2] = to16<T>(v.z), o[3] = to16<T>(v.w);
-    }
-}
-
-/* f32 operands of a gated f32 update: a copy, or zeros while the gate is raised */
-__global__ void gated_copy_kernel(float *out, const float *src, size_t n, const int *gate) {
-    bool z = gate_raised(gate);
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
-        out[i] = z ? 0.0f : src[i];
-}
-
 /* alpha, beta of a gated update: (-0, 1) while the gate is raised, so C = 1*C + (-0)*0 keeps every bit of C */
 __global__ void gate_scalars_kernel(float *ab, const int *gate, float alpha, float beta) {
-    bool z = gate_raised(gate);
+    bool z = cuda_gate_raised(gate);
     ab[0] = z ? -0.0f : alpha;
     ab[1] = z ? 1.0f : beta;
-}
-
-template <typename T> static void launch_round(void *out, const float *src, size_t n, const int *gate) {
-    cudaStream_t st = cuda_stream();
-    if (n % 4 == 0 && (uintptr_t)src % 16 == 0 && (uintptr_t)out % 8 == 0)
-        round_operand4_kernel<T><<<cuda_blocks(n / 4, 256), 256, 0, st>>>((T *)out, (const float4 *)src, n / 4, gate);
-    else
-        round_operand_kernel<T><<<cuda_blocks(n, 256), 256, 0, st>>>((T *)out, src, n, gate);
-}
-
-/*
- * src f32 [n] as a GEMM operand of dtype dt in scratch slot `slot` (zeros while
- * gate is raised); NULL on failure (recorded). An f32 operand is src itself
- * unless gated.
- */
-static const void *operand(int slot, lomo_dtype dt, const float *src, size_t n, const int *gate) {
-    if (dt == LOMO_F32 && !gate) return src;
-    void *buf = cuda_scratch(slot, n * (dt == LOMO_F32 ? 4 : 2));
-    if (!buf) return NULL;
-    if (dt == LOMO_F32)
-        gated_copy_kernel<<<cuda_blocks(n, 256), 256, 0, cuda_stream()>>>((float *)buf, src, n, gate);
-    else if (dt == LOMO_BF16)
-        launch_round<__nv_bfloat16>(buf, src, n, gate);
-    else
-        launch_round<__half>(buf, src, n, gate);
-    return CUDA_LAUNCHED("rounding a GEMM operand") ? buf : NULL;
 }
 
 /* column-major C [m, n] = alpha * op(A) op(B) + beta * C, types per operand, f32 accumulation */
@@ -115,8 +57,9 @@ static void gemm_dev_scalars(cublasOperation_t ta, cublasOperation_t tb, int m, 
 void cuda_matmul_forward(float *out, const float *inp, const void *w, lomo_dtype dt, float *wbuf, int BT, int IC,
                          int OC) {
     (void)wbuf;
-    const void *x = operand(0, dt, inp, (size_t)BT * IC, NULL);
+    const void *x = cuda_gemm_operand(dt, inp, (size_t)BT * IC, NULL, NULL);
     if (!x) return;
+    cuda_operands_forget_range(out, (size_t)BT * OC * sizeof(float));
     gemm(CUBLAS_OP_T, CUBLAS_OP_N, OC, BT, IC, 1.0f, w, cuda_type(dt), IC, x, cuda_type(dt), IC, 0.0f, out,
          CUDA_R_32F, OC, "matmul forward (cublasGemmEx)");
 }
@@ -125,8 +68,9 @@ void cuda_matmul_forward(float *out, const float *inp, const void *w, lomo_dtype
 void cuda_matmul_backward_input(float *dinp, const float *dout, const void *w, lomo_dtype dt, float *wbuf,
                                 float beta, int BT, int IC, int OC) {
     (void)wbuf;
-    const void *g = operand(0, dt, dout, (size_t)BT * OC, NULL);
+    const void *g = cuda_gemm_operand(dt, dout, (size_t)BT * OC, NULL, NULL);
     if (!g) return;
+    cuda_operands_forget_range(dinp, (size_t)BT * IC * sizeof(float));
     gemm(CUBLAS_OP_N, CUBLAS_OP_N, IC, BT, OC, 1.0f, w, cuda_type(dt), IC, g, cuda_type(dt), OC, beta, dinp,
          CUDA_R_32F, IC, "matmul backward input (cublasGemmEx)");
 }
@@ -157,8 +101,10 @@ void cuda_linear_update(void *w, lomo_dtype dt, float *wbuf, const float *dout, 
         cuda_matmul_backward_weight((float *)w, dout, inp, alpha, beta, BT, IC, OC);
         return;
     }
-    const void *g = operand(0, dt, dout, (size_t)BT * OC, gate), *x = operand(1, dt, inp, (size_t)BT * IC, gate);
+    const void *g = cuda_gemm_operand(dt, dout, (size_t)BT * OC, gate, NULL);
+    const void *x = g ? cuda_gemm_operand(dt, inp, (size_t)BT * IC, gate, g) : NULL;
     if (!g || !x) return;
+    cuda_operands_forget_range(w, (size_t)OC * IC * lomo_dtype_size(dt));
     cudaDataType_t t = cuda_type(dt);
     if (!sr_seed || dt == LOMO_F32) {
         /* C is the weight itself: f32 accumulation, one rounding to nearest */

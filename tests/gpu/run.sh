@@ -2,13 +2,15 @@
 # tests/gpu/run.sh: the GPU checks, on a machine with an NVIDIA GPU.
 #
 # Builds lomo with the CUDA backend, runs the CPU-vs-GPU parity test of every
-# op and of whole training steps (tests/gpu/test_cuda.c), then the benchmark
-# table (tests/gpu/bench_cuda.c) with the 7B step's op profile (where its time
-# goes: GEMM rate, attention, elementwise). Results go to gpu-results/ (or $1):
-# parity.txt, bench.md, gpu.txt. On one H200: about a minute to build, one to run.
+# op and of whole training steps (tests/gpu/test_cuda.c), cuBLAS alone on the
+# 7B GEMM shapes (tests/gpu/bench_gemm.cu), then the benchmark table
+# (tests/gpu/bench_cuda.c) with the 7B step's op profile (where its time goes:
+# GEMM rate, attention, elementwise). Results go to gpu-results/ (or $1):
+# parity.txt, gemm.txt, bench.md, gpu.txt. On one H200: about a minute to
+# build, one to run.
 #
 #   tests/gpu/run.sh [results-dir]
-#   LOMO_GPU_BIN=dir tests/gpu/run.sh   # use test_cuda and bench_cuda already built in dir
+#   LOMO_GPU_BIN=dir tests/gpu/run.sh   # use test_cuda, bench_gemm and bench_cuda already built in dir
 #   LOMO_BENCH_QUICK=1                  # smaller benchmark (batch <= 8)
 set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -28,7 +30,7 @@ if [ -z "$bin" ]; then
     # this GPU's architecture only: the build takes a minute instead of four
     cmake -S "$root" -B "$root/build-gpu" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=native \
         -DLOMO_WERROR=ON >"$out/build.log" 2>&1 &&
-        cmake --build "$root/build-gpu" -j"$(nproc)" --target test_cuda bench_cuda >>"$out/build.log" 2>&1 ||
+        cmake --build "$root/build-gpu" -j"$(nproc)" --target test_cuda bench_cuda bench_gemm >>"$out/build.log" 2>&1 ||
         { tail -30 "$out/build.log"; echo "tests/gpu/run.sh: build failed (log: $out/build.log)"; exit 1; }
     bin=$root/build-gpu/tests
 fi
@@ -36,6 +38,9 @@ fi
 echo "== parity: CUDA backend against the CPU backend"
 timeout 240 "$bin/test_cuda" 2>&1 | tee "$out/parity.txt"
 parity=${PIPESTATUS[0]}
+
+echo "== cuBLAS alone on the 7B shapes"
+timeout 120 "$bin/bench_gemm" 2>&1 | tee "$out/gemm.txt"
 
 echo "== benchmark"
 quick=()

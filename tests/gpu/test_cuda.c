@@ -326,6 +326,10 @@ static void test_matmul(void) {
             float nan = NAN;
             float *dgn = dup_dev(g, (size_t)BT * OC * 4);
             GPU->to_device(dgn + 5, &nan, 4);
+            /* dX first, as in backward: the update then finds dout's rounding kept and must zero it */
+            float *scratch_di = GPU->alloc((size_t)BT * IC * 4);
+            GPU->matmul_backward_input(scratch_di, dgn, dw, dt, NULL, 0.0f, BT, IC, OC);
+            GPU->free(scratch_di);
             GPU->check_finite(gate, dgn, (size_t)BT * OC, 7);
             GPU->linear_update(dw2, dt, NULL, dgn, dx, -0.01f, 0.999f, BT, IC, OC, sr ? 99 : 0, gate);
             void *gw = from_dev(dw2, nw * es);
@@ -333,6 +337,24 @@ static void test_matmul(void) {
                      lomo_dtype_name(dt), sr ? " stochastic" : "");
             check(name, GPU->gate_read(gate) == 8 && memcmp(gw, w, nw * es) == 0, NULL);
             free(w2); free(gw); GPU->free(dw2); GPU->free(dgn);
+        }
+        if (dt != LOMO_F32) {
+            /* kept operands (operands.cu): an input rewritten by a copy, then by a GEMM, is rounded again */
+            GPU->matmul_forward(dout_, dx, dw, dt, NULL, BT, IC, OC);
+            float *x2 = hrand((size_t)BT * IC, 1.0f);
+            GPU->to_device(dx, x2, (size_t)BT * IC * 4);
+            GPU->matmul_forward(dout_, dx, dw, dt, NULL, BT, IC, OC);
+            CPU->matmul_forward(out, x2, w, dt, wbuf, BT, IC, OC);
+            snprintf(name, sizeof name, "matmul forward %s, its input rewritten by a copy", lomo_dtype_name(dt));
+            compare_dev(name, dout_, out, (size_t)BT * OC, tol);
+            GPU->matmul_backward_input(dx, dg, dw, dt, NULL, 0.0f, BT, IC, OC);
+            CPU->matmul_backward_input(x2, g, w, dt, wbuf, 0.0f, BT, IC, OC);
+            GPU->matmul_forward(dout_, dx, dw, dt, NULL, BT, IC, OC);
+            CPU->matmul_forward(out, x2, w, dt, wbuf, BT, IC, OC);
+            snprintf(name, sizeof name, "matmul forward %s, its input rewritten by a GEMM", lomo_dtype_name(dt));
+            compare_dev(name, dout_, out, (size_t)BT * OC, tol);
+            GPU->to_device(dx, x, (size_t)BT * IC * 4);
+            free(x2);
         }
         free(wf); free(w); free(out); free(di); GPU->free(dw); GPU->free(dout_); GPU->free(ddi);
     }
