@@ -256,8 +256,10 @@ const float *lomo_grads_get(const lomo_grads *g, int param);   /* f32 [numel], d
  * non-finite one (possible only by f32 overflow inside backward, since the
  * loss was finite) stops the step with LOMO_ERR_NONFINITE naming the
  * parameter, and the parameters after it in backward order keep their old
- * weights while those before it are updated. f16 storage always runs the
- * measuring pass: it never applies half a step.
+ * weights while those before it are updated (on a GPU the checks never wait
+ * for the device: every update queued after a failed check leaves its weight
+ * as it was). f16 storage always runs the measuring pass: it never applies
+ * half a step.
  */
 typedef enum lomo_optim_kind {
     LOMO_OPTIM_LOMO = 0,

@@ -164,6 +164,17 @@ static void adalomo_apply(lomo_optim *o, int p, float *g) {
                                      optim_sr_seed(o, p)));
 }
 
+/*
+ * A materialized gradient g of p: the element update behind the gate, or
+ * AdaLomo's, which has none, once the gate is read. 1 stops backward: a
+ * non-finite gradient was found (and recorded).
+ */
+static int apply_grad(lomo_optim *o, int p, float *g) {
+    if (o->o.kind != LOMO_OPTIM_ADALOMO) sgd_update(o, p, g, update_gate(o));
+    else if (o->checked || !optim_gate_raised(o)) adalomo_apply(o, p, g);
+    return !o->checked && o->nonfinite_param >= 0;
+}
+
 static int update_linear(void *user, int p, const float *dout, const float *inp, int BT) {
     lomo_optim *o = user;
     lomo_model *m = o->m;
@@ -178,10 +189,7 @@ static int update_linear(void *user, int p, const float *dout, const float *inp,
     void *w = param_ptr(m, p);
     if (o->o.kind == LOMO_OPTIM_ADALOMO || o->o.clip_grad_value > 0) {
         if (optim_reserve_gscratch(o)) return 1;
-        float *g = form_linear_grad(o, d, dout, inp, BT);
-        if (o->o.kind != LOMO_OPTIM_ADALOMO) sgd_update(o, p, g, update_gate(o));
-        else if (o->checked || !optim_gate_raised(o)) adalomo_apply(o, p, g);
-        return !o->checked && o->nonfinite_param >= 0;
+        return apply_grad(o, p, form_linear_grad(o, d, dout, inp, BT));
     }
     /* the fused update: W <- (1 - lr*wd) W - (lr*coef/scale) dout^T inp, no gradient ever formed */
     float alpha = -o->lr * o->coef * o->gscale, beta = 1.0f - o->lr * o->o.weight_decay;
@@ -196,9 +204,7 @@ static int update_dense(void *user, int p, float *grad) {
     o->finite_inp = NULL;   /* a new block's inputs follow (the buffers are reused across blocks) */
     const param_desc *d = &o->m->params[p];
     if (!o->checked) check_finite(o, p, grad, d->numel);
-    if (o->o.kind != LOMO_OPTIM_ADALOMO) sgd_update(o, p, grad, update_gate(o));
-    else if (o->checked || !optim_gate_raised(o)) adalomo_apply(o, p, grad);
-    return !o->checked && o->nonfinite_param >= 0;
+    return apply_grad(o, p, grad);
 }
 
 static int update_rows(void *user, int p, const int32_t *rows, int nrows, float *grad) {
