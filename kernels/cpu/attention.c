@@ -10,8 +10,8 @@
  * beats hand loops on the triangle.
  */
 #include <cblas.h>
-#include <math.h>
 #include "cpu_ops.h"
+#include "vector_math.h"
 
 /* Row-wise causal softmax of scores s [T, T] (scaled), in place. */
 static void causal_softmax(float *s, int T, float scale) {
@@ -21,11 +21,10 @@ static void causal_softmax(float *s, int T, float scale) {
             a[u] *= scale;
             mx = a[u] > mx ? a[u] : mx;
         }
+#pragma omp simd
+        for (int u = 0; u <= t; u++) a[u] = expf(a[u] - mx);
         float sum = 0.0f;
-        for (int u = 0; u <= t; u++) {
-            a[u] = expf(a[u] - mx);
-            sum += a[u];
-        }
+        for (int u = 0; u <= t; u++) sum += a[u];   /* in order, as before */
         float inv = 1.0f / sum;
         for (int u = 0; u <= t; u++) a[u] *= inv;
         for (int u = t + 1; u < T; u++) a[u] = 0.0f;

@@ -1,6 +1,6 @@
 /* crossentropy.c: softmax cross-entropy per row with the -100 ignore convention. */
-#include <math.h>
 #include "cpu_ops.h"
+#include "vector_math.h"
 
 #define IGNORE_INDEX (-100)
 
@@ -12,6 +12,7 @@ void cpu_crossentropy_forward(float *losses, float *lse, const float *logits,
         float mx = z[0];
         for (int j = 1; j < V; j++) mx = z[j] > mx ? z[j] : mx;
         double s = 0.0;
+#pragma omp simd reduction(+ : s)
         for (int j = 0; j < V; j++) s += exp((double)(z[j] - mx));
         float l = mx + (float)log(s);
         lse[i] = l;
@@ -31,6 +32,7 @@ void cpu_crossentropy_backward(float *dlogits, const float *logits, const float 
             continue;
         }
         float l = lse[i];
+#pragma omp simd
         for (int j = 0; j < V; j++) d[j] = dloss * expf(z[j] - l);
         d[tgt] -= dloss;
     }
