@@ -5,6 +5,7 @@
 #ifndef LOMO_TEST_FIXTURE_H
 #define LOMO_TEST_FIXTURE_H
 
+#include <stdio.h>   /* CHECK prints with fprintf */
 #include <stddef.h>
 #include <stdint.h>
 
