@@ -21,7 +21,9 @@ static void causal_softmax(float *s, int T, float scale) {
             a[u] *= scale;
             mx = a[u] > mx ? a[u] : mx;
         }
+#if LOMO_VECTOR_EXP
 #pragma omp simd
+#endif
         for (int u = 0; u <= t; u++) a[u] = expf(a[u] - mx);
         float sum = 0.0f;
         for (int u = 0; u <= t; u++) sum += a[u];   /* in order, as before */

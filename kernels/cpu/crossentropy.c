@@ -12,7 +12,9 @@ void cpu_crossentropy_forward(float *losses, float *lse, const float *logits,
         float mx = z[0];
         for (int j = 1; j < V; j++) mx = z[j] > mx ? z[j] : mx;
         double s = 0.0;
+#if LOMO_VECTOR_EXP
 #pragma omp simd reduction(+ : s)
+#endif
         for (int j = 0; j < V; j++) s += exp((double)(z[j] - mx));
         float l = mx + (float)log(s);
         lse[i] = l;
@@ -32,7 +34,9 @@ void cpu_crossentropy_backward(float *dlogits, const float *logits, const float 
             continue;
         }
         float l = lse[i];
+#if LOMO_VECTOR_EXP
 #pragma omp simd
+#endif
         for (int j = 0; j < V; j++) d[j] = dloss * expf(z[j] - l);
         d[tgt] -= dloss;
     }

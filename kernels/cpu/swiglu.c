@@ -3,7 +3,11 @@
 #include "vector_math.h"
 
 void cpu_swiglu_forward(float *out, const float *gate, const float *up, size_t n) {
+#if LOMO_VECTOR_EXP
 #pragma omp parallel for simd schedule(static)
+#else
+#pragma omp parallel for schedule(static)
+#endif
     for (size_t i = 0; i < n; i++) {
         float g = gate[i];
         out[i] = g / (1.0f + expf(-g)) * up[i];
@@ -13,7 +17,11 @@ void cpu_swiglu_forward(float *out, const float *gate, const float *up, size_t n
 /* silu'(g) = s * (1 + g * (1 - s)) with s = sigmoid(g) */
 void cpu_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate,
                          const float *up, size_t n) {
+#if LOMO_VECTOR_EXP
 #pragma omp parallel for simd schedule(static)
+#else
+#pragma omp parallel for schedule(static)
+#endif
     for (size_t i = 0; i < n; i++) {
         float g = gate[i], s = 1.0f / (1.0f + expf(-g)), d = dout[i];
         dgate[i] = d * up[i] * s * (1.0f + g * (1.0f - s));

@@ -10,9 +10,14 @@
 
 #include <math.h>
 
+/* 1 where the loops below get vector exp; they ask for `omp simd` only then (clang would warn that
+ * it cannot vectorize a call, an error under -Werror) */
 #if defined(__x86_64__) && defined(__GLIBC__) && defined(__GNUC__) && !defined(__clang__) && !defined(__FAST_MATH__)
+#define LOMO_VECTOR_EXP 1
 __attribute__((__simd__("notinbranch"))) float expf(float);
 __attribute__((__simd__("notinbranch"))) double exp(double);
+#else
+#define LOMO_VECTOR_EXP 0
 #endif
 
 #endif /* LOMO_CPU_VECTOR_MATH_H */
