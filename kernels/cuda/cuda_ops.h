@@ -74,6 +74,10 @@ void cuda_operands_forget_range(const void *p, size_t bytes);
 #ifdef __CUDACC__
 /* a finiteness gate (backend.h check_finite) is raised; NULL is no gate */
 __device__ __forceinline__ bool cuda_gate_raised(const int *gate) { return gate && *gate; }
+
+/* a grid-stride loop: i visits this thread's indices in [0, n) */
+#define CUDA_GRID_STRIDE(i, n) \
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (n); i += (size_t)gridDim.x * blockDim.x)
 #endif
 
 /* ---- gemm.cu (cuBLAS) ---- */

@@ -143,7 +143,7 @@ void cuda_linear_update(void *w, lomo_dtype dt, float *wbuf, const float *dout, 
 __global__ void dot_kernel(double *part, const float *a, const float *b, size_t n) {
     __shared__ double s[256];
     double acc = 0.0;
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+    CUDA_GRID_STRIDE(i, n)
         acc += (double)a[i] * b[i];
     s[threadIdx.x] = acc;
     __syncthreads();

@@ -30,7 +30,7 @@ template <> __device__ __forceinline__ __half to16<__half>(float x) { return __f
 /* gate raised (cuda_gate_raised): the operand is all zeros, so a gated update adds exactly nothing */
 template <typename T> __global__ void round_operand_kernel(T *out, const float *src, size_t n, const int *gate) {
     bool z = cuda_gate_raised(gate);
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+    CUDA_GRID_STRIDE(i, n)
         out[i] = to16<T>(z ? 0.0f : src[i]);
 }
 
@@ -38,7 +38,7 @@ template <typename T> __global__ void round_operand_kernel(T *out, const float *
 template <typename T>
 __global__ void round_operand4_kernel(T *out, const float4 *src, size_t n4, const int *gate) {
     bool z = cuda_gate_raised(gate);
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n4; i += (size_t)gridDim.x * blockDim.x) {
+    CUDA_GRID_STRIDE(i, n4) {
         float4 v = z ? make_float4(0.0f, 0.0f, 0.0f, 0.0f) : src[i];
         T *o = out + 4 * i;
         o[0] = to16<T>(v.x), o[1] = to16<T>(v.y), o[2] = to16<T>(v.z), o[3] = to16<T>(v.w);
@@ -48,14 +48,14 @@ __global__ void round_operand4_kernel(T *out, const float4 *src, size_t n4, cons
 /* f32 operands of a gated f32 update: a copy, or zeros while the gate is raised */
 __global__ void gated_copy_kernel(float *out, const float *src, size_t n, const int *gate) {
     bool z = cuda_gate_raised(gate);
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+    CUDA_GRID_STRIDE(i, n)
         out[i] = z ? 0.0f : src[i];
 }
 
 /* bytes [n] of p zeroed if the gate is raised; a fixed grid, as the common case only reads the gate */
 __global__ void zero_if_raised_kernel(unsigned char *p, size_t n, const int *gate) {
     if (!cuda_gate_raised(gate)) return;
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+    CUDA_GRID_STRIDE(i, n)
         p[i] = 0;
 }
 

@@ -53,7 +53,7 @@ static bool vec4_ok(size_t n, const void *a, const void *b, const void *c) {
 __global__ void embedding_forward_kernel(float *out, const int32_t *tokens, const void *wte, lomo_dtype dt, int BT,
                                          int C) {
     size_t n = (size_t)BT * C;
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+    CUDA_GRID_STRIDE(i, n) {
         size_t row = i / C, c = i % C;
         out[i] = load_w(wte, dt, (size_t)tokens[row] * C + c);
     }
@@ -208,7 +208,7 @@ __global__ void rope_kernel(float *x, const float *cosv, const float *sinv, int 
                             int pos_offset, float sgn) {
     int half = hd / 2;
     size_t n = (size_t)B * T * H * half;
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+    CUDA_GRID_STRIDE(i, n) {
         int j = (int)(i % half);
         size_t vec = i / half;                  /* (b, t, h) */
         int t = (int)((vec / H) % T);
@@ -260,17 +260,13 @@ void cuda_rope(float *x, const float *cos, const float *sin, int B, int T, int H
 
 __device__ __forceinline__ float swiglu(float g, float u) { return g / (1.0f + expf(-g)) * u; }
 
-/* a grid-stride loop over n4 = n / 4 float4s (vec4_ok) */
-#define VEC4_LOOP(i, n4) \
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (n4); i += (size_t)gridDim.x * blockDim.x)
-
 __global__ void swiglu_forward_kernel(float *out, const float *gate, const float *up, size_t n) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+    CUDA_GRID_STRIDE(i, n)
         out[i] = swiglu(gate[i], up[i]);
 }
 
 __global__ void swiglu_forward4_kernel(float4 *out, const float4 *gate, const float4 *up, size_t n4) {
-    VEC4_LOOP(i, n4) {
+    CUDA_GRID_STRIDE(i, n4) {
         float4 g = gate[i], u = up[i];
         out[i] = make_float4(swiglu(g.x, u.x), swiglu(g.y, u.y), swiglu(g.z, u.z), swiglu(g.w, u.w));
     }
@@ -296,7 +292,7 @@ __device__ __forceinline__ void swiglu_grad(float *dg, float *du, float d, float
 /* dgate may alias dout: each element's dout is read before dgate is written */
 __global__ void swiglu_backward_kernel(float *dgate, float *dup, const float *dout, const float *gate,
                                        const float *up, size_t n) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+    CUDA_GRID_STRIDE(i, n) {
         float dg, du;
         swiglu_grad(&dg, &du, dout[i], gate[i], up[i]);
         dgate[i] = dg, dup[i] = du;
@@ -305,7 +301,7 @@ __global__ void swiglu_backward_kernel(float *dgate, float *dup, const float *do
 
 __global__ void swiglu_backward4_kernel(float4 *dgate, float4 *dup, const float4 *dout, const float4 *gate,
                                         const float4 *up, size_t n4) {
-    VEC4_LOOP(i, n4) {
+    CUDA_GRID_STRIDE(i, n4) {
         float4 d = dout[i], g = gate[i], u = up[i], a, b;
         swiglu_grad(&a.x, &b.x, d.x, g.x, u.x), swiglu_grad(&a.y, &b.y, d.y, g.y, u.y);
         swiglu_grad(&a.z, &b.z, d.z, g.z, u.z), swiglu_grad(&a.w, &b.w, d.w, g.w, u.w);
@@ -325,12 +321,12 @@ void cuda_swiglu_backward(float *dgate, float *dup, const float *dout, const flo
 }
 
 __global__ void add_kernel(float *a, const float *b, size_t n) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+    CUDA_GRID_STRIDE(i, n)
         a[i] += b[i];
 }
 
 __global__ void add4_kernel(float4 *a, const float4 *b, size_t n4) {
-    VEC4_LOOP(i, n4) {
+    CUDA_GRID_STRIDE(i, n4) {
         float4 x = a[i], y = b[i];
         a[i] = make_float4(x.x + y.x, x.y + y.y, x.z + y.z, x.w + y.w);
     }

@@ -57,19 +57,16 @@ __device__ __forceinline__ float sgd_value(float w, float g, float lr, float wd,
     return __fsub_rn(__fmul_rn(w, decay), __fmul_rn(lr, prepare(g, gscale, clip_value, coef)));
 }
 
-#define GRID_STRIDE(i, n) \
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (size_t)gridDim.x * blockDim.x)
-
 /* ---- kernels ---- */
 
 __global__ void to_f32_kernel(float *out, const void *src, lomo_dtype dt, size_t n) {
-    GRID_STRIDE(i, n) out[i] = load(src, dt, i);
+    CUDA_GRID_STRIDE(i, n) out[i] = load(src, dt, i);
 }
 
 /* gate: NULL, or skip the whole rounding while it is raised */
 __global__ void round_kernel(void *out, lomo_dtype dt, const float *src, size_t n, uint64_t seed, const int *gate) {
-    if (gate && *gate) return;
-    GRID_STRIDE(i, n) store(out, dt, i, src[i], seed);
+    if (cuda_gate_raised(gate)) return;
+    CUDA_GRID_STRIDE(i, n) store(out, dt, i, src[i], seed);
 }
 
 /*
@@ -132,7 +129,7 @@ __global__ void check_finite_kernel(int *gate, const float *x, size_t n, int tag
     if ((uintptr_t)x % 16 == 0) {
         size_t n4 = n / 4;
         const float4 *x4 = (const float4 *)x;
-        GRID_STRIDE(i, n4) {
+        CUDA_GRID_STRIDE(i, n4) {
             float4 v = x4[i];
             bad |= !finite_f32(v.x) | !finite_f32(v.y) | !finite_f32(v.z) | !finite_f32(v.w);
         }
@@ -140,7 +137,7 @@ __global__ void check_finite_kernel(int *gate, const float *x, size_t n, int tag
              i += (size_t)gridDim.x * blockDim.x)
             bad |= !finite_f32(x[i]);
     } else {
-        GRID_STRIDE(i, n) bad |= !finite_f32(x[i]);
+        CUDA_GRID_STRIDE(i, n) bad |= !finite_f32(x[i]);
     }
     if (bad) atomicCAS(gate, 0, tag + 1);
 }
@@ -149,8 +146,8 @@ __global__ void raise_gate_kernel(int *gate, int tag) { atomicCAS(gate, 0, tag +
 
 __global__ void sgd_kernel(void *w, lomo_dtype dt, const float *g, size_t n, float lr, float wd, float gscale,
                            float clip_value, float coef, uint64_t seed, const int *gate) {
-    if (gate && *gate) return;
-    GRID_STRIDE(i, n) store(w, dt, i, sgd_value(load(w, dt, i), g[i], lr, wd, gscale, clip_value, coef), seed);
+    if (cuda_gate_raised(gate)) return;
+    CUDA_GRID_STRIDE(i, n) store(w, dt, i, sgd_value(load(w, dt, i), g[i], lr, wd, gscale, clip_value, coef), seed);
 }
 
 /* one block per row of w [V, C]; rows not in `rows` see a zero gradient, as on the CPU */
@@ -187,7 +184,7 @@ __global__ void sgd_rows_listed_kernel(void *w, lomo_dtype dt, const float *g, c
 }
 
 __global__ void rows_add_kernel(float *dst, const float *src, const int32_t *rows, size_t n, int C) {
-    GRID_STRIDE(e, n) {
+    CUDA_GRID_STRIDE(e, n) {
         size_t i = e / (size_t)C, c = e % (size_t)C;
         size_t d = (size_t)rows[i] * C + c;
         dst[d] = __fadd_rn(dst[d], src[e]);
@@ -195,14 +192,14 @@ __global__ void rows_add_kernel(float *dst, const float *src, const int32_t *row
 }
 
 __global__ void grad_prepare_kernel(float *g, size_t n, float gscale, float clip_value, float coef) {
-    GRID_STRIDE(i, n) g[i] = prepare(g[i], gscale, clip_value, coef);
+    CUDA_GRID_STRIDE(i, n) g[i] = prepare(g[i], gscale, clip_value, coef);
 }
 
 __global__ void adamw_kernel(void *w, lomo_dtype dt, const float *g, float *m, float *v, size_t n, float lr, float wd,
                              float b1, float b2, float eps, float bc1, float bc2, uint64_t seed) {
     float decay = __fsub_rn(1.0f, __fmul_rn(lr, wd)), step = __fdiv_rn(lr, bc1), sbc2 = __fsqrt_rn(bc2);
     float ob1 = __fsub_rn(1.0f, b1), ob2 = __fsub_rn(1.0f, b2);
-    GRID_STRIDE(i, n) {
+    CUDA_GRID_STRIDE(i, n) {
         float gi = g[i];
         float mi = __fadd_rn(__fmul_rn(b1, m[i]), __fmul_rn(ob1, gi));
         float vi = __fadd_rn(__fmul_rn(b2, v[i]), __fmul_rn(__fmul_rn(ob2, gi), gi));   /* ((1-b2)*g)*g, as C parses it */
@@ -247,7 +244,7 @@ __global__ void adalomo_colpart_kernel(double *part, const float *g, int rows, i
 /* the partials summed in order of p, then the column EMA */
 __global__ void adalomo_col_kernel(float *col, const double *part, int nparts, int rows, int cols, float beta) {
     float ob = __fsub_rn(1.0f, beta);
-    GRID_STRIDE(j, (size_t)cols) {
+    CUDA_GRID_STRIDE(j, (size_t)cols) {
         double s = 0.0;
         for (int p = 0; p < nparts; p++) s = __dadd_rn(s, part[(size_t)p * cols + j]);
         col[j] = __fadd_rn(__fmul_rn(beta, col[j]), __fmul_rn(ob, __double2float_rn(__ddiv_rn(s, (double)rows))));
@@ -268,7 +265,7 @@ __global__ void adalomo_scale_kernel(float *g, const float *row, const float *co
 /* AdaLomo 1-D: row is the full second moment */
 __global__ void adalomo_1d_kernel(float *g, float *row, size_t n, float beta, float eps1) {
     float ob = __fsub_rn(1.0f, beta);
-    GRID_STRIDE(i, n) {
+    CUDA_GRID_STRIDE(i, n) {
         float gi = g[i];
         float ri = __fadd_rn(__fmul_rn(beta, row[i]), __fmul_rn(ob, __fadd_rn(__fmul_rn(gi, gi), eps1)));
         row[i] = ri;
@@ -277,7 +274,7 @@ __global__ void adalomo_1d_kernel(float *g, float *row, size_t n, float beta, fl
 }
 
 __global__ void fill_uniform_kernel(void *w, lomo_dtype dt, size_t n, uint64_t seed, float scale) {
-    GRID_STRIDE(i, n) {
+    CUDA_GRID_STRIDE(i, n) {
         uint64_t r = lomo_mix64(seed ^ ((uint64_t)i * 0x9e3779b97f4a7c15ull) ^ 0x5851f42d4c957f2dull);
         float u = __fmul_rn(__ull2float_rn(r >> 40), 1.0f / 16777216.0f);   /* [0, 1) with 24 bits, exact */
         store(w, dt, i, __fmul_rn(__fsub_rn(__fmul_rn(2.0f, u), 1.0f), scale), 0);
@@ -419,7 +416,7 @@ void cuda_round_from_f32_gated(void *out, lomo_dtype dt, const float *src, size_
         return;
     }
     if (n == 0) return;
-    round_kernel<<<grid_for(n), THREADS, 0, cuda_stream()>>>(out, dt, src, n, dt == LOMO_F32 ? 0 : sr_seed, gate);
+    round_kernel<<<grid_for(n), THREADS, 0, cuda_stream()>>>(out, dt, src, n, sr_seed, gate);
     CUDA_LAUNCHED("round_kernel (gated or stochastic)");
 }
 
