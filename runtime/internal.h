@@ -46,6 +46,8 @@ void lomo_ctx_apply_threads(const lomo_ctx *ctx);
         lomo_profile_end(timed_ctx_, (op), (flops), timed_t0_);       \
     } while (0)
 double lomo_profile_begin(lomo_ctx *ctx);
+/* a monotonic clock, in seconds */
+double lomo_now(void);
 void lomo_profile_end(lomo_ctx *ctx, lomo_op op, double flops, double t0);
 
 #endif

@@ -132,7 +132,7 @@ lomo_status model_create(lomo_model **out, lomo_ctx *ctx, const lomo_llama_confi
             max_linear = m->params[p].numel;
     size_t wbuf_n = m->dtype == LOMO_F32 || !m->be->needs_wbuf ? 0 : max_linear;
     m->const_bytes = (2 * rope_n + wbuf_n + (size_t)C + MODEL_GATE_FLOATS) * sizeof(float);
-    float *cb = lomo_dev_alloc(ctx, LOMO_MEM_SCRATCH, m->const_bytes, "rope tables and f32 weight buffer");
+    float *cb = lomo_dev_alloc(ctx, LOMO_MEM_SCRATCH, m->const_bytes, "rope tables, f32 weight buffer and update gate");
     if (!cb) goto oom;
     m->rope_cos = cb;
     m->rope_sin = cb + rope_n;

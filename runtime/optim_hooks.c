@@ -4,14 +4,7 @@
  * the baselines, apply full gradients after backward.
  */
 #include <math.h>
-#include <time.h>
 #include "optim.h"
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 /* Stops backward at the first non-finite gradient (a finding the step reports). */
 static int found_nonfinite(lomo_optim *o, int p) {
@@ -101,11 +94,11 @@ static double linear_sumsq(lomo_optim *o, int p, const float *dout, const float 
     if (how == LOMO_NORM_AUTO) {
         if (optim_reserve_gscratch(o)) return NAN;
         o->gram_inp = NULL;   /* time the full Gram cost, input Gram included */
-        double t0 = now();
+        double t0 = lomo_now();
         double sg = gram_sumsq(o, d, dout, inp, BT);
-        double t1 = now();
+        double t1 = lomo_now();
         double sf = grad_sumsq(o, form_linear_grad(o, d, dout, inp, BT), d->numel);
-        double t2 = now();
+        double t2 = lomo_now();
         how = (t1 - t0) < (t2 - t1) ? LOMO_NORM_GRAM : LOMO_NORM_FORM_GRAD;
         o->norm_choice[p] = how;
         return how == LOMO_NORM_GRAM ? sg : sf;

@@ -3,7 +3,7 @@
 #include <time.h>
 #include "internal.h"
 
-static double now(void) {
+double lomo_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec + ts.tv_nsec * 1e-9;
@@ -25,14 +25,14 @@ void lomo_profile_reset(lomo_ctx *ctx) {
 double lomo_profile_begin(lomo_ctx *ctx) {
     if (!ctx->profiling) return 0.0;
     ctx->be->sync();
-    return now();
+    return lomo_now();
 }
 
 void lomo_profile_end(lomo_ctx *ctx, lomo_op op, double flops, double t0) {
     if (!ctx->profiling) return;
     ctx->be->sync();
     ctx->prof.calls[op]++;
-    ctx->prof.seconds[op] += now() - t0;
+    ctx->prof.seconds[op] += lomo_now() - t0;
     ctx->prof.flops[op] += flops;
 }
 
