@@ -13,6 +13,13 @@ int test_summary(const char *name) {
     return test_failures ? 1 : 0;
 }
 
+float fx_uniform(uint64_t *state) {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    return (float)((*state >> 40) * (1.0 / 8388608.0)) - 1.0f;
+}
+
 const char *fx_path(const char *file) {
     static char buf[4096];
     snprintf(buf, sizeof buf, "%s/%s", LOMO_FIXTURE_DIR, file);

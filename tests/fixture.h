@@ -66,6 +66,8 @@ extern int test_failures, test_checks;
         }                                                                  \
     } while (0)
 int test_summary(const char *name);
+/* Uniform in [-1, 1), 24 bits, from an xorshift64 state (nonzero): test data without rand()'s global state. */
+float fx_uniform(uint64_t *state);
 /* Path of a fixture file under tests/fixtures (LOMO_FIXTURE_DIR is set by CMake). */
 const char *fx_path(const char *file);
 

@@ -11,16 +11,11 @@
 #include "fixture.h"
 #include "runtime/backend.h"
 
-static float frand(unsigned *s) {
-    *s = *s * 1664525u + 1013904223u;
-    return (float)(*s >> 8) / 16777216.0f - 0.5f;
-}
-
 static void checks(const lomo_backend *be) {
     enum { N = 1001 };
     float *x = malloc(N * sizeof *x);
-    unsigned seed = 7;
-    for (int i = 0; i < N; i++) x[i] = frand(&seed);
+    uint64_t seed = 7;
+    for (int i = 0; i < N; i++) x[i] = fx_uniform(&seed);
     int gate = 0;
     be->check_finite(&gate, x, N, 3);
     CHECK(be->gate_read(&gate) == 0, "finite data raised the gate to %d", gate);
@@ -46,11 +41,11 @@ static void checks(const lomo_backend *be) {
 static void updates(const lomo_backend *be, lomo_dtype dt) {
     enum { BT = 5, IC = 12, OC = 7 };
     size_t nw = (size_t)OC * IC, es = lomo_dtype_size(dt);
-    unsigned seed = 11;
+    uint64_t seed = 11;
     float wf[OC * IC], dout[BT * OC], inp[BT * IC], wbuf[OC * IC], g[OC * IC];
-    for (size_t i = 0; i < nw; i++) wf[i] = frand(&seed), g[i] = frand(&seed);
-    for (int i = 0; i < BT * OC; i++) dout[i] = frand(&seed);
-    for (int i = 0; i < BT * IC; i++) inp[i] = frand(&seed);
+    for (size_t i = 0; i < nw; i++) wf[i] = fx_uniform(&seed), g[i] = fx_uniform(&seed);
+    for (int i = 0; i < BT * OC; i++) dout[i] = fx_uniform(&seed);
+    for (int i = 0; i < BT * IC; i++) inp[i] = fx_uniform(&seed);
     unsigned char w0[OC * IC * 4], w1[OC * IC * 4], w2[OC * IC * 4];
     be->from_f32(w0, dt, wf, nw);
     const char *dn = lomo_dtype_name(dt);

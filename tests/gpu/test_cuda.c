@@ -20,12 +20,7 @@ static int failures, checks;
 /* ---- host helpers ---- */
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
-static float frand(void) {   /* uniform [-1, 1) */
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (float)((rng_state >> 40) * (1.0 / 8388608.0)) - 1.0f;
-}
+static float frand(void) { return fx_uniform(&rng_state); }   /* uniform [-1, 1) */
 static float *hrand(size_t n, float scale) {
     float *p = malloc((n ? n : 1) * sizeof(float));
     for (size_t i = 0; i < n; i++) p[i] = frand() * scale;
@@ -609,37 +604,34 @@ static void run_steps(const step_case *sc) {
     free(weights[0]); free(weights[1]); free(tok); free(tgt);
 }
 
-/* a head size beyond the CUDA attention kernels is a config error at creation, not a device fault later */
-static void test_head_dim_limit(void) {
+/* a model the GPU context must refuse at creation: status want, and an error naming `names` */
+static void check_refused(const char *what, const lomo_llama_config *cfg, const lomo_model_options *mo,
+                          lomo_status want, const char *names) {
     lomo_ctx *ctx = NULL;
     lomo_ctx_options co = {.device = "cuda"};
     lomo_ctx_create(&ctx, &co);
-    lomo_llama_config cfg = {.hidden_size = 512, .intermediate_size = 256, .num_hidden_layers = 1,
-                             .num_attention_heads = 1, .num_key_value_heads = 1, .vocab_size = 64,
-                             .max_position_embeddings = 16, .rms_norm_eps = 1e-5, .rope_theta = 1e4};
     lomo_model *m = NULL;
-    lomo_status st = lomo_model_create(&m, ctx, &cfg, NULL);
-    check("head size 512: LOMO_ERR_CONFIG naming it",
-          st == LOMO_ERR_CONFIG && strstr(lomo_last_error(ctx), "head size 512"), lomo_last_error(ctx));
+    lomo_status st = lomo_model_create(&m, ctx, cfg, mo);
+    check(what, st == want && strstr(lomo_last_error(ctx), names), lomo_last_error(ctx));
     lomo_model_destroy(m);
     lomo_ctx_destroy(ctx);
 }
 
+/* a head size beyond the CUDA attention kernels is a config error at creation, not a device fault later */
+static void test_head_dim_limit(void) {
+    lomo_llama_config cfg = {.hidden_size = 512, .intermediate_size = 256, .num_hidden_layers = 1,
+                             .num_attention_heads = 1, .num_key_value_heads = 1, .vocab_size = 64,
+                             .max_position_embeddings = 16, .rms_norm_eps = 1e-5, .rope_theta = 1e4};
+    check_refused("head size 512: LOMO_ERR_CONFIG naming it", &cfg, NULL, LOMO_ERR_CONFIG, "head size 512");
+}
+
 static void test_oom_message(void) {
-    lomo_ctx *ctx = NULL;
-    lomo_ctx_options co = {.device = "cuda"};
-    lomo_ctx_create(&ctx, &co);
     /* ~1.1 TB of bf16 weights: more than any one GPU has */
     lomo_llama_config cfg = {.hidden_size = 16384, .intermediate_size = 65536, .num_hidden_layers = 200,
                              .num_attention_heads = 128, .num_key_value_heads = 128, .vocab_size = 32000,
                              .max_position_embeddings = 2048, .rms_norm_eps = 1e-5, .rope_theta = 1e4};
     lomo_model_options mo = {.dtype = LOMO_BF16};
-    lomo_model *m = NULL;
-    lomo_status st = lomo_model_create(&m, ctx, &cfg, &mo);
-    check("model too large: LOMO_ERR_OOM naming what", st == LOMO_ERR_OOM && strstr(lomo_last_error(ctx), "weights"),
-          lomo_last_error(ctx));
-    lomo_model_destroy(m);
-    lomo_ctx_destroy(ctx);
+    check_refused("model too large: LOMO_ERR_OOM naming what", &cfg, &mo, LOMO_ERR_OOM, "weights");
 }
 
 int main(void) {
