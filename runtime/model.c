@@ -124,14 +124,9 @@ lomo_status model_create(lomo_model **out, lomo_ctx *ctx, const lomo_llama_confi
     if (!m->weights) goto oom;
 
     /* constant tables and the widening buffers */
-    int C = cfg->hidden_size, half = m->head_dim / 2;
-    size_t rope_n = (size_t)cfg->max_position_embeddings * half;
-    size_t max_linear = 0;
-    for (int p = 0; p < m->nparams; p++)
-        if (m->params[p].kind != LOMO_PARAM_NORM && m->params[p].numel > max_linear)
-            max_linear = m->params[p].numel;
-    size_t wbuf_n = m->dtype == LOMO_F32 || !m->be->needs_wbuf ? 0 : max_linear;
-    m->const_bytes = (2 * rope_n + wbuf_n + (size_t)C + MODEL_GATE_FLOATS) * sizeof(float);
+    int C = cfg->hidden_size;
+    size_t rope_n = model_rope_floats(m), wbuf_n = model_wbuf_floats(m);
+    m->const_bytes = model_const_bytes(m);
     float *cb = lomo_dev_alloc(ctx, LOMO_MEM_SCRATCH, m->const_bytes, "rope tables, f32 weight buffer and update gate");
     if (!cb) goto oom;
     m->rope_cos = cb;
@@ -250,6 +245,23 @@ size_t model_activation_bytes(lomo_model *m, int B, int T) {
     carver cv = {0};
     carve_activations(&tmp, &cv, B, T);
     return cv.off;
+}
+
+size_t model_rope_floats(const lomo_model *m) {
+    return (size_t)m->cfg.max_position_embeddings * (size_t)(m->head_dim / 2);
+}
+
+size_t model_wbuf_floats(const lomo_model *m) {
+    if (m->dtype == LOMO_F32 || !m->be->needs_wbuf) return 0;
+    size_t n = 0;
+    for (int p = 0; p < m->nparams; p++)
+        if (m->params[p].kind != LOMO_PARAM_NORM && m->params[p].numel > n) n = m->params[p].numel;
+    return n;
+}
+
+size_t model_const_bytes(const lomo_model *m) {
+    return (2 * model_rope_floats(m) + model_wbuf_floats(m) + (size_t)m->cfg.hidden_size + MODEL_GATE_FLOATS) *
+           sizeof(float);
 }
 
 lomo_status model_shape(lomo_model *m, lomo_ctx *ctx, const lomo_llama_config *cfg, lomo_dtype dtype, int checkpointing) {

@@ -123,6 +123,12 @@ typedef enum bwd_mode { BWD_PLAIN = 0, BWD_RECORD, BWD_REPLAY } bwd_mode;
  * (same result, bit for bit, as a plain backward with the same weights). */
 lomo_status model_backward(lomo_model *m, float loss_scale, const lomo_grad_hook *hook, bwd_mode mode);
 
+/* the constant buffer (scratch) of a shaped model: rope cos and sin tables [max_pos, hd/2] each, the
+ * f32 widening buffer of the largest non-norm weight (16-bit weights on a backend that needs it; else 0),
+ * a norm weight as f32 [C], and the update gate */
+size_t model_rope_floats(const lomo_model *m);
+size_t model_wbuf_floats(const lomo_model *m);
+size_t model_const_bytes(const lomo_model *m);
 /* Fills m's shape (config, parameter table, weights_bytes) without allocating
  * anything on the device; free(m->params) when done. For planning. */
 lomo_status model_shape(lomo_model *m, lomo_ctx *ctx, const lomo_llama_config *cfg, lomo_dtype dtype, int checkpointing);

@@ -21,16 +21,11 @@ lomo_status lomo_plan_memory(lomo_ctx *ctx, const lomo_llama_config *cfg, const 
     if (st) return st;
     *out = (lomo_plan){0};
     size_t C = (size_t)cfg->hidden_size, V = (size_t)cfg->vocab_size, BT = (size_t)B * T, L = (size_t)cfg->num_hidden_layers;
-    size_t max_linear = 0, max_matrix = 0;
-    for (int p = 0; p < m.nparams; p++) {
-        const param_desc *d = &m.params[p];
-        if (d->kind != LOMO_PARAM_NORM && d->numel > max_matrix) max_matrix = d->numel;
-        if (d->kind == LOMO_PARAM_LINEAR && d->numel > max_linear) max_linear = d->numel;
-    }
+    size_t max_linear = 0;
+    for (int p = 0; p < m.nparams; p++)
+        if (m.params[p].kind == LOMO_PARAM_LINEAR && m.params[p].numel > max_linear) max_linear = m.params[p].numel;
     out->weights = m.weights_bytes;
-    size_t rope_n = (size_t)cfg->max_position_embeddings * (size_t)(m.head_dim / 2);
-    out->scratch = (2 * rope_n + (o.dtype == LOMO_F32 || !ctx->be->needs_wbuf ? 0 : max_matrix) + C +
-                    MODEL_GATE_FLOATS) * sizeof(float);
+    out->scratch = model_const_bytes(&m);
     out->activations = model_activation_bytes(&m, B, T);
     if (oo) {
         int full = oo->kind == LOMO_OPTIM_SGD || oo->kind == LOMO_OPTIM_ADAMW;
