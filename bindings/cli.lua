@@ -61,7 +61,7 @@ function M.run(yaml, ...)
   return fn(cfg, {yaml = yaml, dir = dir, recipe = recipe})
 end
 
--- ---- lomo plan <model> --seq N --batch B --dtype bf16 [--checkpointing] [--device cuda] ----
+-- ---- lomo plan <model> --seq N --batch B --dtype bf16 [--checkpointing[=keep_attention]] [--device cuda] ----
 
 local function size(n)
   if n >= 10 * 2^30 then return ("%.1f GiB"):format(n / 2^30) end
@@ -69,7 +69,7 @@ local function size(n)
 end
 
 M.plan_usage = "usage: lomo plan <model.gguf | hf-folder | config.json> --seq N [--batch B] " ..
-               "[--dtype f32|bf16|f16] [--checkpointing] [--device cpu|cuda]"
+               "[--dtype f32|bf16|f16] [--checkpointing[=blocks|keep_attention]] [--device cpu|cuda]"
 
 function M.plan(...)
   local args = {...}
@@ -88,7 +88,13 @@ function M.plan(...)
       opt[a:sub(3)] = v
     elseif a == "--dtype" then opt.dtype = value()
     elseif a == "--device" then opt.device = value()
-    elseif a == "--checkpointing" then opt.checkpointing = true
+    elseif a == "--checkpointing" then opt.checkpointing = "blocks"
+    elseif a:match("^%-%-checkpointing=") then
+      opt.checkpointing = a:match("=(.*)")
+      local known = {off = true, blocks = true, keep_attention = true}
+      if not known[opt.checkpointing] then
+        error(a .. ": checkpointing is off, blocks or keep_attention\n" .. M.plan_usage, 0)
+      end
     elseif a:sub(1, 1) == "-" then error("unknown option " .. a .. "\n" .. M.plan_usage, 0)
     elseif opt.model then error("one model only (got " .. opt.model .. " and " .. a .. ")", 0)
     else opt.model = a end
@@ -98,7 +104,7 @@ function M.plan(...)
   local p = lomo.plan{model = opt.model, seq = opt.seq, batch = opt.batch, dtype = opt.dtype,
                       checkpointing = opt.checkpointing, device = opt.device}
   print(("memory plan for %s: batch %d x seq %d, %s weights, checkpointing %s"):format(
-    opt.model, opt.batch, opt.seq, opt.dtype, opt.checkpointing and "on" or "off"))
+    opt.model, opt.batch, opt.seq, opt.dtype, opt.checkpointing or "off"))
   local cols = {"weights", "activations", "gradients", "optimizer", "scratch", "total"}
   local line = {("%-10s"):format("")}
   for _, c in ipairs(cols) do line[#line + 1] = ("%12s"):format(c) end

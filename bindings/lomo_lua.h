@@ -99,6 +99,10 @@ lua_Number lomo_lua_opt_num(lua_State *L, int t, const char *key, lua_Number def
 int lomo_lua_opt_bool(lua_State *L, int t, const char *key, int def, const char *where);
 const char *lomo_lua_opt_str(lua_State *L, int t, const char *key, const char *def, const char *where);
 int lomo_lua_parse_dtype(lua_State *L, const char *s, const char *where, lomo_dtype *out);
+/* A lomo_checkpointing from the value at i (what names it in errors): a boolean (true = blocks) or
+ * "off", "blocks", "keep_attention"; the _opt form reads field 'checkpointing' of the table at t. */
+int lomo_lua_to_checkpointing(lua_State *L, int i, const char *what);
+int lomo_lua_opt_checkpointing(lua_State *L, int t, const char *where);
 
 /* A config table with HF field names to the runtime's struct, and back. */
 void lomo_lua_check_config(lua_State *L, int t, const char *where, lomo_llama_config *out);

@@ -113,7 +113,7 @@ static void usage(FILE *f) {
             "usage: lomo [script.lua [args...]]\n"
             "       lomo run recipe.yaml [key=value ...]   (dotted keys: optim.lr=1e-4)\n"
             "       lomo plan <model.gguf | hf-folder> --seq N [--batch B] [--dtype f32|bf16|f16] "
-            "[--checkpointing] [--device cpu|cuda]\n"
+            "[--checkpointing[=blocks|keep_attention]] [--device cpu|cuda]\n"
             "       lomo --version | --help\n"
             "Without arguments, lomo opens a REPL (help(lomo) lists the API) or runs stdin.\n"
             "Environment: LOMO_DEVICE (cpu | cuda, the default device), LOMO_PATH (the recipe library, for\n"

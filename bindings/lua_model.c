@@ -244,7 +244,7 @@ static void check_model_opts(lua_State *L, int i, const char *where, lomo_model_
     luaL_checktype(L, i, LUA_TTABLE);
     lomo_lua_check_keys(L, i, where, with_seed ? known_seed : known);
     lomo_lua_parse_dtype(L, lomo_lua_opt_str(L, i, "dtype", "f32", where), where, &mo->dtype);
-    mo->checkpointing = lomo_lua_opt_bool(L, i, "checkpointing", 0, where);
+    mo->checkpointing = lomo_lua_opt_checkpointing(L, i, where);
     if (with_seed) mo->seed = (uint64_t)lomo_lua_opt_int(L, i, "seed", 0, where);
 }
 
@@ -573,8 +573,9 @@ static int model_num_weights(lua_State *L) {
 
 static int model_set_checkpointing(lua_State *L) {
     lomo_model_ref *r = lomo_lua_check_model(L, 1);
-    luaL_checktype(L, 2, LUA_TBOOLEAN);
-    lomo_status st = lomo_model_set_checkpointing(r->m, lua_toboolean(L, 2));
+    luaL_checkany(L, 2);
+    int mode = lomo_lua_to_checkpointing(L, 2, "lomo.model:set_checkpointing: argument");
+    lomo_status st = lomo_model_set_checkpointing(r->m, mode);
     if (st != LOMO_OK) return lomo_lua_fail(L, r->cr->ctx, st, "lomo.model:set_checkpointing");
     return 0;
 }
@@ -604,7 +605,7 @@ static int l_plan(lua_State *L) {
     if (B <= 0 || B > 1 << 20) return luaL_error(L, "%s: field 'batch' must be a positive integer", where);
     lomo_model_options mo = {.dtype = LOMO_F32};
     lomo_lua_parse_dtype(L, lomo_lua_opt_str(L, 1, "dtype", "f32", where), where, &mo.dtype);
-    mo.checkpointing = lomo_lua_opt_bool(L, 1, "checkpointing", 0, where);
+    mo.checkpointing = lomo_lua_opt_checkpointing(L, 1, where);
     const char *device = lomo_lua_opt_device(L, 1, where);   /* plans differ by backend */
 
     /* the context lives in a closed-safe userdata so an error below cannot leak it */
@@ -695,14 +696,15 @@ static const lomo_lua_reg model_methods[] = {
     {"next_logits", model_next_logits, "(ids) -> V logits of the next token"},
     {"save", model_save, "(dir): HF folder (config.json + model.safetensors), atomic"},
     {"num_weights", model_num_weights, "() -> total scalar count"},
-    {"set_checkpointing", model_set_checkpointing, "(bool)"},
+    {"set_checkpointing", model_set_checkpointing, "(bool | \"off\" | \"blocks\" | \"keep_attention\")"},
     {"close", model_close, "()"},
     {NULL, NULL, NULL},
 };
 
 static const lomo_lua_reg model_funcs[] = {
     {"context", l_context, "{threads=, device=\"cpu\"|\"cuda\"} -> a context (runtime, device, memory accounting)"},
-    {"load", l_load, "(ctx, path, {dtype=, checkpointing=}) -> model from a .gguf file or an HF folder"},
+    {"load", l_load, "(ctx, path, {dtype=, checkpointing=}) -> model from a .gguf file or an HF folder; "
+                     "checkpointing = false | true | \"blocks\" | \"keep_attention\""},
     {"model", l_model, "(ctx, cfg, {dtype=, checkpointing=, seed=}) -> randomly initialized model"},
     {"plan", l_plan, "{config= | model=, seq=, batch=, dtype=, checkpointing=, device=} -> memory plan in bytes"},
     {NULL, NULL, NULL},

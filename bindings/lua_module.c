@@ -205,6 +205,27 @@ const char *lomo_lua_opt_str(lua_State *L, int t, const char *key, const char *d
     return v;
 }
 
+int lomo_lua_to_checkpointing(lua_State *L, int i, const char *what) {
+    static const char *const names[] = {"off", "blocks", "keep_attention"};
+    if (lua_type(L, i) == LUA_TBOOLEAN) return lua_toboolean(L, i) ? LOMO_CHECKPOINT_BLOCKS : LOMO_CHECKPOINT_OFF;
+    if (lua_type(L, i) == LUA_TSTRING)
+        for (int k = 0; k < 3; k++)
+            if (strcmp(lua_tostring(L, i), names[k]) == 0) return k;
+    const char *got = lua_type(L, i) == LUA_TSTRING ? lua_pushfstring(L, "\"%s\"", lua_tostring(L, i))
+                                                    : luaL_typename(L, i);
+    return luaL_error(L, "%s must be a boolean or \"off\", \"blocks\" or \"keep_attention\", got %s", what, got);
+}
+
+int lomo_lua_opt_checkpointing(lua_State *L, int t, const char *where) {
+    if (lua_isnoneornil(L, t)) return LOMO_CHECKPOINT_OFF;
+    lua_getfield(L, t, "checkpointing");
+    char what[160];
+    snprintf(what, sizeof what, "%s: field 'checkpointing'", where);
+    int v = lua_isnil(L, -1) ? LOMO_CHECKPOINT_OFF : lomo_lua_to_checkpointing(L, -1, what);
+    lua_pop(L, 1);
+    return v;
+}
+
 int lomo_lua_parse_dtype(lua_State *L, const char *s, const char *where, lomo_dtype *out) {
     if (strcmp(s, "f32") == 0 || strcmp(s, "float32") == 0) *out = LOMO_F32;
     else if (strcmp(s, "bf16") == 0 || strcmp(s, "bfloat16") == 0) *out = LOMO_BF16;

@@ -232,12 +232,12 @@ lomo_status model_backward(lomo_model *m, float loss_scale, const lomo_grad_hook
     if (dense_grad(&b, param_norm(m), m->normgrad)) goto hook_failed;
 
     for (int l = L - 1; l >= 0; l--) {
-        const layer_acts *a = &m->la[m->checkpointing ? 0 : l];
+        layer_acts a = model_layer_acts(m, l);
         if (m->checkpointing && m->acts_layer != l) {
-            model_block_forward(m, l, a, m->x[l], NULL);
+            model_block_forward(m, l, &a, m->x[l], NULL);
             m->acts_layer = l;
         }
-        if (mode == BWD_REPLAY ? block_replay(&b, l, a) : block_backward(&b, l, a, m->x[l])) goto hook_failed;
+        if (mode == BWD_REPLAY ? block_replay(&b, l, &a) : block_backward(&b, l, &a, m->x[l])) goto hook_failed;
     }
     const float *dx0 = mode == BWD_REPLAY ? rec_in(m, 0) : m->g.dres;
     if (mode == BWD_RECORD) {

@@ -7,7 +7,8 @@
 /*
  * One transformer block. x [BT, C] is the block input, out [BT, C] its output;
  * out may be NULL when only the saved activations are wanted (recompute in
- * backward), which skips the down projection.
+ * backward), which skips the down projection, and attention too when the
+ * model keeps every block's attention output (LOMO_CHECKPOINT_KEEP_ATTENTION).
  */
 void model_block_forward(lomo_model *m, int l, const layer_acts *a, const float *x, float *out) {
     const lomo_backend *be = m->be;
@@ -24,8 +25,9 @@ void model_block_forward(lomo_model *m, int l, const layer_acts *a, const float 
     model_linear(m, a->v, a->ln1, param_index(l, P_WV), C, NKV * hd);
     LOMO_TIMED(ctx, LOMO_OP_ROPE, 0, be->rope(a->q, m->rope_cos, m->rope_sin, B, T, NH, hd, 0, 0));
     LOMO_TIMED(ctx, LOMO_OP_ROPE, 0, be->rope(a->k, m->rope_cos, m->rope_sin, B, T, NKV, hd, 0, 0));
-    LOMO_TIMED(ctx, LOMO_OP_ATTENTION_FWD, model_attention_flops(m),
-               be->attention_forward(a->atty, a->att, a->q, a->k, a->v, B, T, NH, NKV, hd, m->dtype));
+    if (out || m->checkpointing != LOMO_CHECKPOINT_KEEP_ATTENTION)
+        LOMO_TIMED(ctx, LOMO_OP_ATTENTION_FWD, model_attention_flops(m),
+                   be->attention_forward(a->atty, a->att, a->q, a->k, a->v, B, T, NH, NKV, hd, m->dtype));
     model_linear(m, a->xmid, a->atty, param_index(l, P_WO), NH * hd, C);
     LOMO_TIMED(ctx, LOMO_OP_RESIDUAL, 0, be->add_inplace(a->xmid, x, (size_t)BT * C));
 
@@ -82,8 +84,10 @@ lomo_status lomo_model_forward(lomo_model *m, const int32_t *tokens, const int32
 
     LOMO_TIMED(m->ctx, LOMO_OP_EMBEDDING, 0,
                be->embedding_forward(m->x[0], m->tokens, param_ptr(m, 0), m->dtype, BT, C));
-    for (int l = 0; l < L; l++)
-        model_block_forward(m, l, &m->la[m->checkpointing ? 0 : l], m->x[l], m->x[l + 1]);
+    for (int l = 0; l < L; l++) {
+        layer_acts a = model_layer_acts(m, l);
+        model_block_forward(m, l, &a, m->x[l], m->x[l + 1]);
+    }
     m->acts_layer = m->checkpointing ? L - 1 : -1;
     const float *lnfw = model_norm_weight(m, param_norm(m));
     LOMO_TIMED(m->ctx, LOMO_OP_RMSNORM, 0,

@@ -120,9 +120,23 @@ typedef struct lomo_llama_config {
     double rope_theta;
 } lomo_llama_config;
 
+/*
+ * Activation checkpointing: what a forward keeps for the backward.
+ * OFF keeps every block's activations. BLOCKS keeps only each block's input
+ * and recomputes the block in backward (one block's activations live at a
+ * time). KEEP_ATTENTION is BLOCKS that also keeps each block's attention
+ * output and softmax statistics, so the recompute skips attention, the
+ * costliest op per byte kept (plan the memory with lomo_plan_memory).
+ */
+typedef enum lomo_checkpointing {
+    LOMO_CHECKPOINT_OFF = 0,
+    LOMO_CHECKPOINT_BLOCKS = 1,
+    LOMO_CHECKPOINT_KEEP_ATTENTION = 2,
+} lomo_checkpointing;
+
 typedef struct lomo_model_options {
     lomo_dtype dtype;          /* storage dtype of the weights */
-    int checkpointing;         /* 1: keep block inputs only, recompute in backward */
+    int checkpointing;         /* a lomo_checkpointing; 1 = BLOCKS, so a boolean works */
     uint64_t seed;             /* deterministic init */
 } lomo_model_options;
 
@@ -211,7 +225,8 @@ int lomo_model_find_param(const lomo_model *m, const char *name);  /* -1 if abse
 /* Copies f32 values into a parameter, converting to its storage dtype. */
 lomo_status lomo_model_set_param_f32(lomo_model *m, int index, const float *src, size_t n);
 lomo_status lomo_model_get_param_f32(const lomo_model *m, int index, float *dst, size_t n);
-lomo_status lomo_model_set_checkpointing(lomo_model *m, int on);
+/* Switches activation checkpointing (a lomo_checkpointing); the activations are re-reserved. */
+lomo_status lomo_model_set_checkpointing(lomo_model *m, int mode);
 
 /* Allocates activations for (B, T); forward does this itself when needed. */
 lomo_status lomo_model_reserve(lomo_model *m, int B, int T);

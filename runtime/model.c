@@ -94,6 +94,12 @@ lomo_status lomo_model_create(lomo_model **out, lomo_ctx *ctx, const lomo_llama_
     return model_create(out, ctx, cfg, opts, 1);
 }
 
+static lomo_status check_checkpointing(lomo_ctx *ctx, int mode, const char *where) {
+    if ((unsigned)mode <= LOMO_CHECKPOINT_KEEP_ATTENTION) return LOMO_OK;
+    return lomo_fail(ctx, LOMO_ERR_INVALID_ARG,
+                     "%s: checkpointing: unknown value %d (0 off, 1 blocks, 2 blocks keeping attention)", where, mode);
+}
+
 lomo_status model_create(lomo_model **out, lomo_ctx *ctx, const lomo_llama_config *cfg,
                          const lomo_model_options *opts, int init) {
     if (!out || !ctx) return lomo_fail(ctx, LOMO_ERR_INVALID_ARG, "lomo_model_create: NULL argument");
@@ -103,6 +109,7 @@ lomo_status model_create(lomo_model **out, lomo_ctx *ctx, const lomo_llama_confi
     lomo_model_options o = opts ? *opts : (lomo_model_options){0};
     if ((unsigned)o.dtype > LOMO_F16)
         return lomo_fail(ctx, LOMO_ERR_INVALID_ARG, "model options: dtype: unknown value %d", (int)o.dtype);
+    if ((st = check_checkpointing(ctx, o.checkpointing, "model options"))) return st;
 
     lomo_model *m = calloc(1, sizeof *m);
     if (!m) return lomo_fail(ctx, LOMO_ERR_OOM, "out of memory: model struct");
@@ -110,7 +117,7 @@ lomo_status model_create(lomo_model **out, lomo_ctx *ctx, const lomo_llama_confi
     m->be = ctx->be;
     m->cfg = *cfg;
     m->dtype = o.dtype;
-    m->checkpointing = o.checkpointing ? 1 : 0;
+    m->checkpointing = o.checkpointing;
     m->head_dim = cfg->hidden_size / cfg->num_attention_heads;
     m->acts_layer = -1;
     int max_params = 3 + cfg->num_hidden_layers * P_PER_LAYER;
@@ -162,9 +169,11 @@ static void free_activations(lomo_model *m) {
     m->tokens_host = NULL;
     free(m->x);
     free(m->la);
+    free(m->kept);
     m->act_mem = NULL;
     m->x = NULL;
     m->la = NULL;
+    m->kept = NULL;
     m->act_bytes = 0;
     m->B_cap = m->T_cap = 0;
     m->have_forward = 0;
@@ -219,6 +228,12 @@ static void carve_activations(lomo_model *m, carver *cv, int B, int T) {
         a.hmlp = carve(cv, BT * F);
         if (m->la) m->la[l] = a;
     }
+    /* the last block's attention stays in la[0]: no other block's recompute writes it there */
+    if (m->checkpointing == LOMO_CHECKPOINT_KEEP_ATTENTION)
+        for (int l = 0; l < L - 1; l++) {
+            kept_attention k = {.att = carve(cv, attn), .atty = carve(cv, BT * qd)};
+            if (m->kept) m->kept[l] = k;
+        }
     m->lnf = carve(cv, BT * C);
     m->rstdf = carve(cv, BT);
     m->logits = carve(cv, BT * V);
@@ -242,6 +257,7 @@ size_t model_activation_bytes(lomo_model *m, int B, int T) {
     lomo_model tmp = *m;   /* carving with no base only counts, but it writes the pointers */
     tmp.x = NULL;
     tmp.la = NULL;
+    tmp.kept = NULL;
     carver cv = {0};
     carve_activations(&tmp, &cv, B, T);
     return cv.off;
@@ -272,7 +288,8 @@ lomo_status model_shape(lomo_model *m, lomo_ctx *ctx, const lomo_llama_config *c
     m->be = ctx->be;
     m->cfg = *cfg;
     m->dtype = dtype;
-    m->checkpointing = checkpointing ? 1 : 0;
+    if ((st = check_checkpointing(ctx, checkpointing, "plan"))) return st;
+    m->checkpointing = checkpointing;
     m->head_dim = cfg->hidden_size / cfg->num_attention_heads;
     m->params = calloc((size_t)(3 + cfg->num_hidden_layers * P_PER_LAYER), sizeof *m->params);
     if (!m->params) return lomo_fail(ctx, LOMO_ERR_OOM, "out of memory: parameter table");
@@ -295,9 +312,11 @@ lomo_status lomo_model_reserve(lomo_model *m, int B, int T) {
     int L = m->cfg.num_hidden_layers;
     m->x = calloc((size_t)L + 1, sizeof *m->x);
     m->la = calloc(m->checkpointing ? 1 : (size_t)L, sizeof *m->la);
+    int keep = m->checkpointing == LOMO_CHECKPOINT_KEEP_ATTENTION;
+    if (keep) m->kept = calloc((size_t)L, sizeof *m->kept);
     m->act_mem = lomo_dev_alloc(m->ctx, LOMO_MEM_ACTIVATIONS, cv.off, "activations");
     m->tokens_host = malloc((size_t)nB * nT * sizeof(int32_t));
-    if (!m->x || !m->la || !m->act_mem || !m->tokens_host) {
+    if (!m->x || !m->la || (keep && !m->kept) || !m->act_mem || !m->tokens_host) {
         size_t need = cv.off;
         m->act_bytes = m->act_mem ? need : 0;
         free_activations(m);
@@ -316,12 +335,13 @@ void model_layout_for(lomo_model *m, int B, int T) {
     carve_activations(m, &cv, B, T);
 }
 
-lomo_status lomo_model_set_checkpointing(lomo_model *m, int on) {
+lomo_status lomo_model_set_checkpointing(lomo_model *m, int mode) {
     if (!m) return LOMO_ERR_INVALID_ARG;
-    on = on ? 1 : 0;
-    if (on == m->checkpointing) return LOMO_OK;
+    lomo_status st = check_checkpointing(m->ctx, mode, "set_checkpointing");
+    if (st) return st;
+    if (mode == m->checkpointing) return LOMO_OK;
     free_activations(m);
-    m->checkpointing = on;
+    m->checkpointing = mode;
     return LOMO_OK;
 }
 

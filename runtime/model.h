@@ -33,6 +33,11 @@ typedef struct layer_acts {
     float *gate, *up, *hmlp;    /* [BT, F] each; hmlp = silu(gate) * up */
 } layer_acts;
 
+/* A block's attention output and softmax statistics, kept by LOMO_CHECKPOINT_KEEP_ATTENTION. */
+typedef struct kept_attention {
+    float *att, *atty;          /* as in layer_acts */
+} kept_attention;
+
 /* Activation gradients for one block at a time (backward scratch), f32. */
 typedef struct block_grads {
     float *dres;                /* [BT, C] gradient of the residual stream */
@@ -80,6 +85,7 @@ struct lomo_model {
     size_t act_bytes;
     float **x;                  /* [L+1] block inputs; x[L] is the final residual */
     layer_acts *la;             /* L sets, or 1 with checkpointing */
+    kept_attention *kept;       /* [L-1] blocks 0..L-2 under KEEP_ATTENTION (block L-1's stay in la[0]), else NULL */
     float *lnf, *rstdf;         /* [BT, C], [BT] */
     float *logits;              /* [BT, V]; turned into dlogits in place by backward */
     float *losses, *lse;        /* [BT] */
@@ -111,6 +117,18 @@ static inline int param_norm(const lomo_model *m) { return 1 + m->cfg.num_hidden
 /* The LM head's parameter: its own when untied, the embedding when tied. */
 static inline int param_head(const lomo_model *m) { return m->cfg.tie_word_embeddings ? 0 : param_norm(m) + 1; }
 static inline void *param_ptr(const lomo_model *m, int p) { return (char *)m->weights + m->params[p].offset; }
+
+/* Block l's activations: its own set, or under checkpointing the one shared set with
+ * block l's kept attention (KEEP_ATTENTION) in place of the shared buffers. */
+static inline layer_acts model_layer_acts(const lomo_model *m, int l) {
+    if (!m->checkpointing) return m->la[l];
+    layer_acts a = m->la[0];
+    if (m->kept && l < m->cfg.num_hidden_layers - 1) {
+        a.att = m->kept[l].att;
+        a.atty = m->kept[l].atty;
+    }
+    return a;
+}
 
 /* A norm weight as f32: the weights themselves for f32 storage, else widened into normw. */
 const float *model_norm_weight(lomo_model *m, int p);
@@ -152,6 +170,8 @@ lomo_status model_reserve_gradbuf(lomo_model *m, int dense);
 /* The logits [BT, V] from the final norm output, into m->logits. */
 void model_compute_logits(lomo_model *m);
 
+/* Block l's forward from x [BT, C] into a; out [BT, C] is its output, or NULL for a backward's
+ * recompute (no down projection, and no attention when the model keeps its output). */
 void model_block_forward(lomo_model *m, int l, const layer_acts *a, const float *x, float *out);
 
 /* The graph's linear layers, timed into the profile, for the current B*T rows:

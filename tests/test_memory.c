@@ -19,9 +19,9 @@ int main(void) {
     lomo_llama_config c = {.hidden_size = 64, .intermediate_size = 160, .num_hidden_layers = 4,
                            .num_attention_heads = 4, .num_key_value_heads = 2, .vocab_size = 100,
                            .max_position_embeddings = 32, .rms_norm_eps = 1e-5, .rope_theta = 1e4};
-    size_t act[2] = {0};
+    size_t act[3] = {0};
     for (int dt = LOMO_F32; dt <= LOMO_F16; dt++) {
-        for (int ckpt = 0; ckpt <= 1; ckpt++) {
+        for (int ckpt = LOMO_CHECKPOINT_OFF; ckpt <= LOMO_CHECKPOINT_KEEP_ATTENTION; ckpt++) {
             lomo_model *m;
             lomo_model_options o = {.dtype = (lomo_dtype)dt, .checkpointing = ckpt, .seed = 3};
             CHECK(lomo_model_create(&m, ctx, &c, &o) == LOMO_OK, "create");
@@ -64,7 +64,10 @@ int main(void) {
     }
     /* checkpointing keeps one block's activations instead of four, plus the block inputs */
     CHECK(act[1] < act[0], "checkpointing must use less activation memory (%zu vs %zu)", act[1], act[0]);
-    printf("activations: %zu bytes without checkpointing, %zu with\n", act[0], act[1]);
+    /* keeping attention adds blocks 0..2's attention output [BT, NH*hd] and probabilities [B, NH, T, T] */
+    size_t kept = 3 * (((size_t)2 * 16 * 64 * 4 + 63) / 64 * 64 + ((size_t)2 * 4 * 16 * 16 * 4 + 63) / 64 * 64);
+    CHECK(act[2] == act[1] + kept, "keeping attention: %zu bytes, expected %zu + %zu", act[2], act[1], kept);
+    printf("activations: %zu bytes without checkpointing, %zu with, %zu keeping attention\n", act[0], act[1], act[2]);
 
     /* two contexts account independently */
     lomo_ctx *ctx2;

@@ -209,7 +209,7 @@ static void test_fixture(const char *file) {
 
     /* a recorded backward, then its replay: both give exactly the plain gradients, with and
      * without checkpointing; a replay without a record (or at another scale) is refused */
-    for (int ckpt = 0; ckpt <= 1; ckpt++) {
+    for (int ckpt = LOMO_CHECKPOINT_OFF; ckpt <= LOMO_CHECKPOINT_KEEP_ATTENTION; ckpt++) {
         lomo_model_set_checkpointing(m, ckpt);
         lomo_grads *gr;
         lomo_grads_create(&gr, m);
@@ -228,16 +228,17 @@ static void test_fixture(const char *file) {
     }
     lomo_model_set_checkpointing(m, 0);
 
-    /* activation checkpointing: bitwise-identical loss and gradients, also over two backward passes */
-    {
-        lomo_model_set_checkpointing(m, 1);
+    /* activation checkpointing, either mode: bitwise-identical loss and gradients, also over two
+     * backward passes */
+    for (int ckpt = LOMO_CHECKPOINT_BLOCKS; ckpt <= LOMO_CHECKPOINT_KEEP_ATTENTION; ckpt++) {
+        lomo_model_set_checkpointing(m, ckpt);
         float lc;
         lomo_grads *gc = fwd_bwd(m, &s, &lc, NULL);
-        CHECK(lc == loss && bitwise_equal_grads(m, g, gc, 1.0f), "%s: checkpointing changes gradients", file);
+        CHECK(lc == loss && bitwise_equal_grads(m, g, gc, 1.0f), "%s: checkpointing %d changes gradients", file, ckpt);
         lomo_grads_zero(gc);
         lomo_grad_hook h = lomo_grads_hook(gc);
         CHECK(lomo_model_backward(m, 1.0f, &h) == LOMO_OK, "checkpointed second backward");
-        CHECK(bitwise_equal_grads(m, g, gc, 1.0f), "%s: checkpointed second backward differs", file);
+        CHECK(bitwise_equal_grads(m, g, gc, 1.0f), "%s: checkpointing %d: second backward differs", file, ckpt);
         lomo_grads_destroy(gc);
         lomo_model_set_checkpointing(m, 0);
     }

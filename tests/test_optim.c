@@ -189,10 +189,12 @@ static void cross_checks(run *r, const char *file) {
     float *b = trained_weights(r, &sgd, lr, LOMO_F32, 0, NULL, &n);
     double d = max_rel_diff(a, b, n);
     CHECK(d <= 1e-6, "%s: lomo+clip vs sgd baseline+clip differ by %.3g (relative to max weight)", file, d);
-    /* checkpointing changes nothing, bit for bit */
-    float *c = trained_weights(r, &lomo, lr, LOMO_F32, 1, NULL, &n);
+    /* checkpointing changes nothing, bit for bit, also keeping attention (the replayed norm pass reuses it) */
+    float *c = trained_weights(r, &lomo, lr, LOMO_F32, LOMO_CHECKPOINT_BLOCKS, NULL, &n);
     CHECK(memcmp(a, c, n * sizeof(float)) == 0, "%s: checkpointing changes the LOMO trajectory", file);
-    free(a); free(b); free(c);
+    float *k = trained_weights(r, &lomo, lr, LOMO_F32, LOMO_CHECKPOINT_KEEP_ATTENTION, NULL, &n);
+    CHECK(memcmp(a, k, n * sizeof(float)) == 0, "%s: keeping attention changes the LOMO trajectory", file);
+    free(a); free(b); free(c); free(k);
 
     /* 16-bit storage tracks f32 over the short run */
     lomo_optim_options plain = scenario_options(r, "sgd", LOMO_OPTIM_LOMO, &lr);

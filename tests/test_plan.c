@@ -1,7 +1,7 @@
 /*
  * test_plan.c: the memory plan equals what a real step accounts, category by
- * category, for inference and every optimizer, f32 and bf16, with and
- * without checkpointing, tied and untied.
+ * category, for inference and every optimizer, f32 and bf16, for each
+ * checkpointing mode, tied and untied; an unknown mode is refused.
  */
 #include <stdio.h>
 #include <string.h>
@@ -52,7 +52,7 @@ int main(void) {
     for (int tied = 0; tied <= 1; tied++) {
         c.tie_word_embeddings = tied;
         for (int dt = LOMO_F32; dt <= LOMO_BF16; dt++) {
-            for (int ckpt = 0; ckpt <= 1; ckpt++) {
+            for (int ckpt = LOMO_CHECKPOINT_OFF; ckpt <= LOMO_CHECKPOINT_KEEP_ATTENTION; ckpt++) {
                 check(ctx, &c, (lomo_dtype)dt, ckpt, NULL, "inference");
                 lomo_optim_options o;
                 const char *names[] = {"lomo", "adalomo", "sgd", "adamw"};
@@ -75,6 +75,15 @@ int main(void) {
     lomo_plan p;
     c.tie_word_embeddings = 0;
     CHECK(lomo_plan_memory(ctx, &c, NULL, NULL, 1, 33, &p) == LOMO_ERR_INVALID_ARG, "seq beyond max positions");
+    lomo_model_options bad = {.checkpointing = 3};
+    CHECK(lomo_plan_memory(ctx, &c, &bad, NULL, 1, 8, &p) == LOMO_ERR_INVALID_ARG &&
+              strstr(lomo_last_error(ctx), "checkpointing: unknown value 3"),
+          "unknown checkpointing mode: %s", lomo_last_error(ctx));
+    lomo_model *m;
+    CHECK(lomo_model_create(&m, ctx, &c, &bad) == LOMO_ERR_INVALID_ARG && !m, "model with an unknown checkpointing mode");
+    CHECK(lomo_model_create(&m, ctx, &c, NULL) == LOMO_OK, "create");
+    CHECK(lomo_model_set_checkpointing(m, -1) == LOMO_ERR_INVALID_ARG, "set_checkpointing(-1)");
+    lomo_model_destroy(m);
     c.hidden_size = 0;
     CHECK(lomo_plan_memory(ctx, &c, NULL, NULL, 1, 8, &p) == LOMO_ERR_CONFIG, "bad config");
     lomo_ctx_destroy(ctx);

@@ -1,6 +1,7 @@
 /*
  * test_profile.c: the per-op profile counts every backend op of a forward
- * and of a LOMO step (calls and flops derived here from the graph, by hand),
+ * and of a LOMO step (calls and flops derived here from the graph, by hand,
+ * for both checkpointing modes),
  * stays empty while off, resets, and never changes a result.
  */
 #include <math.h>
@@ -69,8 +70,9 @@ static void check_forward(lomo_ctx *ctx, lomo_model *m) {
     CHECK(total > 0, "a profiled forward took no time");
 }
 
-/* A LOMO step with checkpointing: forward, then backward recomputing each block and updating in place. */
-static void check_step(lomo_ctx *ctx, lomo_optim *o) {
+/* A LOMO step with checkpointing: forward, then backward recomputing each block and updating in place;
+ * keep_attention: the recompute skips attention. */
+static void check_step(lomo_ctx *ctx, lomo_optim *o, int keep_attention) {
     int32_t tok[BT], tgt[BT];
     batch(tok, tgt, 1);
     lomo_step_result r;
@@ -95,8 +97,9 @@ static void check_step(lomo_ctx *ctx, lomo_optim *o) {
     CHECK(s.calls[LOMO_OP_ATTENTION_BWD] == L && near(s.flops[LOMO_OP_ATTENTION_BWD], 2.0 * L * attention_flops()),
           "attention backwards: %llu, %.0f flops", (unsigned long long)s.calls[LOMO_OP_ATTENTION_BWD],
           s.flops[LOMO_OP_ATTENTION_BWD]);
-    CHECK(s.calls[LOMO_OP_ATTENTION_FWD] == 2 * L - 1, "attention forwards with recompute: %llu",
-          (unsigned long long)s.calls[LOMO_OP_ATTENTION_FWD]);
+    int want_att = keep_attention ? L : 2 * L - 1;
+    CHECK(s.calls[LOMO_OP_ATTENTION_FWD] == (uint64_t)want_att, "attention forwards with recompute: %llu, want %d",
+          (unsigned long long)s.calls[LOMO_OP_ATTENTION_FWD], want_att);
     /* norms (2 per block and the final one) and the embedding's rows are updated elementwise */
     CHECK(s.calls[LOMO_OP_OPTIMIZER] == 2 * L + 2, "elementwise updates: %llu, want %d",
           (unsigned long long)s.calls[LOMO_OP_OPTIMIZER], 2 * L + 2);
@@ -170,7 +173,9 @@ int main(void) {
     CHECK(memcmp(&s, &zero, sizeof s) == 0, "ops were counted with profiling off");
 
     check_forward(ctx, m);
-    check_step(ctx, o);
+    check_step(ctx, o, 0);
+    CHECK(lomo_model_set_checkpointing(m, LOMO_CHECKPOINT_KEEP_ATTENTION) == LOMO_OK, "keep attention");
+    check_step(ctx, o, 1);
 
     lomo_profile_reset(ctx);
     lomo_profile_get(ctx, &s);

@@ -34,6 +34,7 @@ return function(cfg)
   -- the training fields are checked before the model loads and generates
   local batch, epochs = int_field(cfg, "batch", 4, 1), int_field(cfg, "epochs", 1, 1)
   local steps = cfg.steps and int_field(cfg, "steps", nil, 1)
+  local checkpointing = util.checkpointing(cfg.checkpointing, "checkpointing")
   local gen = cfg.generate or {}
 
   local records = {}
@@ -49,7 +50,7 @@ return function(cfg)
   local train_rows, held_rows = data.split(records, {eval = n_held, seed = seed})
 
   local ctx = lomo.context{threads = int_field(cfg, "threads", 2), device = cfg.device}
-  local m = lomo.load(ctx, model_path, {dtype = cfg.dtype or "f32"})
+  local m = lomo.load(ctx, model_path, {dtype = cfg.dtype or "f32", checkpointing = checkpointing})
   local tok = lomo.tokenizer(model_path)
 
   local function example(r)

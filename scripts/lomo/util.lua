@@ -129,6 +129,14 @@ function M.path_resolver(file, up)
   end
 end
 
+-- checkpointing(v, field): a recipe's checkpointing setting, checked before anything loads: nil,
+-- a boolean, "off", "blocks" or "keep_attention" (lomo.load and lomo.model take it as is).
+function M.checkpointing(v, field)
+  if v == nil or type(v) == "boolean" or v == "off" or v == "blocks" or v == "keep_attention" then return v end
+  error(string.format("recipe.yaml: %s must be true, false, off, blocks or keep_attention, got %s", field,
+                      tostring(v)), 0)
+end
+
 -- check(cond, who, fmt, ...): argument checking with messages that name the caller.
 function M.fail(who, fmt, ...)
   error(who .. ": " .. string.format(fmt, ...), 3)

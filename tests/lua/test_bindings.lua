@@ -107,7 +107,9 @@ function T.bad_model_arguments()
   fails(lomo.model, "num_attention_heads", ctx, c)
   fails(lomo.model, "dtype must be", ctx, CFG, {dtype = "f8"})
   fails(lomo.model, "unknown option 'dtypes'", ctx, CFG, {dtypes = "f32"})
-  fails(lomo.model, "'checkpointing' must be a boolean", ctx, CFG, {checkpointing = 1})
+  fails(lomo.model, "field 'checkpointing' must be a boolean or \"off\", \"blocks\" or \"keep_attention\", got number",
+        ctx, CFG, {checkpointing = 1})
+  fails(lomo.model, "got \"attention\"", ctx, CFG, {checkpointing = "attention"})
   local m = tiny(ctx)
   fails(m.forward, "tokens must be an array", m, "abc")
   fails(m.forward, "tokens[2] has 2 ids", m, {{1, 2, 3}, {1, 2}})
@@ -477,6 +479,39 @@ function T.plan_from_config()
   truthy(p.adamw.total > p.lomo.total, "adamw needs more than lomo")
   truthy(p.adamw.optimizer > 0 and p.lomo.optimizer == 0, "optimizer state")
   eq(p.inference.gradients, 0, "inference keeps no gradients")
+  -- checkpointing: blocks keep the least; keeping attention sits between blocks and off
+  local off = p.lomo.activations
+  local blocks = lomo.plan{config = CFG, seq = 8, batch = 2, checkpointing = true}.lomo.activations
+  local keep = lomo.plan{config = CFG, seq = 8, batch = 2, checkpointing = "keep_attention"}.lomo.activations
+  truthy(blocks < keep and keep < off, ("activations: blocks %d < keep_attention %d < off %d"):format(blocks, keep, off))
+  eq(lomo.plan{config = CFG, seq = 8, batch = 2, checkpointing = "blocks"}.lomo.activations, blocks, "\"blocks\" = true")
+  eq(lomo.plan{config = CFG, seq = 8, batch = 2, checkpointing = "off"}.lomo.activations, off, "\"off\" = false")
+end
+
+-- Each checkpointing mode gives the same loss and weights, bit for bit, and can be switched on a live model.
+function T.checkpointing_modes()
+  local ctx = lomo.context()
+  local tokens, targets = batch()
+  local ref
+  for _, mode in ipairs({false, true, "keep_attention", "off"}) do
+    local m = tiny(ctx)
+    m:set_checkpointing(mode)
+    local opt = lomo.optimizer(m, {clip_grad_norm = 1.0})
+    local losses = {}
+    for s = 1, 2 do losses[s] = opt:step(tokens, targets, 0.05).loss end
+    local w = m:get("model.layers.0.self_attn.q_proj.weight")
+    if not ref then ref = {losses = losses, w = w}
+    else
+      eq(losses[2], ref.losses[2], "loss with checkpointing " .. tostring(mode))
+      for i = 1, #w do
+        if w[i] ~= ref.w[i] then error(("checkpointing %s: q_proj[%d] differs"):format(tostring(mode), i)) end
+      end
+    end
+    m:close()
+  end
+  local m = tiny(ctx)
+  fails(m.set_checkpointing, "argument must be a boolean or", m, 2)
+  m:close()
 end
 
 function T.tostring_and_help()

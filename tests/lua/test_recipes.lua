@@ -52,6 +52,9 @@ function T.wic_refuses_bad_settings_by_name()
   refuses("examples/wic/recipe.yaml", "/no/such/train.jsonl: not found", "data.train=/no/such/train.jsonl",
           bad_model)
   refuses("examples/wic/recipe.yaml", "prompt.choices must list two answers", "prompt.choices=[yes]", bad_model)
+  refuses("examples/wic/recipe.yaml",
+          "recipe.yaml: model.checkpointing must be true, false, off, blocks or keep_attention, got sometimes",
+          "model.checkpointing=sometimes", bad_model)
 end
 
 function T.instruct_refuses_bad_settings_by_name()
@@ -65,11 +68,15 @@ function T.instruct_refuses_bad_settings_by_name()
           "steps=abc", "model=/no/such/model.gguf")
   refuses("examples/instruct/recipe.yaml", "recipe.yaml: max_len must be an integer of at least 1, got 0",
           "max_len=0", "model=/no/such/model.gguf")
+  refuses("examples/instruct/recipe.yaml", "recipe.yaml: checkpointing must be true, false, off, blocks or",
+          "checkpointing=1", "model=/no/such/model.gguf")
 end
 
 function T.pretrain_refuses_bad_settings_by_name()
   refuses("examples/pretrain/recipe.yaml", "recipe.yaml: model.vocab_size must be 256 (byte tokens)",
           "model.vocab_size=300")
+  refuses("examples/pretrain/recipe.yaml", "recipe.yaml: checkpointing must be true, false, off, blocks or",
+          "checkpointing=attention")
 end
 
 function T.overrides_that_cannot_be_applied_are_named()
