@@ -16,6 +16,9 @@
  *                --dtypes f32,bf16 --ckpt 0,1
  *                --modes forward,fwdbwd,lomo,lomo-clip,adalomo,sgd,adamw --profile 0]
  *
+ * --ckpt lists checkpointing modes (lomo_checkpointing: 0 off, 1 blocks, 2 keep attention), run in
+ * that order (repeat them, 1,2,1,2, to alternate on a noisy machine).
+ *
  * --profile 1: after the timed steps each row runs one more with the op
  * profile on (lomo_profile_enable) and prints where its time went.
  */
@@ -241,9 +244,9 @@ int main(int argc, char **argv) {
     /* the lists are parsed into arrays first: strtok is not reentrant */
     const char *dlist[4]; int nd = 0;
     for (char *p = strtok(dbuf, ","); p && nd < 4; p = strtok(NULL, ",")) dlist[nd++] = p;
-    int clist[2], nc = 0;
+    int clist[8], nc = 0;
     snprintf(cbuf, sizeof cbuf, "%s", ckpts);
-    for (char *p = strtok(cbuf, ","); p && nc < 2; p = strtok(NULL, ",")) clist[nc++] = atoi(p);
+    for (char *p = strtok(cbuf, ","); p && nc < 8; p = strtok(NULL, ",")) clist[nc++] = atoi(p);
     const char *mlist[16]; int nm = 0;
     snprintf(mbuf, sizeof mbuf, "%s", modes);
     for (char *p = strtok(mbuf, ","); p && nm < 16; p = strtok(NULL, ",")) mlist[nm++] = p;

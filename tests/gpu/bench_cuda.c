@@ -2,7 +2,9 @@
  * bench_cuda.c: LOMO training steps on the GPU for LLaMA shapes with random
  * weights (bf16, activation checkpointing, seq 1024): peak device memory, step
  * time, tokens/s and model FLOP utilization, at batch 1 and at the largest
- * batch the memory plan says fits; then the largest LLaMA shape that trains.
+ * batch the memory plan says fits; the 7B step again with checkpointing that
+ * keeps attention outputs, and without checkpointing; then the largest LLaMA
+ * shape that trains.
  *
  *   bench_cuda [--quick] [--out results.md]
  *
@@ -33,7 +35,8 @@ static const shape SHAPES[] = {
 };
 
 static FILE *OUT;
-static int CKPT = 1;   /* activation checkpointing for the models benchmarked (the tables: on) */
+/* the checkpointing mode of the models benchmarked (a lomo_checkpointing; the first tables: blocks) */
+static int CKPT = LOMO_CHECKPOINT_BLOCKS;
 static double now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -170,7 +173,8 @@ static result bench_one(const shape *s, int B, int T, int steps, size_t free0) {
             be->attention_backward(dq, dk, dv, sc, dy, ao, sv, q, k, v, B, T, NH, NKV, hd, LOMO_BF16);
             be->sync();
             double tb = now() - t0;
-            r.attn_s = cfg.num_hidden_layers * ((CKPT ? 2 : 1) * tf + tb);   /* recompute: a second forward */
+            /* the recompute is a second forward unless the attention output was kept */
+            r.attn_s = cfg.num_hidden_layers * ((CKPT == LOMO_CHECKPOINT_BLOCKS ? 2 : 1) * tf + tb);
         }
         void *bufs[] = {q, k, v, ao, dq, dk, dv, dy, sv, sc};
         for (int i = 0; i < 10; i++) be->free(bufs[i]);
@@ -230,6 +234,32 @@ static void row(const shape *s, int B, int T, const result *r, double plan) {
             plan, r->accounted_gib, r->used_gib, r->step_s, r->fwd_s, r->attn_s, r->tok_s, 100 * r->mfu, r->loss);
     else
         say("| %s | %d | %d | %.2f | failed: %s |\n", s->name, B, T, plan, r->err);
+}
+
+/* The largest power-of-two batch (up to 64) the plan fits into budget GiB; 0 if none. */
+static int largest_batch(const shape *s, int T, double budget, int quick) {
+    int best = 0;
+    for (int B = 1; B <= 64; B *= 2)
+        if (plan_gib(s, B, T) <= budget) best = B;
+    return quick && best > 8 ? 8 : best;
+}
+
+/* Benchmarks s at batch *B, halving it while the device runs out of memory (each failure a row). */
+static result bench_fitting(const shape *s, int *B, int T, int steps, size_t free0) {
+    result r = bench_one(s, *B, T, *B > 8 ? 2 : steps, free0);
+    while (!r.ok && *B > 1 && strstr(r.err, "out of")) {
+        row(s, *B, T, &r, plan_gib(s, *B, T));
+        *B /= 2;
+        r = bench_one(s, *B, T, *B > 8 ? 2 : steps, free0);
+    }
+    row(s, *B, T, &r, plan_gib(s, *B, T));
+    return r;
+}
+
+static void table_head(void) {
+    say("| shape | batch | seq | plan GiB | accounted GiB | used GiB | step s | forward s | attention s/step | "
+        "tokens/s | MFU | loss |\n");
+    say("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
 }
 
 /* The profiled step of r, op by op, slowest first: calls, time, share, achieved TFLOP/s. */
@@ -293,9 +323,7 @@ int main(int argc, char **argv) {
     say("plan = lomo_plan_memory total; accounted = the runtime's peak; used = cudaMemGetInfo delta "
         "(adds scratch, cuBLAS workspace, CUDA context). forward = one forward with the loss; attention = "
         "the flash-attention kernels' time in one step (two forwards, one backward per layer), timed alone.\n\n");
-    say("| shape | batch | seq | plan GiB | accounted GiB | used GiB | step s | forward s | attention s/step | "
-        "tokens/s | MFU | loss |\n");
-    say("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    table_head();
     int T = 1024, steps = quick ? 2 : 3;
     result r7[2];   /* 7B at batch 1 and at its largest batch, for the profiles */
     int b7[2] = {1, 1};
@@ -306,19 +334,10 @@ int main(int argc, char **argv) {
         result r = bench_one(s, 1, T, steps, free0);
         row(s, 1, T, &r, plan_gib(s, 1, T));
         if (si == 1) r7[0] = r;
-        int best = 1;
-        for (int B = 2; B <= 64; B *= 2)
-            if (plan_gib(s, B, T) <= budget) best = B;
-        if (quick && best > 8) best = 8;
+        int best = largest_batch(s, T, budget, quick);
         if (best > 1) {
             /* big batches: fewer timed steps, the run must stay within minutes */
-            r = bench_one(s, best, T, best > 8 ? 2 : steps, free0);
-            while (!r.ok && best > 2 && strstr(r.err, "out of")) {
-                row(s, best, T, &r, plan_gib(s, best, T));
-                best /= 2;
-                r = bench_one(s, best, T, best > 8 ? 2 : steps, free0);
-            }
-            row(s, best, T, &r, plan_gib(s, best, T));
+            r = bench_fitting(s, &best, T, steps, free0);
             if (si == 1) {
                 r7[1] = r;
                 b7[1] = best;
@@ -330,36 +349,39 @@ int main(int argc, char **argv) {
         "are those each op performs, recompute included.\n");
     for (int i = 0; i < 2; i++) profile_table(&SHAPES[1], b7[i], T, &r7[i]);
 
+    /* Checkpointing that also keeps every block's attention output: the recompute skips attention
+     * (31 of the 63 attention forwards of a 7B step) for 2 * B * T * C * 4 bytes more a block. */
+    CKPT = LOMO_CHECKPOINT_KEEP_ATTENTION;
+    say("\nLLaMA-7B with checkpointing that keeps each block's attention output (LOMO_CHECKPOINT_KEEP_ATTENTION: "
+        "the recompute skips attention), batch 1 and the largest batch that fits:\n\n");
+    table_head();
+    {
+        result rk = bench_one(&SHAPES[1], 1, T, steps, free0);
+        row(&SHAPES[1], 1, T, &rk, plan_gib(&SHAPES[1], 1, T));
+        int bk = largest_batch(&SHAPES[1], T, budget, quick);
+        if (bk > 1) {
+            rk = bench_fitting(&SHAPES[1], &bk, T, steps, free0);
+            profile_table(&SHAPES[1], bk, T, &rk);
+        }
+    }
+
     /* Without checkpointing there is no recompute (6N instead of 8N GEMM flops a token) and
      * every block keeps its activations: what a GPU with room to spare would run. */
-    CKPT = 0;
-    int bn = 0;
-    for (int B = 1; B <= 64; B *= 2)
-        if (plan_gib(&SHAPES[1], B, T) <= budget) bn = B;
-    if (quick && bn > 8) bn = 8;
+    CKPT = LOMO_CHECKPOINT_OFF;
+    int bn = largest_batch(&SHAPES[1], T, budget, quick);
     say("\nLLaMA-7B without activation checkpointing (every block's activations kept, no recompute), the "
         "largest batch that fits:\n\n");
-    say("| shape | batch | seq | plan GiB | accounted GiB | used GiB | step s | forward s | attention s/step | "
-        "tokens/s | MFU | loss |\n");
-    say("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    table_head();
     if (bn) {
-        result rn = bench_one(&SHAPES[1], bn, T, 2, free0);
-        while (!rn.ok && bn > 1 && strstr(rn.err, "out of")) {
-            row(&SHAPES[1], bn, T, &rn, plan_gib(&SHAPES[1], bn, T));
-            bn /= 2;
-            rn = bench_one(&SHAPES[1], bn, T, 2, free0);
-        }
-        row(&SHAPES[1], bn, T, &rn, plan_gib(&SHAPES[1], bn, T));
+        result rn = bench_fitting(&SHAPES[1], &bn, T, 2, free0);
         profile_table(&SHAPES[1], bn, T, &rn);
     } else {
         say("| LLaMA-7B | 1 | %d | %.2f | does not fit |\n", T, plan_gib(&SHAPES[1], 1, T));
     }
-    CKPT = 1;
+    CKPT = LOMO_CHECKPOINT_BLOCKS;
     /* the largest shape that trains: from the largest down, batch 1 */
     say("\nLargest LLaMA shape that trains here (batch 1, seq %d, 2 timed steps):\n\n", T);
-    say("| shape | batch | seq | plan GiB | accounted GiB | used GiB | step s | forward s | attention s/step | "
-        "tokens/s | MFU | loss |\n");
-    say("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    table_head();
     for (int si = (int)(sizeof SHAPES / sizeof *SHAPES) - 1; si >= 2; si--) {
         const shape *s = &SHAPES[si];
         double plan = plan_gib(s, 1, T);

@@ -530,51 +530,65 @@ typedef struct step_case {
     float lr;
 } step_case;
 
+/* The small model of the step cases. */
+static const lomo_llama_config STEP_CFG = {.hidden_size = 256, .intermediate_size = 688, .num_hidden_layers = 3,
+                                           .num_attention_heads = 4, .num_key_value_heads = 2, .vocab_size = 1024,
+                                           .max_position_embeddings = 256, .tie_word_embeddings = 0,
+                                           .rms_norm_eps = 1e-5, .rope_theta = 10000.0};
+enum { STEP_B = 2, STEP_T = 96, STEPS = 3 };
+
+/* Trains STEP_CFG for STEPS steps of sc on device: losses [STEPS], the weights (malloc'd, *nw of them)
+ * and the last step's profile; 0, or 1 with err set. */
+static int train_on(const char *device, const step_case *sc, float *losses, float **weights, size_t *nw,
+                    lomo_op_stats *prof, char *err, size_t errn) {
+    int32_t tok[STEP_B * STEP_T], tgt[STEP_B * STEP_T];
+    for (int i = 0; i < STEP_B * STEP_T; i++) tok[i] = (int32_t)((i * 2654435761u) % STEP_CFG.vocab_size);
+    for (int i = 0; i < STEP_B * STEP_T; i++) tgt[i] = (i % STEP_T) < 10 ? -100 : tok[(i + 1) % (STEP_B * STEP_T)];
+    lomo_ctx *ctx = NULL;
+    lomo_ctx_options co = {.num_threads = 0, .device = device};
+    lomo_model *m = NULL;
+    lomo_optim *o = NULL;
+    *weights = NULL;
+    if (lomo_ctx_create(&ctx, &co)) {
+        snprintf(err, errn, "context");
+        return 1;
+    }
+    lomo_model_options mo = {.dtype = sc->dtype, .checkpointing = sc->checkpointing, .seed = 7};
+    lomo_optim_options oo;
+    lomo_optim_options_default(&oo, sc->kind);
+    oo.clip_grad_norm = sc->clip_norm;
+    oo.norm_method = LOMO_NORM_FORM_GRAD;
+    if (lomo_model_create(&m, ctx, &STEP_CFG, &mo) || lomo_optim_create(&o, m, &oo)) {
+        snprintf(err, errn, "%s", lomo_last_error(ctx));
+    } else {
+        for (int s = 0; s < STEPS; s++) {
+            lomo_step_result r;
+            lomo_profile_enable(ctx, s == STEPS - 1);
+            if (lomo_optim_step(o, tok, tgt, STEP_B, STEP_T, sc->lr, &r)) {
+                snprintf(err, errn, "step %d: %s", s, lomo_last_error(ctx));
+                break;
+            }
+            losses[s] = r.loss;
+        }
+        if (!err[0]) *weights = fx_model_weights(m, nw);
+        lomo_profile_get(ctx, prof);
+    }
+    lomo_optim_destroy(o);
+    lomo_model_destroy(m);
+    lomo_ctx_destroy(ctx);
+    return err[0] != 0;
+}
+
 static void run_steps(const step_case *sc) {
-    lomo_llama_config cfg = {.hidden_size = 256, .intermediate_size = 688, .num_hidden_layers = 3,
-                             .num_attention_heads = 4, .num_key_value_heads = 2, .vocab_size = 1024,
-                             .max_position_embeddings = 256, .tie_word_embeddings = 0, .rms_norm_eps = 1e-5,
-                             .rope_theta = 10000.0};
-    int B = 2, T = 96, steps = 3;
-    int32_t *tok = malloc(B * T * 4), *tgt = malloc(B * T * 4);
-    for (int i = 0; i < B * T; i++) tok[i] = (int32_t)((i * 2654435761u) % cfg.vocab_size);
-    for (int i = 0; i < B * T; i++) tgt[i] = (i % T) < 10 ? -100 : tok[(i + 1) % (B * T)];
-    float losses[2][8];
+    int steps = STEPS;
+    float losses[2][STEPS];
     float *weights[2] = {0};
     size_t nw = 0;
     char err[2][300] = {"", ""};
     lomo_op_stats prof[2];   /* the last step, profiled: the same graph runs the same ops on both */
     memset(prof, 0, sizeof prof);
-    for (int dev = 0; dev < 2; dev++) {
-        lomo_ctx *ctx = NULL;
-        lomo_ctx_options co = {.num_threads = 0, .device = dev ? "cuda" : "cpu"};
-        lomo_model *m = NULL;
-        lomo_optim *o = NULL;
-        if (lomo_ctx_create(&ctx, &co)) { snprintf(err[dev], 300, "context"); continue; }
-        lomo_model_options mo = {.dtype = sc->dtype, .checkpointing = sc->checkpointing, .seed = 7};
-        lomo_optim_options oo;
-        lomo_optim_options_default(&oo, sc->kind);
-        oo.clip_grad_norm = sc->clip_norm;
-        oo.norm_method = LOMO_NORM_FORM_GRAD;
-        if (lomo_model_create(&m, ctx, &cfg, &mo) || lomo_optim_create(&o, m, &oo)) {
-            snprintf(err[dev], 300, "%s", lomo_last_error(ctx));
-        } else {
-            for (int s = 0; s < steps; s++) {
-                lomo_step_result r;
-                lomo_profile_enable(ctx, s == steps - 1);
-                if (lomo_optim_step(o, tok, tgt, B, T, sc->lr, &r)) {
-                    snprintf(err[dev], 300, "step %d: %s", s, lomo_last_error(ctx));
-                    break;
-                }
-                losses[dev][s] = r.loss;
-            }
-            weights[dev] = fx_model_weights(m, &nw);
-            lomo_profile_get(ctx, &prof[dev]);
-        }
-        lomo_optim_destroy(o);
-        lomo_model_destroy(m);
-        lomo_ctx_destroy(ctx);
-    }
+    for (int dev = 0; dev < 2; dev++)
+        train_on(dev ? "cuda" : "cpu", sc, losses[dev], &weights[dev], &nw, &prof[dev], err[dev], sizeof err[dev]);
     char what[128];
     snprintf(what, sizeof what, "step %s runs on both", sc->name);
     char detail[700];
@@ -601,7 +615,41 @@ static void run_steps(const step_case *sc) {
         snprintf(what, sizeof what, "step %s profile: the same ops on both", sc->name);
         check(what, same && prof[1].calls[LOMO_OP_MATMUL] > 0 && prof[1].seconds[LOMO_OP_MATMUL] > 0, diff);
     }
-    free(weights[0]); free(weights[1]); free(tok); free(tgt);
+    free(weights[0]);
+    free(weights[1]);
+}
+
+/* On the GPU too, keeping attention outputs changes nothing: the same losses and weights, bit for bit,
+ * as recomputing attention (the kernels are deterministic, and the skipped forward wrote the same). */
+static void test_keep_attention_same(void) {
+    step_case sc = {"keep attention", LOMO_OPTIM_LOMO, LOMO_BF16, 1.0f, LOMO_CHECKPOINT_BLOCKS, 0.05f};
+    float losses[2][STEPS];
+    float *weights[2] = {0};
+    size_t nw[2] = {0, 0};
+    char err[2][300] = {"", ""};
+    lomo_op_stats prof[2];
+    for (int k = 0; k < 2; k++) {
+        sc.checkpointing = k ? LOMO_CHECKPOINT_KEEP_ATTENTION : LOMO_CHECKPOINT_BLOCKS;
+        train_on("cuda", &sc, losses[k], &weights[k], &nw[k], &prof[k], err[k], sizeof err[k]);
+    }
+    char detail[700];
+    snprintf(detail, sizeof detail, "blocks: %s / keep_attention: %s", err[0][0] ? err[0] : "ok",
+             err[1][0] ? err[1] : "ok");
+    int ran = !err[0][0] && !err[1][0];
+    check("bf16 clip-norm steps with checkpointing, blocks and keep_attention, run on the GPU", ran, detail);
+    if (ran) {
+        check("keep_attention: the same losses and weights as blocks, bit for bit",
+              nw[0] == nw[1] && !memcmp(losses[0], losses[1], sizeof losses[0]) &&
+                  !memcmp(weights[0], weights[1], nw[0] * sizeof(float)),
+              "differ");
+        snprintf(detail, sizeof detail, "attention forwards in the last step: blocks %llu, keep_attention %llu",
+                 (unsigned long long)prof[0].calls[LOMO_OP_ATTENTION_FWD],
+                 (unsigned long long)prof[1].calls[LOMO_OP_ATTENTION_FWD]);
+        check("keep_attention: the recompute skips attention", prof[1].calls[LOMO_OP_ATTENTION_FWD] <
+                  prof[0].calls[LOMO_OP_ATTENTION_FWD], detail);
+    }
+    free(weights[0]);
+    free(weights[1]);
 }
 
 /* a model the GPU context must refuse at creation: status want, and an error naming `names` */
@@ -681,8 +729,11 @@ int main(void) {
         {"lomo bf16 clip-norm 1", LOMO_OPTIM_LOMO, LOMO_BF16, 1.0f, 1, 0.05f},
         {"adalomo bf16", LOMO_OPTIM_ADALOMO, LOMO_BF16, 0, 1, 1e-3f},
         {"lomo f16 loss scaling", LOMO_OPTIM_LOMO, LOMO_F16, 0, 1, 0.05f},
+        {"lomo bf16 clip-norm 1 keep-attention", LOMO_OPTIM_LOMO, LOMO_BF16, 1.0f, LOMO_CHECKPOINT_KEEP_ATTENTION,
+         0.05f},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) run_steps(&cases[i]);
+    test_keep_attention_same();
     check_device_error("training steps");
     test_oom_message();
     test_head_dim_limit();
