@@ -85,7 +85,7 @@ struct lomo_model {
     size_t act_bytes;
     float **x;                  /* [L+1] block inputs; x[L] is the final residual */
     layer_acts *la;             /* L sets, or 1 with checkpointing */
-    kept_attention *kept;       /* [L-1] blocks 0..L-2 under KEEP_ATTENTION (block L-1's stay in la[0]), else NULL */
+    kept_attention *kept;       /* blocks 0..L-2 under KEEP_ATTENTION (block L-1's stay in la[0]), else NULL */
     float *lnf, *rstdf;         /* [BT, C], [BT] */
     float *logits;              /* [BT, V]; turned into dlogits in place by backward */
     float *losses, *lse;        /* [BT] */
