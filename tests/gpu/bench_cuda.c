@@ -350,7 +350,8 @@ int main(int argc, char **argv) {
     for (int i = 0; i < 2; i++) profile_table(&SHAPES[1], b7[i], T, &r7[i]);
 
     /* Checkpointing that also keeps every block's attention output: the recompute skips attention
-     * (31 of the 63 attention forwards of a 7B step) for 2 * B * T * C * 4 bytes more a block. */
+     * (31 of the 63 attention forwards of a 7B step) for about 4 * B * T * C bytes more a block (the
+     * output in f32 and each row's log-sum-exp). */
     CKPT = LOMO_CHECKPOINT_KEEP_ATTENTION;
     say("\nLLaMA-7B with checkpointing that keeps each block's attention output (LOMO_CHECKPOINT_KEEP_ATTENTION: "
         "the recompute skips attention), batch 1 and the largest batch that fits:\n\n");
