@@ -451,8 +451,11 @@ static int model_tensors(lua_State *L) {
  * Reads a [B][T] table of ids at arg into a new userdata buffer (pushed).
  * is_target: -100 allowed. B and T in/out: 0 means "set from this table".
  */
-int32_t *lomo_lua_check_ids(lua_State *L, int arg, const char *where, const char *what, int V, int is_target,
-                            int *B, int *T) {
+/* Rows of ids at arg into a [B, T] userdata buffer pushed on the stack. With lengths (ragged rows) T is
+ * the longest row's length, shorter rows are padded with id 0, and *lengths [B] (a second userdata) gets
+ * each row's length; without, every row must have T ids. */
+static int32_t *check_rows(lua_State *L, int arg, const char *where, const char *what, int V, int is_target, int *B,
+                           int *T, int32_t **lengths) {
     arg = lua_absindex(L, arg);
     if (!lua_istable(L, arg)) luaL_error(L, "%s: %s must be an array of rows of token ids, got %s", where, what,
                                          luaL_typename(L, arg));
@@ -466,14 +469,28 @@ int32_t *lomo_lua_check_ids(lua_State *L, int arg, const char *where, const char
     lua_pop(L, 1);
     if (t <= 0 || t > 1 << 24) luaL_error(L, "%s: %s[1] is empty", where, what);
     if (*T && t != *T) luaL_error(L, "%s: %s rows have %I ids, tokens rows have %d", where, what, t, *T);
+    if (lengths) {
+        *lengths = lua_newuserdatauv(L, (size_t)b * sizeof(int32_t), 0);
+        for (lua_Integer i = 0; i < b; i++) {
+            if (lua_rawgeti(L, arg, i + 1) != LUA_TTABLE)
+                luaL_error(L, "%s: %s[%I] must be an array of token ids, got %s", where, what, i + 1, luaL_typename(L, -1));
+            lua_Integer n = luaL_len(L, -1);
+            lua_pop(L, 1);
+            if (n <= 0 || n > 1 << 24) luaL_error(L, "%s: %s[%I] is empty", where, what, i + 1);
+            (*lengths)[i] = (int32_t)n;
+            if (n > t) t = n;
+        }
+    }
     int32_t *ids = lua_newuserdatauv(L, (size_t)b * (size_t)t * sizeof(int32_t), 0);
     for (lua_Integer i = 0; i < b; i++) {
         if (lua_rawgeti(L, arg, i + 1) != LUA_TTABLE)
             luaL_error(L, "%s: %s[%I] must be an array of token ids, got %s", where, what, i + 1, luaL_typename(L, -1));
-        if (luaL_len(L, -1) != t)
+        lua_Integer n = lengths ? (*lengths)[i] : t;
+        if (luaL_len(L, -1) != n)
             luaL_error(L, "%s: %s[%I] has %I ids, %s[1] has %I (rows must be padded to one length)", where, what,
                        i + 1, luaL_len(L, -1), what, t);
-        for (lua_Integer j = 0; j < t; j++) {
+        for (lua_Integer j = n; j < t; j++) ids[i * t + j] = 0;
+        for (lua_Integer j = 0; j < n; j++) {
             lua_rawgeti(L, -1, j + 1);
             int isnum = 0;
             lua_Integer v = lua_tointegerx(L, -1, &isnum);
@@ -491,6 +508,11 @@ int32_t *lomo_lua_check_ids(lua_State *L, int arg, const char *where, const char
     *B = (int)b;
     *T = (int)t;
     return ids;
+}
+
+int32_t *lomo_lua_check_ids(lua_State *L, int arg, const char *where, const char *what, int V, int is_target,
+                            int *B, int *T) {
+    return check_rows(L, arg, where, what, V, is_target, B, T, NULL);
 }
 
 static int model_forward(lua_State *L) {
@@ -535,24 +557,36 @@ static int model_token_logprobs(lua_State *L) {
     return 1;
 }
 
+/* m:next_logits(ids) -> V logits for the token after ids; m:next_logits({ids, ids, ...}) -> one such
+ * table per sequence, the sequences (of any lengths) run as one batch */
 static int model_next_logits(lua_State *L) {
     lua_settop(L, 2);
     lomo_model_ref *r = lomo_lua_check_model(L, 1);
     int V = lomo_model_config(r->m)->vocab_size;
     luaL_checktype(L, 2, LUA_TTABLE);
-    lua_createtable(L, 1, 0);   /* the sequence as one row */
-    lua_pushvalue(L, 2);
-    lua_rawseti(L, -2, 1);
+    int batch = lua_rawgeti(L, 2, 1) == LUA_TTABLE;
+    lua_pop(L, 1);
+    int rows = 2;
+    if (!batch) {
+        lua_createtable(L, 1, 0);   /* the sequence as one row */
+        lua_pushvalue(L, 2);
+        lua_rawseti(L, -2, 1);
+        rows = lua_gettop(L);
+    }
     int B = 0, T = 0;
-    int32_t *ids = lomo_lua_check_ids(L, -1, "lomo.model:next_logits", "ids", V, 0, &B, &T);
-    float *logits = lua_newuserdatauv(L, (size_t)T * (size_t)V * sizeof(float), 0);
-    lomo_status st = lomo_model_forward(r->m, ids, NULL, 1, T, NULL, logits);
+    int32_t *lengths = NULL;
+    int32_t *ids = check_rows(L, rows, "lomo.model:next_logits", "ids", V, 0, &B, &T, &lengths);
+    float *next = lua_newuserdatauv(L, (size_t)B * V * sizeof(float), 0);
+    lomo_status st = lomo_model_next_logits(r->m, ids, B, T, lengths, next);
     if (st != LOMO_OK) return lomo_lua_fail(L, r->cr->ctx, st, "lomo.model:next_logits");
-    const float *last = logits + (size_t)(T - 1) * V;
-    lua_createtable(L, V, 0);
-    for (int v = 0; v < V; v++) {
-        lua_pushnumber(L, last[v]);
-        lua_rawseti(L, -2, v + 1);
+    if (batch) lua_createtable(L, B, 0);
+    for (int b = 0; b < B; b++) {
+        lua_createtable(L, V, 0);
+        for (int v = 0; v < V; v++) {
+            lua_pushnumber(L, next[(size_t)b * V + v]);
+            lua_rawseti(L, -2, v + 1);
+        }
+        if (batch) lua_rawseti(L, -2, b + 1);
     }
     return 1;
 }
@@ -693,7 +727,7 @@ static const lomo_lua_reg model_methods[] = {
     {"set", model_set, "(name, array): write a parameter from a flat array"},
     {"forward", model_forward, "(tokens, targets) -> mean loss (nil without targets)"},
     {"token_logprobs", model_token_logprobs, "(tokens, targets) -> B rows of T log p(target)"},
-    {"next_logits", model_next_logits, "(ids) -> V logits of the next token"},
+    {"next_logits", model_next_logits, "(ids) -> V logits of the next token; ({ids, ...}) -> one per sequence, batched"},
     {"save", model_save, "(dir): HF folder (config.json + model.safetensors), atomic"},
     {"num_weights", model_num_weights, "() -> total scalar count"},
     {"set_checkpointing", model_set_checkpointing, "(bool | \"off\" | \"blocks\" | \"keep_attention\")"},

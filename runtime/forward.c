@@ -62,11 +62,9 @@ void model_compute_logits(lomo_model *m) {
     m->logits_valid = 1;
 }
 
-lomo_status lomo_model_forward(lomo_model *m, const int32_t *tokens, const int32_t *targets, int B, int T,
-                               float *loss, float *logits_out) {
-    if (!m) return LOMO_ERR_INVALID_ARG;
-    if (!tokens) return lomo_fail(m->ctx, LOMO_ERR_INVALID_ARG, "forward: tokens is NULL");
-    if (targets && !loss) return lomo_fail(m->ctx, LOMO_ERR_INVALID_ARG, "forward: targets given but loss is NULL");
+/* Embedding, blocks and the final norm over tokens [B, T] (targets checked too): m->lnf holds the
+ * final norm's output. */
+static lomo_status forward_trunk(lomo_model *m, const int32_t *tokens, const int32_t *targets, int B, int T) {
     lomo_status st = lomo_model_reserve(m, B, T);
     if (st) return st;
     st = check_inputs(m, tokens, targets, B * T);
@@ -92,14 +90,29 @@ lomo_status lomo_model_forward(lomo_model *m, const int32_t *tokens, const int32
     const float *lnfw = model_norm_weight(m, param_norm(m));
     LOMO_TIMED(m->ctx, LOMO_OP_RMSNORM, 0,
                be->rmsnorm_forward(m->lnf, m->rstdf, m->x[L], lnfw, BT, C, (float)c->rms_norm_eps));
+    m->rec_valid = 0;
+    m->logits_valid = 0;
+    m->have_targets = 0;
+    m->have_forward = 1;
+    return LOMO_OK;
+}
+
+lomo_status lomo_model_forward(lomo_model *m, const int32_t *tokens, const int32_t *targets, int B, int T,
+                               float *loss, float *logits_out) {
+    if (!m) return LOMO_ERR_INVALID_ARG;
+    if (!tokens) return lomo_fail(m->ctx, LOMO_ERR_INVALID_ARG, "forward: tokens is NULL");
+    if (targets && !loss) return lomo_fail(m->ctx, LOMO_ERR_INVALID_ARG, "forward: targets given but loss is NULL");
+    lomo_status st = forward_trunk(m, tokens, targets, B, T);
+    if (st) return st;
+    const lomo_backend *be = m->be;
+    const lomo_llama_config *c = &m->cfg;
+    int BT = B * T;
     model_compute_logits(m);
     if (logits_out)
         LOMO_TIMED(m->ctx, LOMO_OP_COPY, 0,
                    be->to_host(logits_out, m->logits, (size_t)BT * c->vocab_size * sizeof(float)));
 
-    m->rec_valid = 0;
     m->have_targets = targets != NULL;
-    m->have_forward = 1;
     if (!targets) return lomo_device_check(m->ctx);
 
     LOMO_TIMED(m->ctx, LOMO_OP_COPY, 0, be->to_device(m->targets, targets, (size_t)BT * sizeof(int32_t)));
@@ -122,6 +135,29 @@ lomo_status lomo_model_forward(lomo_model *m, const int32_t *tokens, const int32
     m->loss = n ? (float)(sum / n) : 0.0f;
     *loss = m->loss;
     return LOMO_OK;
+}
+
+lomo_status lomo_model_next_logits(lomo_model *m, const int32_t *tokens, int B, int T, const int32_t *lengths,
+                                   float *logits_out) {
+    if (!m) return LOMO_ERR_INVALID_ARG;
+    if (!tokens || !logits_out) return lomo_fail(m->ctx, LOMO_ERR_INVALID_ARG, "next_logits: tokens or logits_out is NULL");
+    for (int b = 0; lengths && b < B; b++)
+        if (lengths[b] < 1 || lengths[b] > T)
+            return lomo_fail(m->ctx, LOMO_ERR_INVALID_ARG, "next_logits: lengths[%d] = %d is outside 1..%d", b,
+                             lengths[b], T);
+    lomo_status st = forward_trunk(m, tokens, NULL, B, T);
+    if (st) return st;
+    const lomo_backend *be = m->be;
+    size_t C = (size_t)m->cfg.hidden_size, V = (size_t)m->cfg.vocab_size;
+    /* each row's last position, gathered into the idle backward scratch, then the head on B rows */
+    float *last = m->g.dln;
+    for (int b = 0; b < B; b++) {
+        size_t t = (size_t)(lengths ? lengths[b] : T) - 1;
+        LOMO_TIMED(m->ctx, LOMO_OP_COPY, 0, be->memcpy_d2d(last + b * C, m->lnf + ((size_t)b * T + t) * C, C * sizeof(float)));
+    }
+    model_linear_rows(m, m->logits, last, param_head(m), B, (int)C, (int)V);
+    LOMO_TIMED(m->ctx, LOMO_OP_COPY, 0, be->to_host(logits_out, m->logits, (size_t)B * V * sizeof(float)));
+    return lomo_device_check(m->ctx);
 }
 
 lomo_status lomo_model_token_logprobs(lomo_model *m, float *out, size_t n) {

@@ -1,10 +1,13 @@
 /* graph_ops.c: the graph's linear layers and attention, as calls timed into the profile. */
 #include "model.h"
 
+void model_linear_rows(lomo_model *m, float *out, const float *inp, int p, int rows, int IC, int OC) {
+    LOMO_TIMED(m->ctx, LOMO_OP_MATMUL, 2.0 * rows * IC * OC,
+               m->be->matmul_forward(out, inp, param_ptr(m, p), m->dtype, m->wbuf, rows, IC, OC));
+}
+
 void model_linear(lomo_model *m, float *out, const float *inp, int p, int IC, int OC) {
-    int BT = m->B * m->T;
-    LOMO_TIMED(m->ctx, LOMO_OP_MATMUL, 2.0 * BT * IC * OC,
-               m->be->matmul_forward(out, inp, param_ptr(m, p), m->dtype, m->wbuf, BT, IC, OC));
+    model_linear_rows(m, out, inp, p, m->B * m->T, IC, OC);
 }
 
 void model_linear_dinp(lomo_model *m, float *dinp, const float *dout, int p, float beta, int IC, int OC) {

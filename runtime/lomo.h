@@ -250,6 +250,17 @@ lomo_status lomo_model_backward(lomo_model *m, float loss_scale, const lomo_grad
 /* After a forward with targets: log p(target) per token, out [B*T] (n = B*T), 0 where ignored. */
 lomo_status lomo_model_token_logprobs(lomo_model *m, float *out, size_t n);
 
+/*
+ * Inference forward over tokens [B, T] that forms only what predicts each
+ * row's next token: logits_out [B, V] receives row b's logits at position
+ * lengths[b] - 1 (lengths [B], each in 1..T; NULL: every row is T long). The
+ * LM head runs on B rows instead of B*T. Rows of different lengths batch
+ * together: positions past a row's length may hold any valid id, since causal
+ * attention keeps them out of the positions before. No backward may follow.
+ */
+lomo_status lomo_model_next_logits(lomo_model *m, const int32_t *tokens, int B, int T, const int32_t *lengths,
+                                   float *logits_out);
+
 /* Default hook: accumulates full f32 gradients (LOMO_MEM_GRADIENTS), for tests and baselines. */
 typedef struct lomo_grads lomo_grads;
 lomo_status lomo_grads_create(lomo_grads **out, lomo_model *m);

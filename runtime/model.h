@@ -177,6 +177,8 @@ void model_block_forward(lomo_model *m, int l, const layer_acts *a, const float 
 /* The graph's linear layers, timed into the profile, for the current B*T rows:
  * out [BT, OC] = inp [BT, IC] @ W_p^T, and dinp [BT, IC] = beta*dinp + dout [BT, OC] @ W_p. */
 void model_linear(lomo_model *m, float *out, const float *inp, int p, int IC, int OC);
+/* the same over `rows` rows of inp */
+void model_linear_rows(lomo_model *m, float *out, const float *inp, int p, int rows, int IC, int OC);
 void model_linear_dinp(lomo_model *m, float *dinp, const float *dout, int p, float beta, int IC, int OC);
 /* The flops of a causal attention forward over (B, T) with the config's heads (the backward: twice). */
 double model_attention_flops(const lomo_model *m);

@@ -166,6 +166,41 @@ static void test_fixture(const char *file) {
         free(lp);
     }
 
+    /* next-token logits at each row's last position, full-length rows and rows of other lengths (what
+     * follows a row's end cannot reach it), against PyTorch's; no backward may follow */
+    {
+        size_t V = (size_t)c->vocab_size;
+        float *next = malloc((size_t)s.B * V * sizeof(float));
+        double *want_next = malloc((size_t)s.B * V * sizeof(double));
+        int32_t *lengths = malloc((size_t)s.B * sizeof(int32_t));
+        for (int ragged = 0; ragged <= 1; ragged++) {
+            for (int b = 0; b < s.B; b++) {
+                lengths[b] = ragged ? s.T - (b * 5) % s.T : s.T;
+                memcpy(want_next + b * V, want_logits + ((size_t)b * s.T + lengths[b] - 1) * V, V * sizeof(double));
+            }
+            CHECK(lomo_model_next_logits(m, s.tokens, s.B, s.T, ragged ? lengths : NULL, next) == LOMO_OK,
+                  "next_logits: %s", lomo_last_error(ctx));
+            CHECK(fx_compare("next logits", next, want_next, (size_t)s.B * V,
+                             MODEL_ATOL_REL * fx_max_abs(want_logits, nlog), MODEL_RTOL) == 0,
+                  "%s: next-token logits differ (ragged %d)", file, ragged);
+        }
+        lengths[0] = s.T + 1;
+        CHECK(lomo_model_next_logits(m, s.tokens, s.B, s.T, lengths, next) == LOMO_ERR_INVALID_ARG &&
+                  strstr(lomo_last_error(ctx), "lengths[0]"),
+              "a length past T: %s", lomo_last_error(ctx));
+        lengths[0] = 0;
+        CHECK(lomo_model_next_logits(m, s.tokens, s.B, s.T, lengths, next) == LOMO_ERR_INVALID_ARG, "length 0");
+        free(lengths);
+        lomo_grad_hook h = {NULL, ok_linear, fail_on_6, NULL};   /* touches no user data */
+        CHECK(lomo_model_backward(m, 1.0f, &h) == LOMO_ERR_STATE, "backward after next_logits must be refused");
+        float one;
+        CHECK(lomo_model_token_logprobs(m, &one, 1) == LOMO_ERR_STATE, "token_logprobs after next_logits");
+        CHECK(lomo_model_next_logits(m, s.tokens, s.B, s.T, NULL, NULL) == LOMO_ERR_INVALID_ARG, "NULL logits_out");
+        CHECK(lomo_model_next_logits(m, s.tokens, 0, s.T, NULL, next) == LOMO_ERR_INVALID_ARG, "batch 0");
+        free(next);
+        free(want_next);
+    }
+
     /* every parameter gradient */
     int np = lomo_model_num_params(m);
     for (int p = 0; p < np; p++) {

@@ -359,6 +359,18 @@ function T.forward_logprobs_and_next_logits()
   for _, z in ipairs(logits) do se = se + math.exp(z - mx) end
   local target = targets[1][#row]
   near(logits[target + 1] - mx - math.log(se), lp[1][#row], 1e-4, "next-token log p")
+  -- batched, sequences of different lengths: each as if alone (a prefix of row 2 ends early)
+  local short = {}
+  for t = 1, 5 do short[t] = tokens[2][t] end
+  local both = m:next_logits({row, short})
+  eq(#both, 2, "one logits table per sequence")
+  local alone = m:next_logits(short)
+  for v = 1, 32 do
+    near(both[1][v], logits[v], 1e-5, "batched row 1, logit " .. v)
+    near(both[2][v], alone[v], 1e-5, "batched short row, logit " .. v)
+  end
+  fails(m.next_logits, "ids[2] is empty", m, {row, {}})
+  fails(m.next_logits, "ids[2][1] = 40 is outside the vocabulary", m, {row, {40}})
   local mem = ctx:memory()
   truthy(mem.current.weights > 0 and mem.peak.total >= mem.current.total, "memory")
   ctx:reset_peak()
