@@ -652,6 +652,33 @@ static void test_keep_attention_same(void) {
     free(weights[1]);
 }
 
+/* next_logits (the LM head on each row's last position), rows of three lengths, on both backends */
+static void test_next_logits(void) {
+    enum { B = 3, T = 40 };
+    int32_t tok[B * T], lengths[B] = {T, 17, 1};
+    for (int i = 0; i < B * T; i++) tok[i] = (int32_t)((i * 2654435761u) % STEP_CFG.vocab_size);
+    size_t V = (size_t)STEP_CFG.vocab_size;
+    float *out[2] = {malloc(B * V * sizeof(float)), malloc(B * V * sizeof(float))};
+    char err[2][300] = {"", ""};
+    for (int dev = 0; dev < 2; dev++) {
+        lomo_ctx *ctx = NULL;
+        lomo_ctx_options co = {.device = dev ? "cuda" : "cpu"};
+        lomo_model *m = NULL;
+        lomo_model_options mo = {.dtype = LOMO_F32, .seed = 7};
+        if (lomo_ctx_create(&ctx, &co) || lomo_model_create(&m, ctx, &STEP_CFG, &mo) ||
+            lomo_model_next_logits(m, tok, B, T, lengths, out[dev]))
+            snprintf(err[dev], sizeof err[dev], "%s", ctx ? lomo_last_error(ctx) : "context");
+        lomo_model_destroy(m);
+        lomo_ctx_destroy(ctx);
+    }
+    char detail[700];
+    snprintf(detail, sizeof detail, "cpu: %s / cuda: %s", err[0][0] ? err[0] : "ok", err[1][0] ? err[1] : "ok");
+    check("next_logits runs on both (rows of 40, 17 and 1)", !err[0][0] && !err[1][0], detail);
+    if (!err[0][0] && !err[1][0]) compare("next_logits f32", out[1], out[0], B * V, 1e-4);   /* as the f32 steps */
+    free(out[0]);
+    free(out[1]);
+}
+
 /* a model the GPU context must refuse at creation: status want, and an error naming `names` */
 static void check_refused(const char *what, const lomo_llama_config *cfg, const lomo_model_options *mo,
                           lomo_status want, const char *names) {
@@ -734,6 +761,7 @@ int main(void) {
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) run_steps(&cases[i]);
     test_keep_attention_same();
+    test_next_logits();
     check_device_error("training steps");
     test_oom_message();
     test_head_dim_limit();
