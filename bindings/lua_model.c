@@ -450,10 +450,10 @@ static int model_tensors(lua_State *L) {
 /*
  * Reads a [B][T] table of ids at arg into a new userdata buffer (pushed).
  * is_target: -100 allowed. B and T in/out: 0 means "set from this table".
+ * With lengths (ragged rows), T is the longest row's length, shorter rows are
+ * padded with id 0, and *lengths [B] (another userdata, pushed first) gets
+ * each row's length; without, every row must have T ids.
  */
-/* Rows of ids at arg into a [B, T] userdata buffer pushed on the stack. With lengths (ragged rows) T is
- * the longest row's length, shorter rows are padded with id 0, and *lengths [B] (a second userdata) gets
- * each row's length; without, every row must have T ids. */
 static int32_t *check_rows(lua_State *L, int arg, const char *where, const char *what, int V, int is_target, int *B,
                            int *T, int32_t **lengths) {
     arg = lua_absindex(L, arg);
