@@ -147,35 +147,10 @@ return function(cfg)
   end
   table.sort(items, function(a, b) return #a.context < #b.context end)
 
-  -- Each pair is scored by the log-likelihood of each answer after the prompt. When every
-  -- answer is one token, one forward per pair gives both (the log-softmax of the next-token
-  -- logits, eval.batch prompts at a time); otherwise lomo.eval scores one row per answer, twice
-  -- the work.
-  local single = true
-  for _, c in ipairs(items[1].choices) do single = single and #c == 1 end
-  local function score(model)
-    if not single then return evalm.score(model, items, {batch = eval_batch}) end
-    local res = {}
-    for first = 1, #items, eval_batch do
-      local contexts = {}
-      for i = first, math.min(first + eval_batch - 1, #items) do contexts[#contexts + 1] = items[i].context end
-      for k, logits in ipairs(model:next_logits(contexts)) do
-        local it = items[first + k - 1]
-        local mx = -math.huge
-        for _, v in ipairs(logits) do if v > mx then mx = v end end
-        local z = 0.0
-        for _, v in ipairs(logits) do z = z + math.exp(v - mx) end
-        local lse = mx + math.log(z)
-        local sum = {}
-        for c, ids in ipairs(it.choices) do sum[c] = logits[ids[1] + 1] - lse end -- ids are 0-based
-        res[first + k - 1] = {sum = sum, answer = it.answer, pred_sum = evalm.argmax(sum)}
-      end
-    end
-    return res
-  end
-
+  -- Each pair is scored by the log-likelihood of each answer after the prompt (lomo.eval: with
+  -- one-token answers, one forward row per pair, eval.batch pairs a forward).
   local function evaluate(model)
-    local res = score(model)
+    local res = evalm.score(model, items, {batch = eval_batch})
     local correct, yes, nll = 0, 0, 0.0
     for _, r in ipairs(res) do
       if r.pred_sum == r.answer then correct = correct + 1 end

@@ -1,6 +1,7 @@
 -- lomo.eval: multiple-choice scoring by log-likelihood, accuracy, perplexity, and generation.
 -- Works with any model object that has m:token_logprobs(tokens, targets) (B rows of T log
--- probabilities, one per target) and m:next_logits(ids) (V logits for the next token).
+-- probabilities, one per target) and m:next_logits(ids) (V logits for the next token; given
+-- {ids, ids, ...}, one such table per sequence, as lomo models do).
 
 local data = require "lomo.data"
 local rng_mod = require "lomo.rng"
@@ -43,15 +44,51 @@ local function choice_row(context, cont)
   return data.from_ids(ids, #context)
 end
 
--- score(m, items, {batch = 8, T = nil}): per item {sum = {..}, mean = {..}, n = {..}} over its
--- choices (log-likelihood summed, and divided by the choice's token count), and the
--- predictions {pred_sum=, pred_mean=} (1-based). Padding and context never count: only
--- positions whose target is a choice token are summed.
+-- the log-softmax of logits at the (1-based) indices ks, in double
+local function log_softmax_at(logits, ks)
+  local mx = -math.huge
+  for _, v in ipairs(logits) do if v > mx then mx = v end end
+  local z = 0.0
+  for _, v in ipairs(logits) do z = z + math.exp(v - mx) end
+  local lse = mx + math.log(z)
+  local out = {}
+  for i, k in ipairs(ks) do out[i] = logits[k] - lse end
+  return out
+end
+
+-- Every choice one token: one row per item (not per choice), and the model's next-token logits
+-- at the context's end give every choice's log-probability; B items a call.
+local function score_next_token(m, items, results, B, who)
+  for first = 1, #items, B do
+    local contexts = {}
+    for i = first, math.min(first + B - 1, #items) do contexts[#contexts + 1] = items[i].context end
+    local all = m:next_logits(contexts)
+    if type(all) ~= "table" or #all ~= #contexts then
+      fail(who, "next_logits returned %d rows for %d", type(all) == "table" and #all or -1, #contexts)
+    end
+    for k, logits in ipairs(all) do
+      local i = first + k - 1
+      local ks = {}
+      for c, cont in ipairs(items[i].choices) do ks[c] = cont[1] + 1 end   -- ids are 0-based
+      local r = results[i]
+      r.sum = log_softmax_at(logits, ks)
+      for c = 1, #ks do r.mean[c], r.n[c] = r.sum[c], 1 end
+    end
+  end
+end
+
+-- score(m, items, {batch = 8, T = nil, by_rows = false}): per item {sum = {..}, mean = {..},
+-- n = {..}} over its choices (log-likelihood summed, and divided by the choice's token count),
+-- and the predictions {pred_sum=, pred_mean=} (1-based). Padding and context never count: only
+-- positions whose target is a choice token are summed. When every choice is one token and the
+-- model has next_logits, each item is one row (batch items a call) instead of one row per
+-- choice; by_rows = true scores one row per choice regardless.
 function M.score(m, items, opts)
   local who = "lomo.eval.score"
   opts = opts or {}
   local B = opts.batch or 8
   local rows, owner = {}, {}
+  local single = not opts.by_rows and m.next_logits ~= nil
   for i, it in ipairs(items) do
     if type(it) ~= "table" or type(it.context) ~= "table" or type(it.choices) ~= "table" then
       fail(who, "item %d must be {context = ids, choices = {ids, ...}}", i)
@@ -59,6 +96,7 @@ function M.score(m, items, opts)
     if #it.context == 0 then fail(who, "item %d: the context is empty (add a BOS token)", i) end
     for c, cont in ipairs(it.choices) do
       if #cont == 0 then fail(who, "item %d: choice %d has no tokens", i, c) end
+      single = single and #cont == 1
       rows[#rows + 1] = choice_row(it.context, cont)
       owner[#owner + 1] = {i, c}
     end
@@ -66,6 +104,10 @@ function M.score(m, items, opts)
   local results = {}
   for i, it in ipairs(items) do
     results[i] = {sum = {}, mean = {}, n = {}, answer = it.answer}
+  end
+  if single then
+    score_next_token(m, items, results, B, who)
+    rows = {}
   end
   for first = 1, #rows, B do
     local batch = {}

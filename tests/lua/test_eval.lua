@@ -134,6 +134,37 @@ function T.generate_text_decodes_and_stops_at_eos()
   check.eq(ids, {104, 105})
 end
 
+-- every choice one token: one next_logits row per item, token_logprobs never called
+function T.score_single_token_choices_by_next_logits()
+  local m = {calls = 0, rows = 0}
+  function m:token_logprobs() error("token_logprobs must not be called") end
+  -- V = 4: logits {0, ln 2, ln 3, 0} whatever the context, so p = {1, 2, 3, 1} / 7
+  function m:next_logits(seqs)
+    self.calls = self.calls + 1
+    local out = {}
+    for b = 1, #seqs do
+      self.rows = self.rows + 1
+      out[b] = {0.0, math.log(2), math.log(3), 0.0}
+    end
+    return out
+  end
+  local items = {}
+  for i = 1, 5 do items[i] = {context = {1, 2, i % 4}, choices = {{1}, {2}, {0}}, answer = 2} end
+  local res = eval.score(m, items, {batch = 2})
+  check.eq(m.calls, 3, "5 items in calls of 2")
+  check.eq(m.rows, 5, "one row per item")
+  for i = 1, 5 do
+    check.near(res[i].sum[1], math.log(2 / 7), 1e-12)
+    check.near(res[i].sum[2], math.log(3 / 7), 1e-12)
+    check.near(res[i].sum[3], math.log(1 / 7), 1e-12)
+    check.eq(res[i].n, {1, 1, 1})
+    check.eq(res[i].pred_sum, 2)
+    check.eq(res[i].pred_mean, 2)
+  end
+  local bad = {token_logprobs = m.token_logprobs, next_logits = function() return {} end}
+  check.raises(function() eval.score(bad, items) end, "next_logits returned 0 rows for 5")
+end
+
 -- real bindings ---------------------------------------------------------------------------
 
 function T.real_model_logprobs_agree_with_forward_loss()
@@ -163,6 +194,12 @@ function T.real_model_multiple_choice_and_generation()
   local a = eval.score(m, items, {batch = 1})
   local b = eval.score(m, items, {batch = 4})
   for i = 1, 2 do for c = 1, 2 do check.near(a[i].sum[c], b[i].sum[c], 1e-4) end end
+  -- one-token choices: one row per item by next_logits, as one row per choice would score them
+  local singles = {{context = {1, 2, 3}, choices = {{4}, {5}}, answer = 1},
+                   {context = {7, 8}, choices = {{9}, {11}}, answer = 2},
+                   {context = {3}, choices = {{1}, {2}}, answer = 1}}
+  local fast, rows = eval.score(m, singles, {batch = 2}), eval.score(m, singles, {batch = 2, by_rows = true})
+  for i = 1, 3 do for c = 1, 2 do check.near(fast[i].sum[c], rows[i].sum[c], 1e-4) end end
   local g1 = eval.generate(m, {1, 2}, {max_new_tokens = 4})
   local g2 = eval.generate(m, {1, 2}, {max_new_tokens = 4})
   check.eq(g1, g2)
