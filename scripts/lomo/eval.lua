@@ -87,8 +87,8 @@ function M.score(m, items, opts)
   local who = "lomo.eval.score"
   opts = opts or {}
   local B = opts.batch or 8
-  local rows, owner = {}, {}
   local single = not opts.by_rows and m.next_logits ~= nil
+  local results = {}
   for i, it in ipairs(items) do
     if type(it) ~= "table" or type(it.context) ~= "table" or type(it.choices) ~= "table" then
       fail(who, "item %d must be {context = ids, choices = {ids, ...}}", i)
@@ -97,17 +97,20 @@ function M.score(m, items, opts)
     for c, cont in ipairs(it.choices) do
       if #cont == 0 then fail(who, "item %d: choice %d has no tokens", i, c) end
       single = single and #cont == 1
-      rows[#rows + 1] = choice_row(it.context, cont)
-      owner[#owner + 1] = {i, c}
     end
-  end
-  local results = {}
-  for i, it in ipairs(items) do
     results[i] = {sum = {}, mean = {}, n = {}, answer = it.answer}
   end
+  -- one row per choice, unless the next-token logits score every choice of an item at once
+  local rows, owner = {}, {}
   if single then
     score_next_token(m, items, results, B, who)
-    rows = {}
+  else
+    for i, it in ipairs(items) do
+      for c, cont in ipairs(it.choices) do
+        rows[#rows + 1] = choice_row(it.context, cont)
+        owner[#owner + 1] = {i, c}
+      end
+    end
   end
   for first = 1, #rows, B do
     local batch = {}
