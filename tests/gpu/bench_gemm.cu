@@ -17,22 +17,17 @@
 #include <stdlib.h>
 #include <time.h>
 
-#define CK(x)                                                                                      \
+/* a CUDA or cuBLAS status, named by its to-string function, ends the run with the line */
+#define CHECK_STATUS(x, name)                                                                      \
     do {                                                                                           \
-        cudaError_t e_ = (x);                                                                      \
-        if (e_) {                                                                                  \
-            printf("bench_gemm: %s (line %d)\n", cudaGetErrorString(e_), __LINE__);                \
-            exit(1);                                                                               \
-        }                                                                                          \
-    } while (0)
-#define CB(x)                                                                                      \
-    do {                                                                                           \
-        cublasStatus_t s_ = (x);                                                                   \
+        auto s_ = (x);                                                                             \
         if (s_) {                                                                                  \
-            printf("bench_gemm: %s (line %d)\n", cublasGetStatusString(s_), __LINE__);             \
+            printf("bench_gemm: %s (line %d)\n", name(s_), __LINE__);                              \
             exit(1);                                                                               \
         }                                                                                          \
     } while (0)
+#define CK(x) CHECK_STATUS(x, cudaGetErrorString)
+#define CB(x) CHECK_STATUS(x, cublasGetStatusString)
 
 static cublasHandle_t H;
 static cudaStream_t S;
