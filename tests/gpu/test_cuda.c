@@ -580,7 +580,6 @@ static int train_on(const char *device, const step_case *sc, float *losses, floa
 }
 
 static void run_steps(const step_case *sc) {
-    int steps = STEPS;
     float losses[2][STEPS];
     float *weights[2] = {0};
     size_t nw = 0;
@@ -598,10 +597,10 @@ static void run_steps(const step_case *sc) {
         /* 16-bit: the two backends round GEMM operands differently; seen on an H200: 6e-5 and 5e-4 */
         double tol = sc->dtype == LOMO_F32 ? 1e-4 : 1e-3;
         snprintf(what, sizeof what, "step %s losses", sc->name);
-        compare(what, losses[1], losses[0], steps, tol);
+        compare(what, losses[1], losses[0], STEPS, tol);
         printf("     losses cpu %.6f %.6f %.6f  cuda %.6f %.6f %.6f\n", losses[0][0], losses[0][1], losses[0][2],
                losses[1][0], losses[1][1], losses[1][2]);
-        snprintf(what, sizeof what, "step %s weights after %d steps", sc->name, steps);
+        snprintf(what, sizeof what, "step %s weights after %d steps", sc->name, STEPS);
         compare(what, weights[1], weights[0], nw, sc->dtype == LOMO_F32 ? 1e-4 : 5e-3);
         int same = 1;
         char diff[200] = "";
