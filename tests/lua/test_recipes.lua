@@ -85,6 +85,19 @@ function T.overrides_that_cannot_be_applied_are_named()
           "train.batch.x=1")
 end
 
+-- lomo plan: --checkpointing alone is blocks, =keep_attention is taken, any other mode is one line
+-- naming the option (what each mode plans: test_bindings.lua's plan_from_config)
+function T.plan_takes_checkpointing_modes_and_refuses_others()
+  local config = root .. "/tests/fixtures/st/tiny/config.json"
+  local code, out = run_program(nil, "plan", config, "--seq", "8", "--checkpointing")
+  check.truthy(code == 0 and out:find("checkpointing blocks", 1, true), "plan --checkpointing:\n" .. out)
+  code, out = run_program(nil, "plan", config, "--seq", "8", "--checkpointing=keep_attention")
+  check.truthy(code == 0 and out:find("checkpointing keep_attention", 1, true), "plan keep_attention:\n" .. out)
+  code, out = run_program(nil, "plan", config, "--seq", "8", "--checkpointing=sometimes")
+  check.truthy(code ~= 0 and out:find("--checkpointing=sometimes: checkpointing is off, blocks or keep_attention", 1,
+               true) and not out:find("stack traceback", 1, true), "an unknown mode:\n" .. out)
+end
+
 function T.a_fault_in_a_script_keeps_its_traceback()
   local dir = check.tmpdir()
   local script = dir .. "/fault.lua"
