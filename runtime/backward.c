@@ -28,10 +28,15 @@ static void record(bwd *b, float *dst, const float *src, size_t n) {
     if (b->record) LOMO_TIMED(b->m->ctx, LOMO_OP_COPY, 0, b->m->be->memcpy_d2d(dst, src, n * sizeof(float)));
 }
 
-static int linear_grad(bwd *b, int p, const float *dout, const float *inp) {
+/* the gradient of linear p from dout [rows, OC] and inp [rows, IC] */
+static int linear_grad_rows(bwd *b, int p, const float *dout, const float *inp, int rows) {
     if (b->failed) return 1;
-    if (b->hook->on_linear(b->hook->user, p, dout, inp, b->m->B * b->m->T)) b->failed = p + 1;
+    if (b->hook->on_linear(b->hook->user, p, dout, inp, rows)) b->failed = p + 1;
     return b->failed;
+}
+
+static int linear_grad(bwd *b, int p, const float *dout, const float *inp) {
+    return linear_grad_rows(b, p, dout, inp, b->m->B * b->m->T);
 }
 
 static int dense_grad(bwd *b, int p, float *grad) {
@@ -203,23 +208,30 @@ lomo_status model_backward(lomo_model *m, float loss_scale, const lomo_grad_hook
     model_layout_for(m, m->B, m->T);
     m->rec_valid = 0;   /* a replay's hook changes the weights; a new record is not complete yet */
 
+    /* the head's rows: every position, or those with a target (forward.c select_head_rows) */
+    int N = m->head_rows, gathered = N < BT;
     float *dlogits = m->logits;
     if (mode != BWD_REPLAY) {
         /* a previous backward turned the logits into dlogits: form them again */
         if (!m->logits_valid) model_compute_logits(m);
         float dloss = m->n_valid ? loss_scale / (float)m->n_valid : 0.0f;
         LOMO_TIMED(m->ctx, LOMO_OP_CROSSENTROPY, 0,
-                   be->crossentropy_backward(dlogits, m->logits, m->lse, m->targets, dloss, BT, V));
+                   be->crossentropy_backward(dlogits, m->logits, m->lse, m->targets, dloss, N, V));
         m->logits_valid = 0;
-        /* LM head: dlnf = dlogits @ W */
-        model_linear_dinp(m, m->g.dln, dlogits, param_head(m), 0.0f, C, V);
+        /* LM head: dlnf = dlogits @ W; gathered rows wait in dres to be spread to their positions */
+        model_linear_dinp_rows(m, gathered ? m->g.dres : m->g.dln, dlogits, param_head(m), 0.0f, N, C, V);
     }
     /* the tied head's dW waits in gradbuf for the embedding's part */
     if (c->tie_word_embeddings)
-        LOMO_TIMED(m->ctx, LOMO_OP_WEIGHT_GRAD, 2.0 * BT * C * V,
-                   be->matmul_backward_weight(m->gradbuf, dlogits, m->lnf, 1.0f, 0.0f, BT, C, V));
-    else if (linear_grad(&b, param_head(m), dlogits, m->lnf))
+        LOMO_TIMED(m->ctx, LOMO_OP_WEIGHT_GRAD, 2.0 * N * C * V,
+                   be->matmul_backward_weight(m->gradbuf, dlogits, m->lnf, 1.0f, 0.0f, N, C, V));
+    else if (linear_grad_rows(&b, param_head(m), dlogits, m->lnf, N))
         goto hook_failed;
+    /* after the head's update, which may reuse an operand its dX GEMM prepared (a write would drop it) */
+    if (mode != BWD_REPLAY && gathered) {
+        LOMO_TIMED(m->ctx, LOMO_OP_COPY, 0, be->memset0(m->g.dln, (size_t)BT * C * sizeof(float)));
+        LOMO_TIMED(m->ctx, LOMO_OP_COPY, 0, be->embedding_backward(m->g.dln, m->g.dres, m->head_pos, N, C));
+    }
 
     if (mode == BWD_REPLAY) {
         copy_norm_grad(m, rec_norm(m, 2 * L));

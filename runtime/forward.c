@@ -55,11 +55,38 @@ static lomo_status check_inputs(lomo_model *m, const int32_t *tokens, const int3
     return LOMO_OK;
 }
 
-/* The logits [BT, V] from the final norm's output. */
+/* The logits [head_rows, V] from the final norm's output (its head rows). */
 void model_compute_logits(lomo_model *m) {
     const lomo_llama_config *c = &m->cfg;
-    model_linear(m, m->logits, m->lnf, param_head(m), c->hidden_size, c->vocab_size);
+    model_linear_rows(m, m->logits, m->lnf, param_head(m), m->head_rows, c->hidden_size, c->vocab_size);
     m->logits_valid = 1;
+}
+
+/*
+ * The head's rows for targets [BT]: when some rows have no target (-100) and
+ * others do, those that do are gathered to the front of lnf (through the idle
+ * backward scratch: a gather in place would race) and their targets to the
+ * front of m->targets. Otherwise every row, targets as given. Returns the rows.
+ */
+static int select_head_rows(lomo_model *m, const int32_t *targets, int BT) {
+    const lomo_backend *be = m->be;
+    size_t C = (size_t)m->cfg.hidden_size;
+    int n = 0;
+    for (int i = 0; i < BT; i++)
+        if (targets[i] != -100) m->head_pos_host[n++] = i;
+    if (n == 0 || n == BT) {
+        LOMO_TIMED(m->ctx, LOMO_OP_COPY, 0, be->to_device(m->targets, targets, (size_t)BT * sizeof(int32_t)));
+        return BT;
+    }
+    int32_t *kept = malloc((size_t)n * sizeof *kept);
+    if (!kept) return -1;
+    for (int i = 0; i < n; i++) kept[i] = targets[m->head_pos_host[i]];
+    LOMO_TIMED(m->ctx, LOMO_OP_COPY, 0, be->to_device(m->targets, kept, (size_t)n * sizeof(int32_t)));
+    free(kept);
+    LOMO_TIMED(m->ctx, LOMO_OP_COPY, 0, be->to_device(m->head_pos, m->head_pos_host, (size_t)n * sizeof(int32_t)));
+    LOMO_TIMED(m->ctx, LOMO_OP_COPY, 0, be->embedding_forward(m->g.dres, m->head_pos, m->lnf, LOMO_F32, n, (int)C));
+    LOMO_TIMED(m->ctx, LOMO_OP_COPY, 0, be->memcpy_d2d(m->lnf, m->g.dres, (size_t)n * C * sizeof(float)));
+    return n;
 }
 
 /* Embedding, blocks and the final norm over tokens [B, T] (targets checked too): m->lnf holds the
@@ -92,6 +119,7 @@ static lomo_status forward_trunk(lomo_model *m, const int32_t *tokens, const int
                be->rmsnorm_forward(m->lnf, m->rstdf, m->x[L], lnfw, BT, C, (float)c->rms_norm_eps));
     m->rec_valid = 0;
     m->logits_valid = 0;
+    m->head_rows = BT;
     m->have_targets = 0;
     m->have_forward = 1;
     return LOMO_OK;
@@ -107,6 +135,10 @@ lomo_status lomo_model_forward(lomo_model *m, const int32_t *tokens, const int32
     const lomo_backend *be = m->be;
     const lomo_llama_config *c = &m->cfg;
     int BT = B * T;
+    /* the head on the rows with a target only, unless every row's logits are asked for */
+    if (targets && !logits_out && (m->head_rows = select_head_rows(m, targets, BT)) < 0)
+        return lomo_fail(m->ctx, LOMO_ERR_OOM, "out of memory: the LM head's rows");
+    int N = m->head_rows;
     model_compute_logits(m);
     if (logits_out)
         LOMO_TIMED(m->ctx, LOMO_OP_COPY, 0,
@@ -115,17 +147,18 @@ lomo_status lomo_model_forward(lomo_model *m, const int32_t *tokens, const int32
     m->have_targets = targets != NULL;
     if (!targets) return lomo_device_check(m->ctx);
 
-    LOMO_TIMED(m->ctx, LOMO_OP_COPY, 0, be->to_device(m->targets, targets, (size_t)BT * sizeof(int32_t)));
+    if (logits_out)
+        LOMO_TIMED(m->ctx, LOMO_OP_COPY, 0, be->to_device(m->targets, targets, (size_t)BT * sizeof(int32_t)));
     LOMO_TIMED(m->ctx, LOMO_OP_CROSSENTROPY, 0,
-               be->crossentropy_forward(m->losses, m->lse, m->logits, m->targets, BT, c->vocab_size));
-    float *host = malloc((size_t)BT * sizeof(float));
+               be->crossentropy_forward(m->losses, m->lse, m->logits, m->targets, N, c->vocab_size));
+    float *host = malloc((size_t)N * sizeof(float));
     if (!host) return lomo_fail(m->ctx, LOMO_ERR_OOM, "out of memory: loss readback");
-    LOMO_TIMED(m->ctx, LOMO_OP_COPY, 0, be->to_host(host, m->losses, (size_t)BT * sizeof(float)));
-    /* summed in order, in double: the loss is bitwise reproducible */
+    LOMO_TIMED(m->ctx, LOMO_OP_COPY, 0, be->to_host(host, m->losses, (size_t)N * sizeof(float)));
+    /* summed in position order, in double: the loss is bitwise reproducible */
     double sum = 0.0;
     int n = 0;
-    for (int i = 0; i < BT; i++) {
-        if (targets[i] == -100) continue;
+    for (int i = 0; i < N; i++) {
+        if (targets[N < BT ? m->head_pos_host[i] : i] == -100) continue;
         sum += host[i];
         n++;
     }
@@ -166,8 +199,18 @@ lomo_status lomo_model_token_logprobs(lomo_model *m, float *out, size_t n) {
         return lomo_fail(m->ctx, LOMO_ERR_STATE, "token_logprobs: needs a forward with targets first");
     size_t BT = (size_t)m->B * m->T;
     if (n != BT) return lomo_fail(m->ctx, LOMO_ERR_INVALID_ARG, "token_logprobs: %zu values for %zu tokens", n, BT);
-    /* forward kept each row's loss, lse - z[target] (0 for ignored rows) */
-    m->be->to_host(out, m->losses, BT * sizeof(float));
-    for (size_t i = 0; i < BT; i++) out[i] = out[i] == 0.0f ? 0.0f : -out[i];
+    /* forward kept each head row's loss, lse - z[target] (0 for ignored rows) */
+    size_t N = (size_t)m->head_rows;
+    m->be->to_host(out, m->losses, N * sizeof(float));
+    for (size_t i = 0; i < N; i++) out[i] = out[i] == 0.0f ? 0.0f : -out[i];
+    if (N == BT) return LOMO_OK;
+    /* the head ran on the target rows only: spread them to their positions, back to front */
+    memset(out + N, 0, (BT - N) * sizeof *out);
+    for (size_t i = N; i-- > 0;) {
+        size_t to = (size_t)m->head_pos_host[i];
+        float v = out[i];
+        out[i] = 0.0f;
+        out[to] = v;
+    }
     return LOMO_OK;
 }

@@ -10,10 +10,14 @@ void model_linear(lomo_model *m, float *out, const float *inp, int p, int IC, in
     model_linear_rows(m, out, inp, p, m->B * m->T, IC, OC);
 }
 
+void model_linear_dinp_rows(lomo_model *m, float *dinp, const float *dout, int p, float beta, int rows, int IC,
+                            int OC) {
+    LOMO_TIMED(m->ctx, LOMO_OP_MATMUL, 2.0 * rows * IC * OC,
+               m->be->matmul_backward_input(dinp, dout, param_ptr(m, p), m->dtype, m->wbuf, beta, rows, IC, OC));
+}
+
 void model_linear_dinp(lomo_model *m, float *dinp, const float *dout, int p, float beta, int IC, int OC) {
-    int BT = m->B * m->T;
-    LOMO_TIMED(m->ctx, LOMO_OP_MATMUL, 2.0 * BT * IC * OC,
-               m->be->matmul_backward_input(dinp, dout, param_ptr(m, p), m->dtype, m->wbuf, beta, BT, IC, OC));
+    model_linear_dinp_rows(m, dinp, dout, p, beta, m->B * m->T, IC, OC);
 }
 
 /* Q K^T and P V over the causal half: 2 products of 2*T*T*hd/2 flops per head and sequence. */

@@ -166,7 +166,8 @@ static void free_activations(lomo_model *m) {
     m->rec_BT = 0;
     m->rec_valid = 0;
     free(m->tokens_host);
-    m->tokens_host = NULL;
+    free(m->head_pos_host);
+    m->tokens_host = m->head_pos_host = NULL;
     free(m->x);
     free(m->la);
     free(m->kept);
@@ -241,6 +242,7 @@ static void carve_activations(lomo_model *m, carver *cv, int B, int T) {
     m->lse = carve(cv, BT);
     m->tokens = (int32_t *)carve(cv, BT);
     m->targets = (int32_t *)carve(cv, BT);
+    m->head_pos = (int32_t *)carve(cv, BT);
     block_grads *g = &m->g;
     g->dres = carve(cv, BT * C);
     g->dln = carve(cv, BT * C);
@@ -316,7 +318,8 @@ lomo_status lomo_model_reserve(lomo_model *m, int B, int T) {
     if (keep) m->kept = calloc((size_t)L, sizeof *m->kept);
     m->act_mem = lomo_dev_alloc(m->ctx, LOMO_MEM_ACTIVATIONS, cv.off, "activations");
     m->tokens_host = malloc((size_t)nB * nT * sizeof(int32_t));
-    if (!m->x || !m->la || (keep && !m->kept) || !m->act_mem || !m->tokens_host) {
+    m->head_pos_host = malloc((size_t)nB * nT * sizeof(int32_t));
+    if (!m->x || !m->la || (keep && !m->kept) || !m->act_mem || !m->tokens_host || !m->head_pos_host) {
         size_t need = cv.off;
         m->act_bytes = m->act_mem ? need : 0;
         free_activations(m);

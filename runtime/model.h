@@ -78,6 +78,7 @@ struct lomo_model {
     int gradbuf_dense;
     int gradbuf_rows;           /* row capacity of the sparse layout */
     int32_t *tokens_host;       /* [BT] host copy of the last forward's tokens */
+    int32_t *head_pos_host;     /* [BT] host copy of head_pos */
 
     /* activations, sized for B_cap x T_cap */
     int B_cap, T_cap;
@@ -87,9 +88,19 @@ struct lomo_model {
     layer_acts *la;             /* L sets, or 1 with checkpointing */
     kept_attention *kept;       /* blocks 0..L-2 under KEEP_ATTENTION (block L-1's stay in la[0]), else NULL */
     float *lnf, *rstdf;         /* [BT, C], [BT] */
-    float *logits;              /* [BT, V]; turned into dlogits in place by backward */
-    float *losses, *lse;        /* [BT] */
-    int32_t *tokens, *targets;  /* [BT] */
+    float *logits;              /* [head_rows, V]; turned into dlogits in place by backward */
+    float *losses, *lse;        /* [head_rows] */
+    int32_t *tokens;            /* [BT] */
+    int32_t *targets;           /* [head_rows]: the targets of the head's rows */
+    /*
+     * Prompt masking leaves most rows without a target, and the LM head has
+     * work only on those that have one: a forward with targets (and no
+     * logits asked for) gathers those rows of lnf to its front and runs the
+     * head and cross-entropy on them alone. head_pos [head_rows] are their
+     * positions in [BT]; head_rows is BT when every row runs the head.
+     */
+    int32_t *head_pos;
+    int head_rows;
     block_grads g;
 
     /*
@@ -167,7 +178,7 @@ void model_param_write_f32(lomo_model *m, int p, size_t first, const float *src,
 /* Makes the gradient buffer fit this backward: dense, or sparse for BT rows. */
 lomo_status model_reserve_gradbuf(lomo_model *m, int dense);
 
-/* The logits [BT, V] from the final norm output, into m->logits. */
+/* The logits [head_rows, V] from the final norm output's head rows, into m->logits. */
 void model_compute_logits(lomo_model *m);
 
 /* Block l's forward from x [BT, C] into a; out [BT, C] is its output, or NULL for a backward's
@@ -180,6 +191,8 @@ void model_linear(lomo_model *m, float *out, const float *inp, int p, int IC, in
 /* the same over `rows` rows of inp */
 void model_linear_rows(lomo_model *m, float *out, const float *inp, int p, int rows, int IC, int OC);
 void model_linear_dinp(lomo_model *m, float *dinp, const float *dout, int p, float beta, int IC, int OC);
+void model_linear_dinp_rows(lomo_model *m, float *dinp, const float *dout, int p, float beta, int rows, int IC,
+                            int OC);
 /* The flops of a causal attention forward over (B, T) with the config's heads (the backward: twice). */
 double model_attention_flops(const lomo_model *m);
 

@@ -1,7 +1,8 @@
 /*
  * test_profile.c: the per-op profile counts every backend op of a forward
  * and of a LOMO step (calls and flops derived here from the graph, by hand,
- * for both checkpointing modes),
+ * for both checkpointing modes; with prompt masking the LM head runs on the
+ * rows with a target only),
  * stays empty while off, resets, and never changes a result.
  */
 #include <math.h>
@@ -106,6 +107,35 @@ static void check_step(lomo_ctx *ctx, lomo_optim *o, int keep_attention) {
     CHECK(s.calls[LOMO_OP_GRAD_CHECK] > 0, "no gradient was checked");
 }
 
+/* Prompt masking: with targets at 3 of the BT positions, the LM head runs on those 3 rows in
+ * forward, in its dX and in its update; a forward that asks for every logit runs it on all. */
+static void check_masked(lomo_ctx *ctx, lomo_model *m, lomo_optim *o) {
+    enum { KEPT = 3 };
+    int32_t tok[BT], tgt[BT];
+    batch(tok, tgt, 3);
+    for (int i = 0; i < BT; i++)
+        if (i != 2 && i != 9 && i != BT - 1) tgt[i] = -100;
+    double head_saved = 2.0 * (BT - KEPT) * C * V, fwd = forward_linear_flops() - head_saved;
+    lomo_step_result r;
+    lomo_op_stats s;
+    lomo_profile_reset(ctx);
+    CHECK(lomo_optim_step(o, tok, tgt, B, T, 0.05f, &r) == LOMO_OK, "masked step: %s", lomo_last_error(ctx));
+    lomo_profile_get(ctx, &s);
+    double want = 2 * fwd + (L - 1) * recompute_linear_flops();
+    CHECK(near(s.flops[LOMO_OP_MATMUL], want), "masked step matmul flops %.0f, want %.0f", s.flops[LOMO_OP_MATMUL],
+          want);
+    CHECK(near(s.flops[LOMO_OP_LINEAR_UPDATE], fwd), "masked step update flops %.0f, want %.0f",
+          s.flops[LOMO_OP_LINEAR_UPDATE], fwd);
+
+    float loss, *logits = malloc((size_t)BT * V * sizeof *logits);
+    lomo_profile_reset(ctx);
+    CHECK(lomo_model_forward(m, tok, tgt, B, T, &loss, logits) == LOMO_OK, "forward with logits");
+    lomo_profile_get(ctx, &s);
+    CHECK(near(s.flops[LOMO_OP_MATMUL], forward_linear_flops()), "every logit asked for: matmul flops %.0f, want %.0f",
+          s.flops[LOMO_OP_MATMUL], forward_linear_flops());
+    free(logits);
+}
+
 /* Two contexts, one profiled: the same losses and weights, bit for bit. */
 static void check_results_unchanged(void) {
     lomo_ctx *ctx[2];
@@ -176,6 +206,7 @@ int main(void) {
     check_step(ctx, o, 0);
     CHECK(lomo_model_set_checkpointing(m, LOMO_CHECKPOINT_KEEP_ATTENTION) == LOMO_OK, "keep attention");
     check_step(ctx, o, 1);
+    check_masked(ctx, m, o);
 
     lomo_profile_reset(ctx);
     lomo_profile_get(ctx, &s);
