@@ -235,7 +235,10 @@ lomo_status lomo_model_reserve(lomo_model *m, int B, int T);
  * Forward over tokens [B, T]. targets [B, T] (-100 = ignored) may be NULL for
  * inference, in which case *loss is not written. Loss is the mean token
  * cross-entropy over the targets that are not ignored (0 if all are).
- * logits_out [B, T, V], optional, receives a copy of the logits.
+ * logits_out [B, T, V], optional, receives a copy of the logits. Without it,
+ * the LM head and the cross-entropy run on the positions that have a target
+ * only (prompt masking leaves most without one): the same loss, gradients
+ * and token_logprobs (to the rounding of the head's products), in less time.
  */
 lomo_status lomo_model_forward(lomo_model *m, const int32_t *tokens, const int32_t *targets,
                                int B, int T, float *loss, float *logits_out);
