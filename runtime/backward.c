@@ -227,10 +227,12 @@ lomo_status model_backward(lomo_model *m, float loss_scale, const lomo_grad_hook
                    be->matmul_backward_weight(m->gradbuf, dlogits, m->lnf, 1.0f, 0.0f, N, C, V));
     else if (linear_grad_rows(&b, param_head(m), dlogits, m->lnf, N))
         goto hook_failed;
-    /* after the head's update, which may reuse an operand its dX GEMM prepared (a write would drop it) */
+    /* dX's rows to their positions, zero where there was no target: a gather through head_from,
+     * whose rows without a target read the zeroed row N; after the head's update, which may reuse
+     * an operand its dX GEMM prepared (a write would drop it) */
     if (mode != BWD_REPLAY && gathered) {
-        LOMO_TIMED(m->ctx, LOMO_OP_COPY, 0, be->memset0(m->g.dln, (size_t)BT * C * sizeof(float)));
-        LOMO_TIMED(m->ctx, LOMO_OP_COPY, 0, be->embedding_backward(m->g.dln, m->g.dres, m->head_pos, N, C));
+        LOMO_TIMED(m->ctx, LOMO_OP_COPY, 0, be->memset0(m->g.dres + (size_t)N * C, (size_t)C * sizeof(float)));
+        LOMO_TIMED(m->ctx, LOMO_OP_COPY, 0, be->embedding_forward(m->g.dln, m->head_from, m->g.dres, LOMO_F32, BT, C));
     }
 
     if (mode == BWD_REPLAY) {

@@ -65,8 +65,9 @@ void model_compute_logits(lomo_model *m) {
 /*
  * The head's rows for targets [BT]: when some rows have no target (-100) and
  * others do, those that do are gathered to the front of lnf (through the idle
- * backward scratch: a gather in place would race) and their targets to the
- * front of m->targets. Otherwise every row, targets as given. Returns the rows.
+ * backward scratch: a gather in place would race), their targets to the front
+ * of m->targets, and head_from is set for backward. Otherwise every row,
+ * targets as given. Returns the rows, or -1 when out of host memory.
  */
 static int select_head_rows(lomo_model *m, const int32_t *targets, int BT) {
     const lomo_backend *be = m->be;
@@ -78,10 +79,14 @@ static int select_head_rows(lomo_model *m, const int32_t *targets, int BT) {
         LOMO_TIMED(m->ctx, LOMO_OP_COPY, 0, be->to_device(m->targets, targets, (size_t)BT * sizeof(int32_t)));
         return BT;
     }
-    int32_t *kept = malloc((size_t)n * sizeof *kept);
+    int32_t *kept = malloc((size_t)(n + BT) * sizeof *kept), *from = kept + n;
     if (!kept) return -1;
-    for (int i = 0; i < n; i++) kept[i] = targets[m->head_pos_host[i]];
+    for (int i = 0, k = 0; i < BT; i++) {
+        from[i] = targets[i] != -100 ? k : n;
+        if (targets[i] != -100) kept[k++] = targets[i];
+    }
     LOMO_TIMED(m->ctx, LOMO_OP_COPY, 0, be->to_device(m->targets, kept, (size_t)n * sizeof(int32_t)));
+    LOMO_TIMED(m->ctx, LOMO_OP_COPY, 0, be->to_device(m->head_from, from, (size_t)BT * sizeof(int32_t)));
     free(kept);
     LOMO_TIMED(m->ctx, LOMO_OP_COPY, 0, be->to_device(m->head_pos, m->head_pos_host, (size_t)n * sizeof(int32_t)));
     LOMO_TIMED(m->ctx, LOMO_OP_COPY, 0, be->embedding_forward(m->g.dres, m->head_pos, m->lnf, LOMO_F32, n, (int)C));

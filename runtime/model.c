@@ -243,6 +243,7 @@ static void carve_activations(lomo_model *m, carver *cv, int B, int T) {
     m->tokens = (int32_t *)carve(cv, BT);
     m->targets = (int32_t *)carve(cv, BT);
     m->head_pos = (int32_t *)carve(cv, BT);
+    m->head_from = (int32_t *)carve(cv, BT);
     block_grads *g = &m->g;
     g->dres = carve(cv, BT * C);
     g->dln = carve(cv, BT * C);

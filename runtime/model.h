@@ -97,9 +97,12 @@ struct lomo_model {
      * work only on those that have one: a forward with targets (and no
      * logits asked for) gathers those rows of lnf to its front and runs the
      * head and cross-entropy on them alone. head_pos [head_rows] are their
-     * positions in [BT]; head_rows is BT when every row runs the head.
+     * positions in [BT]; head_from [BT] maps each position back to its head
+     * row, or to head_rows (a zeroed row) when it has none, so backward
+     * spreads the head's dX with a gather. head_rows is BT when every row
+     * runs the head.
      */
-    int32_t *head_pos;
+    int32_t *head_pos, *head_from;
     int head_rows;
     block_grads g;
 
