@@ -557,38 +557,71 @@ static int model_token_logprobs(lua_State *L) {
     return 1;
 }
 
+/* The ids at arg as rows: an array of ids is one row (*batch = 0), an array of such arrays is rows
+ * (*batch = 1). Returns the stack index of the rows table. */
+static int ids_as_rows(lua_State *L, int arg, int *batch) {
+    luaL_checktype(L, arg, LUA_TTABLE);
+    *batch = lua_rawgeti(L, arg, 1) == LUA_TTABLE;
+    lua_pop(L, 1);
+    if (*batch) return arg;
+    lua_createtable(L, 1, 0);   /* the sequence as one row */
+    lua_pushvalue(L, arg);
+    lua_rawseti(L, -2, 1);
+    return lua_gettop(L);
+}
+
+/* Pushes logits [B, V]: one table of V numbers, or (batch) a table of B such tables. */
+static void push_logit_rows(lua_State *L, const float *x, int B, int V, int batch) {
+    if (batch) lua_createtable(L, B, 0);
+    for (int b = 0; b < B; b++) {
+        lua_createtable(L, V, 0);
+        for (int v = 0; v < V; v++) {
+            lua_pushnumber(L, x[(size_t)b * V + v]);
+            lua_rawseti(L, -2, v + 1);
+        }
+        if (batch) lua_rawseti(L, -2, b + 1);
+    }
+}
+
 /* m:next_logits(ids) -> V logits for the token after ids; m:next_logits({ids, ids, ...}) -> one such
  * table per sequence, the sequences (of any lengths) run as one batch */
 static int model_next_logits(lua_State *L) {
     lua_settop(L, 2);
     lomo_model_ref *r = lomo_lua_check_model(L, 1);
-    int V = lomo_model_config(r->m)->vocab_size;
-    luaL_checktype(L, 2, LUA_TTABLE);
-    int batch = lua_rawgeti(L, 2, 1) == LUA_TTABLE;
-    lua_pop(L, 1);
-    int rows = 2;
-    if (!batch) {
-        lua_createtable(L, 1, 0);   /* the sequence as one row */
-        lua_pushvalue(L, 2);
-        lua_rawseti(L, -2, 1);
-        rows = lua_gettop(L);
-    }
+    int V = lomo_model_config(r->m)->vocab_size, batch;
+    int rows = ids_as_rows(L, 2, &batch);
     int B = 0, T = 0;
     int32_t *lengths = NULL;
     int32_t *ids = check_rows(L, rows, "lomo.model:next_logits", "ids", V, 0, &B, &T, &lengths);
     float *next = lua_newuserdatauv(L, (size_t)B * V * sizeof(float), 0);
     lomo_status st = lomo_model_next_logits(r->m, ids, B, T, lengths, next);
     if (st != LOMO_OK) return lomo_lua_fail(L, r->cr->ctx, st, "lomo.model:next_logits");
-    if (batch) lua_createtable(L, B, 0);
-    for (int b = 0; b < B; b++) {
-        lua_createtable(L, V, 0);
-        for (int v = 0; v < V; v++) {
-            lua_pushnumber(L, next[(size_t)b * V + v]);
-            lua_rawseti(L, -2, v + 1);
-        }
-        if (batch) lua_rawseti(L, -2, b + 1);
-    }
+    push_logit_rows(L, next, B, V, batch);
     return 1;
+}
+
+/* m:decode(ids, pos) -> V logits for the token after ids, which are positions pos.. (default 0: a new
+ * sequence) of a sequence whose earlier positions the key/value cache holds; m:decode({ids, ...}, pos)
+ * the same for rows of one length, one table each */
+static int model_decode(lua_State *L) {
+    lua_settop(L, 3);
+    lomo_model_ref *r = lomo_lua_check_model(L, 1);
+    int V = lomo_model_config(r->m)->vocab_size, batch;
+    lua_Integer pos = luaL_optinteger(L, 3, 0);
+    if (pos < 0 || pos > INT32_MAX) luaL_error(L, "lomo.model:decode: pos must be >= 0, got %I", pos);
+    int rows = ids_as_rows(L, 2, &batch);
+    int B = 0, T = 0;
+    int32_t *ids = check_rows(L, rows, "lomo.model:decode", "ids", V, 0, &B, &T, NULL);
+    float *next = lua_newuserdatauv(L, (size_t)B * V * sizeof(float), 0);
+    lomo_status st = lomo_model_decode(r->m, ids, B, T, (int)pos, next);
+    if (st != LOMO_OK) return lomo_lua_fail(L, r->cr->ctx, st, "lomo.model:decode");
+    push_logit_rows(L, next, B, V, batch);
+    return 1;
+}
+
+static int model_decode_reset(lua_State *L) {
+    lomo_model_decode_reset(lomo_lua_check_model(L, 1)->m);
+    return 0;
 }
 
 static int model_save(lua_State *L) {
@@ -728,6 +761,8 @@ static const lomo_lua_reg model_methods[] = {
     {"forward", model_forward, "(tokens, targets) -> mean loss (nil without targets)"},
     {"token_logprobs", model_token_logprobs, "(tokens, targets) -> B rows of T log p(target)"},
     {"next_logits", model_next_logits, "(ids) -> V logits of the next token; ({ids, ...}) -> one per sequence, batched"},
+    {"decode", model_decode, "(ids, pos=0) -> V logits after ids at positions pos..; a key/value cache holds the earlier ones"},
+    {"decode_reset", model_decode_reset, "() frees decode's key/value cache"},
     {"save", model_save, "(dir): HF folder (config.json + model.safetensors), atomic"},
     {"num_weights", model_num_weights, "() -> total scalar count"},
     {"set_checkpointing", model_set_checkpointing, "(bool | \"off\" | \"blocks\" | \"keep_attention\")"},

@@ -112,6 +112,15 @@ typedef struct lomo_backend {
     void (*attention_backward)(float *dq, float *dk, float *dv, float *datt, const float *dout,
                                const float *out, const float *att, const float *q, const float *k,
                                const float *v, int B, int T, int NH, int NKV, int hd, lomo_dtype dt);
+    /*
+     * Attention of n new queries against a key/value cache (incremental
+     * decoding), in f32: q [B, n, NH, hd] holds positions pos..pos+n-1; kc and
+     * vc [B, cap, NKV, hd] hold positions 0..pos+n-1 of each row (cap >=
+     * pos + n). Query i sees keys 0..pos+i. out [B, n, NH, hd]. Nothing is
+     * kept for backward: decoding is inference only.
+     */
+    void (*attention_cached)(float *out, const float *q, const float *kc, const float *vc, int B, int n, int pos,
+                             int cap, int NH, int NKV, int hd);
     size_t (*attention_saved_floats)(int B, int T, int NH);
     size_t (*attention_scratch_floats)(int B, int T, int NH);
 

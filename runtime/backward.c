@@ -207,6 +207,7 @@ lomo_status model_backward(lomo_model *m, float loss_scale, const lomo_grad_hook
     bwd b = {m, hook, 0, mode == BWD_RECORD};
     model_layout_for(m, m->B, m->T);
     m->rec_valid = 0;   /* a replay's hook changes the weights; a new record is not complete yet */
+    m->weights_version++;   /* any hook may change them */
 
     /* the head's rows: every position, or those with a target (forward.c select_head_rows) */
     int N = m->head_rows, gathered = N < BT;

@@ -23,9 +23,12 @@ void model_block_forward(lomo_model *m, int l, const layer_acts *a, const float 
     model_linear(m, a->q, a->ln1, param_index(l, P_WQ), C, NH * hd);
     model_linear(m, a->k, a->ln1, param_index(l, P_WK), C, NKV * hd);
     model_linear(m, a->v, a->ln1, param_index(l, P_WV), C, NKV * hd);
-    LOMO_TIMED(ctx, LOMO_OP_ROPE, 0, be->rope(a->q, m->rope_cos, m->rope_sin, B, T, NH, hd, 0, 0));
-    LOMO_TIMED(ctx, LOMO_OP_ROPE, 0, be->rope(a->k, m->rope_cos, m->rope_sin, B, T, NKV, hd, 0, 0));
-    if (out || m->checkpointing != LOMO_CHECKPOINT_KEEP_ATTENTION)
+    int pos0 = m->decoding ? m->kv_pos : 0;
+    LOMO_TIMED(ctx, LOMO_OP_ROPE, 0, be->rope(a->q, m->rope_cos, m->rope_sin, B, T, NH, hd, pos0, 0));
+    LOMO_TIMED(ctx, LOMO_OP_ROPE, 0, be->rope(a->k, m->rope_cos, m->rope_sin, B, T, NKV, hd, pos0, 0));
+    if (m->decoding)
+        model_kv_attention(m, l, a);
+    else if (out || m->checkpointing != LOMO_CHECKPOINT_KEEP_ATTENTION)
         LOMO_TIMED(ctx, LOMO_OP_ATTENTION_FWD, model_attention_flops(m),
                    be->attention_forward(a->atty, a->att, a->q, a->k, a->v, B, T, NH, NKV, hd, m->dtype));
     model_linear(m, a->xmid, a->atty, param_index(l, P_WO), NH * hd, C);
@@ -96,7 +99,7 @@ static int select_head_rows(lomo_model *m, const int32_t *targets, int BT) {
 
 /* Embedding, blocks and the final norm over tokens [B, T] (targets checked too): m->lnf holds the
  * final norm's output. */
-static lomo_status forward_trunk(lomo_model *m, const int32_t *tokens, const int32_t *targets, int B, int T) {
+lomo_status model_forward_trunk(lomo_model *m, const int32_t *tokens, const int32_t *targets, int B, int T) {
     lomo_status st = lomo_model_reserve(m, B, T);
     if (st) return st;
     st = check_inputs(m, tokens, targets, B * T);
@@ -135,7 +138,7 @@ lomo_status lomo_model_forward(lomo_model *m, const int32_t *tokens, const int32
     if (!m) return LOMO_ERR_INVALID_ARG;
     if (!tokens) return lomo_fail(m->ctx, LOMO_ERR_INVALID_ARG, "forward: tokens is NULL");
     if (targets && !loss) return lomo_fail(m->ctx, LOMO_ERR_INVALID_ARG, "forward: targets given but loss is NULL");
-    lomo_status st = forward_trunk(m, tokens, targets, B, T);
+    lomo_status st = model_forward_trunk(m, tokens, targets, B, T);
     if (st) return st;
     const lomo_backend *be = m->be;
     const lomo_llama_config *c = &m->cfg;
@@ -183,9 +186,15 @@ lomo_status lomo_model_next_logits(lomo_model *m, const int32_t *tokens, int B, 
         if (lengths[b] < 1 || lengths[b] > T)
             return lomo_fail(m->ctx, LOMO_ERR_INVALID_ARG, "next_logits: lengths[%d] = %d is outside 1..%d", b,
                              lengths[b], T);
-    lomo_status st = forward_trunk(m, tokens, NULL, B, T);
+    lomo_status st = model_forward_trunk(m, tokens, NULL, B, T);
     if (st) return st;
+    model_head_on_last(m, lengths, logits_out);
+    return lomo_device_check(m->ctx);
+}
+
+void model_head_on_last(lomo_model *m, const int32_t *lengths, float *logits_out) {
     const lomo_backend *be = m->be;
+    int B = m->B, T = m->T;
     size_t C = (size_t)m->cfg.hidden_size, V = (size_t)m->cfg.vocab_size;
     /* each row's last position, gathered into the idle backward scratch, then the head on B rows */
     float *last = m->g.dln;
@@ -195,7 +204,6 @@ lomo_status lomo_model_next_logits(lomo_model *m, const int32_t *tokens, int B, 
     }
     model_linear_rows(m, m->logits, last, param_head(m), B, (int)C, (int)V);
     LOMO_TIMED(m->ctx, LOMO_OP_COPY, 0, be->to_host(logits_out, m->logits, (size_t)B * V * sizeof(float)));
-    return lomo_device_check(m->ctx);
 }
 
 lomo_status lomo_model_token_logprobs(lomo_model *m, float *out, size_t n) {

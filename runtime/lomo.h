@@ -264,6 +264,22 @@ lomo_status lomo_model_token_logprobs(lomo_model *m, float *out, size_t n);
 lomo_status lomo_model_next_logits(lomo_model *m, const int32_t *tokens, int B, int T, const int32_t *lengths,
                                    float *logits_out);
 
+/*
+ * Incremental decoding (generation) with a key/value cache: tokens [B, n] are
+ * positions pos..pos+n-1 of B sequences, and logits_out [B, V] receives the
+ * logits that follow each row's last token. pos = 0 starts new sequences (a
+ * prompt of any length, then one token a call, say); pos > 0 must continue the
+ * cache exactly: the same B, pos equal to the positions filled so far, and the
+ * same weights (after a training step or a parameter write, start again at 0;
+ * continuing is refused with LOMO_ERR_STATE). The cache (2 * L * B * NKV * hd
+ * floats a position, in activations memory) grows as needed up to
+ * max_position_embeddings and is kept until the model is destroyed or
+ * lomo_model_decode_reset. No backward may follow.
+ */
+lomo_status lomo_model_decode(lomo_model *m, const int32_t *tokens, int B, int n, int pos, float *logits_out);
+/* Frees the key/value cache. */
+void lomo_model_decode_reset(lomo_model *m);
+
 /* Default hook: accumulates full f32 gradients (LOMO_MEM_GRADIENTS), for tests and baselines. */
 typedef struct lomo_grads lomo_grads;
 lomo_status lomo_grads_create(lomo_grads **out, lomo_model *m);

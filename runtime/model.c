@@ -184,6 +184,7 @@ static void free_activations(lomo_model *m) {
 void lomo_model_destroy(lomo_model *m) {
     if (!m) return;
     free_activations(m);
+    model_kv_free(m);
     lomo_dev_free(m->ctx, LOMO_MEM_GRADIENTS, m->normgrad, m->gradbuf_bytes);
     free(m->tokens_host);
     lomo_dev_free(m->ctx, LOMO_MEM_SCRATCH, m->rope_cos, m->const_bytes);
@@ -427,7 +428,8 @@ lomo_status lomo_model_set_param_f32(lomo_model *m, int index, const float *src,
     if (st) return st;
     m->be->upload_f32(param_ptr(m, index), m->dtype, src, n);
     m->have_forward = 0;
-    m->rec_valid = 0;   /* saved activations no longer match the weights */
+    m->rec_valid = 0;   /* saved activations (and the decoding cache) no longer match the weights */
+    m->weights_version++;
     return LOMO_OK;
 }
 
@@ -435,6 +437,7 @@ void model_param_write_f32(lomo_model *m, int p, size_t first, const float *src,
     m->be->upload_f32((char *)param_ptr(m, p) + first * lomo_dtype_size(m->dtype), m->dtype, src, n);
     m->have_forward = 0;
     m->rec_valid = 0;
+    m->weights_version++;
 }
 
 lomo_status lomo_model_get_param_f32(const lomo_model *m, int index, float *dst, size_t n) {

@@ -38,6 +38,19 @@ typedef struct kept_attention {
     float *att, *atty;          /* as in layer_acts */
 } kept_attention;
 
+/*
+ * The key/value cache of incremental decoding (decode.c): layer l's keys at
+ * mem + 2l * B * cap * kvd and its values right after, each [B, cap, NKV*hd],
+ * post-RoPE. len positions of each row are filled, from weights of version
+ * `version` (lomo_model.weights_version when position 0 went in).
+ */
+typedef struct kv_cache {
+    float *mem;
+    size_t bytes;
+    int B, cap, len;
+    uint64_t version;
+} kv_cache;
+
 /* Activation gradients for one block at a time (backward scratch), f32. */
 typedef struct block_grads {
     float *dres;                /* [BT, C] gradient of the residual stream */
@@ -118,6 +131,11 @@ struct lomo_model {
     int rec_BT, rec_valid;
     float rec_scale;
 
+    kv_cache kv;
+    int decoding;               /* a block forward appends to kv and attends over it, from position kv_pos */
+    int kv_pos;
+    uint64_t weights_version;   /* changes whenever the weights may have (a backward's hook, a write) */
+
     /* state of the last forward */
     int B, T;
     int have_forward, have_targets, logits_valid;
@@ -180,6 +198,18 @@ void model_param_write_f32(lomo_model *m, int p, size_t first, const float *src,
 
 /* Makes the gradient buffer fit this backward: dense, or sparse for BT rows. */
 lomo_status model_reserve_gradbuf(lomo_model *m, int dense);
+
+/* Embedding, blocks and the final norm over tokens [B, T] (targets, if given, checked): m->lnf holds
+ * the final norm's output. Under m->decoding the blocks run against the key/value cache. */
+lomo_status model_forward_trunk(lomo_model *m, const int32_t *tokens, const int32_t *targets, int B, int T);
+
+/* Block l's attention under decoding: appends a's k and v at kv_pos, attends a's q over the cache. */
+void model_kv_attention(lomo_model *m, int l, const layer_acts *a);
+void model_kv_free(lomo_model *m);
+
+/* After a forward trunk over [B, T]: the head on each row's last position (position lengths[b] - 1,
+ * or T - 1 without lengths), logits_out [B, V] on the host. */
+void model_head_on_last(lomo_model *m, const int32_t *lengths, float *logits_out);
 
 /* The logits [head_rows, V] from the final norm output's head rows, into m->logits. */
 void model_compute_logits(lomo_model *m);

@@ -42,6 +42,7 @@ static const lomo_backend cpu_backend = {
     .rope = cpu_rope,
     .attention_forward = cpu_attention_forward,
     .attention_backward = cpu_attention_backward,
+    .attention_cached = cpu_attention_cached,
     .attention_saved_floats = cpu_attention_saved_floats,
     .attention_scratch_floats = cpu_attention_saved_floats,
     .swiglu_forward = cpu_swiglu_forward,

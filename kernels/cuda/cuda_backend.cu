@@ -233,6 +233,7 @@ static const lomo_backend cuda_backend = {
     .rope = WRITES(cuda_rope),
     .attention_forward = WRITES(cu_attention_forward),
     .attention_backward = WRITES(cu_attention_backward),
+    .attention_cached = WRITES(cuda_attention_cached),
     .attention_saved_floats = cuda_attention_saved_floats,
     .attention_scratch_floats = cuda_attention_scratch_floats,
     .swiglu_forward = WRITES(cuda_swiglu_forward),

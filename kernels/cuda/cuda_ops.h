@@ -101,6 +101,10 @@ void cuda_attention_backward(float *dq, float *dk, float *dv, float *scratch, co
 size_t cuda_attention_saved_floats(int B, int T, int NH);     /* B*NH*T: log-sum-exp per row */
 size_t cuda_attention_scratch_floats(int B, int T, int NH);   /* B*NH*T: rowsum(dout * out) */
 
+/* ---- attention_cached.cu: new queries against a key/value cache (incremental decoding; f32, hd <= 256) ---- */
+void cuda_attention_cached(float *out, const float *q, const float *kc, const float *vc, int B, int n, int pos,
+                           int cap, int NH, int NKV, int hd);
+
 /* ---- attention_tc.cu: the same on tensor cores for 16-bit models (mma.sync, products in dt,
  * f32 accumulation; scores and probabilities kept in registers) ---- */
 int cuda_attention_tc_supported(int hd);

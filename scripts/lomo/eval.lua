@@ -241,8 +241,10 @@ function M.sample(logits, opts)
 end
 
 -- generate(m, ids, {max_new_tokens = 32, temperature = 0, top_p = 1, seed = 0 or rng =,
---                   stop = {ids...}}): the new ids and why it stopped ("stop" or "length").
--- The stop token is not included in the result.
+--                   stop = {ids...}, cache = true}): the new ids and why it stopped ("stop" or
+-- "length"). The stop token is not included in the result. A model with m:decode keeps the
+-- sequence's keys and values, so each new token costs one position's forward; cache = false (or
+-- any model object with only m:next_logits) runs the whole sequence for every token instead.
 function M.generate(m, ids, opts)
   local who = "lomo.eval.generate"
   opts = opts or {}
@@ -256,13 +258,17 @@ function M.generate(m, ids, opts)
   if (opts.temperature or 0) > 0 and not r then r = rng_mod.new(opts.seed or 0) end
   local seq = {}
   for i = 1, #ids do seq[i] = ids[i] end
+  local cached = opts.cache ~= false and m.decode ~= nil
   local out = {}
-  for _ = 1, max_new do
-    local logits = m:next_logits(seq)
+  if max_new <= 0 then return out, "length" end
+  local logits = cached and m:decode(seq, 0) or m:next_logits(seq)
+  for step = 1, max_new do
     local id = M.sample(logits, {temperature = opts.temperature, top_p = opts.top_p, rng = r})
     if stop[id] then return out, "stop" end
     out[#out + 1] = id
     seq[#seq + 1] = id
+    if step == max_new then break end
+    logits = cached and m:decode({id}, #seq - 1) or m:next_logits(seq)
   end
   return out, "length"
 end

@@ -652,6 +652,54 @@ static void test_keep_attention_same(void) {
 }
 
 /* next_logits (the LM head on each row's last position), rows of three lengths, on both backends */
+/* n queries at positions pos.. against a cache of cap positions (the positions past pos + n hold noise) */
+static void test_attention_cached(int B, int n, int pos, int cap, int NH, int NKV, int hd) {
+    size_t nq = (size_t)B * n * NH * hd, nc = (size_t)B * cap * NKV * hd;
+    float *q = hrand(nq, 1.0f), *kc = hrand(nc, 1.0f), *vc = hrand(nc, 1.0f), *out = malloc(nq * 4);
+    CPU->attention_cached(out, q, kc, vc, B, n, pos, cap, NH, NKV, hd);
+    float *gq = dup_dev(q, nq * 4), *gk = dup_dev(kc, nc * 4), *gv = dup_dev(vc, nc * 4), *gout = GPU->alloc(nq * 4);
+    GPU->attention_cached(gout, gq, gk, gv, B, n, pos, cap, NH, NKV, hd);
+    char name[96];
+    snprintf(name, sizeof name, "attention_cached B%d n%d pos%d cap%d NH%d NKV%d hd%d", B, n, pos, cap, NH, NKV, hd);
+    compare_dev(name, gout, out, nq, 1e-5);
+    check_device_error(name);
+    free(q); free(kc); free(vc); free(out);
+    float *dev[] = {gq, gk, gv, gout};
+    for (int i = 0; i < 4; i++) GPU->free(dev[i]);
+}
+
+/* decoding with the key/value cache: a prompt of 12, then 6 tokens one at a time, logits on both devices */
+static void test_decode(void) {
+    enum { B = 2, PROMPT = 12, MORE = 6, T = PROMPT + MORE };
+    size_t V = (size_t)STEP_CFG.vocab_size;
+    int32_t tok[B * T], piece[B * PROMPT];
+    for (int i = 0; i < B * T; i++) tok[i] = (int32_t)((i * 2654435761u) % V);
+    float *out[2] = {malloc((MORE + 1) * B * V * sizeof(float)), malloc((MORE + 1) * B * V * sizeof(float))};
+    char err[2][300] = {"", ""};
+    for (int dev = 0; dev < 2; dev++) {
+        lomo_ctx *ctx = NULL;
+        lomo_ctx_options co = {.device = dev ? "cuda" : "cpu"};
+        lomo_model *m = NULL;
+        lomo_model_options mo = {.dtype = LOMO_F32, .seed = 7};
+        int bad = lomo_ctx_create(&ctx, &co) || lomo_model_create(&m, ctx, &STEP_CFG, &mo);
+        for (int step = 0, pos = 0; !bad && step <= MORE; step++) {
+            int n = step ? 1 : PROMPT;
+            for (int b = 0; b < B; b++) memcpy(piece + b * n, tok + b * T + pos, (size_t)n * sizeof *piece);
+            bad = lomo_model_decode(m, piece, B, n, pos, out[dev] + (size_t)step * B * V) != LOMO_OK;
+            pos += n;
+        }
+        if (bad) snprintf(err[dev], sizeof err[dev], "%s", ctx ? lomo_last_error(ctx) : "context");
+        lomo_model_destroy(m);
+        lomo_ctx_destroy(ctx);
+    }
+    char detail[700];
+    snprintf(detail, sizeof detail, "cpu: %s / cuda: %s", err[0][0] ? err[0] : "ok", err[1][0] ? err[1] : "ok");
+    check("decode runs on both (a prompt of 12, then 6 tokens one at a time)", !err[0][0] && !err[1][0], detail);
+    if (!err[0][0] && !err[1][0]) compare("decode f32 logits", out[1], out[0], (MORE + 1) * B * V, 1e-4);
+    free(out[0]);
+    free(out[1]);
+}
+
 static void test_next_logits(void) {
     enum { B = 3, T = 40 };
     int32_t tok[B * T], lengths[B] = {T, 17, 1};
@@ -744,6 +792,12 @@ int main(void) {
     test_attention_shape(2, 67, 4, 2, 64, LOMO_F16);
     test_attention_shape(1, 130, 4, 4, 128, LOMO_F16);
     test_attention_shape(2, 17, 6, 2, 8, LOMO_BF16);   /* no tensor-core kernel for hd 8: the f32 one */
+    /* decoding's attention against a cache: one query, a prompt, head sizes not a multiple of 32, 256 */
+    test_attention_cached(2, 1, 40, 64, 4, 2, 64);
+    test_attention_cached(1, 7, 0, 16, 4, 4, 128);
+    test_attention_cached(2, 3, 100, 128, 6, 2, 20);
+    test_attention_cached(1, 1, 300, 512, 2, 1, 256);
+    test_attention_cached(1, 2, 1, 8, 8, 2, 32);
     test_optimizer_ops();
     check_device_error("optimizer ops");
     const step_case cases[] = {
@@ -761,6 +815,7 @@ int main(void) {
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) run_steps(&cases[i]);
     test_keep_attention_same();
     test_next_logits();
+    test_decode();
     check_device_error("training steps");
     test_oom_message();
     test_head_dim_limit();

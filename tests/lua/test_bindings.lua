@@ -377,6 +377,40 @@ function T.forward_logprobs_and_next_logits()
   m:close()
 end
 
+function T.decode_with_the_key_value_cache()
+  local ctx = lomo.context{threads = 1}
+  local m = tiny(ctx)
+  local tokens = batch()
+  local row = tokens[1]
+  -- a prompt, then one token a call: each call's logits are next_logits of the prefix
+  local prompt = {}
+  for t = 1, 4 do prompt[t] = row[t] end
+  local z = m:decode(prompt)
+  for t = 4, #row do
+    local prefix = {}
+    for u = 1, t do prefix[u] = row[u] end
+    local want = m:next_logits(prefix)
+    eq(#z, 32, "V logits")
+    for v = 1, 32 do near(z[v], want[v], 1e-4, ("position %d, logit %d"):format(t, v)) end
+    if t < #row then z = m:decode({row[t + 1]}, t) end
+  end
+  -- rows of one length decode together, one table each
+  local both = m:decode({{row[1], row[2]}, {tokens[2][1], tokens[2][2]}})
+  eq(#both, 2, "one logits table per row")
+  local again = m:decode({row[1], row[2]})
+  for v = 1, 32 do near(both[1][v], again[v], 1e-5, "row 1 alone, logit " .. v) end
+  fails(m.decode, "does not continue the cache", m, {row[3]}, 5)
+  fails(m.decode, "pos must be >= 0", m, {row[3]}, -1)
+  fails(m.decode, "ids[1][1] = 40 is outside the vocabulary", m, {40})
+  m:decode({row[3]}, 2)
+  local opt = lomo.optimizer(m, {name = "lomo"})
+  opt:step(tokens, (select(2, batch())), 0.01)
+  fails(m.decode, "the weights changed", m, {row[4]}, 3)
+  m:decode_reset()
+  fails(m.decode, "does not continue the cache", m, {row[1]}, 1)
+  m:close()
+end
+
 function T.params_get_set()
   local ctx = lomo.context()
   local m = tiny(ctx)

@@ -204,6 +204,11 @@ function T.real_model_multiple_choice_and_generation()
   local g2 = eval.generate(m, {1, 2}, {max_new_tokens = 4})
   check.eq(g1, g2)
   check.eq(#g1, 4)
+  -- the key/value cache generates what running the whole sequence for each token does
+  local opts = {max_new_tokens = 12, temperature = 0.8, seed = 3}
+  local cached = eval.generate(m, {5, 9, 2}, opts)
+  opts.cache = false
+  check.eq(cached, eval.generate(m, {5, 9, 2}, opts))
   m:close()
 end
 

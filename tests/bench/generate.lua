@@ -1,0 +1,41 @@
+-- Generation speed on the real model, greedy, in alternating rounds because the machine is noisy
+-- (medians): the whole sequence run for each new token (next_logits, what lomo.eval.generate did
+-- before it kept a key/value cache) against m:decode, one position's forward per token.
+--   build/bindings/lomo tests/bench/generate.lua [model] [prompt tokens] [new tokens] [rounds]
+local lomo = require "lomo"
+local eval = require "lomo.eval"
+
+local path = arg[1] or "models/SmolLM2-135M-Instruct.Q4_1.gguf"
+local prompt_len = math.tointeger(tonumber(arg[2] or "60"))
+local new = math.tointeger(tonumber(arg[3] or "64"))
+local rounds = math.tointeger(tonumber(arg[4] or "3"))
+
+local ctx = lomo.context{threads = 2}
+local m = lomo.load(ctx, path, {dtype = "f32"})
+local V = m:config().vocab_size
+local prompt = {}
+for t = 1, prompt_len do prompt[t] = (t * 104729 + 7919) % V end
+
+local ways = {{"whole sequence per token", false}, {"key/value cache", true}}
+local times, outs = {{}, {}}, {}
+eval.generate(m, prompt, {max_new_tokens = 2})   -- warm-up
+for _ = 1, rounds do
+  for w, way in ipairs(ways) do
+    local t0 = lomo.clock()
+    outs[w] = eval.generate(m, prompt, {max_new_tokens = new, cache = way[2]})
+    times[w][#times[w] + 1] = (lomo.clock() - t0) / new
+  end
+end
+local function median(t)
+  table.sort(t)
+  return t[(#t + 1) // 2]
+end
+local same = #outs[1] == #outs[2]
+for i = 1, #outs[1] do same = same and outs[1][i] == outs[2][i] end
+print(("%s: greedy, a prompt of %d tokens, %d new, %d rounds, 2 threads; ms a token (median), and against the first"):format(
+  path, prompt_len, new, rounds))
+for w, way in ipairs(ways) do
+  print(("  %-26s %8.1f   %.2fx"):format(way[1], 1e3 * median(times[w]), median(times[w]) / median(times[1])))
+end
+print(("  the same %d tokens both ways: %s"):format(#outs[1], same and "yes" or "NO"))
+m:close()
