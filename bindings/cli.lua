@@ -61,6 +61,56 @@ function M.run(yaml, ...)
   return fn(cfg, {yaml = yaml, dir = dir, recipe = recipe})
 end
 
+-- ---- options of the subcommands ----
+
+-- args -> opt: spec[name] is "int" (positive), "number", "string" or "flag" for --name; a value
+-- follows as the next argument or after "=", a flag may take "=value" too; anything else not
+-- starting with "-" is positional, in order at opt[1], opt[2], ...
+local function parse_options(args, spec, usage)
+  local opt, i = {}, 1
+  while i <= #args do
+    local a = args[i]
+    local name, inline = a:match("^%-%-([%w_-]+)=(.*)$")
+    name = name or a:match("^%-%-([%w_-]+)$")
+    if name then
+      local kind = spec[name]
+      if not kind then error("unknown option " .. a .. "\n" .. usage, 0) end
+      local v = inline
+      if kind == "flag" then
+        v = v or true
+      elseif v == nil then
+        i = i + 1
+        v = args[i]
+        if v == nil then error(a .. " needs a value\n" .. usage, 0) end
+      end
+      if kind == "int" then
+        local n = math.tointeger(tonumber(v))
+        if not n or n <= 0 then error(("--%s needs a positive integer, got %s"):format(name, v), 0) end
+        v = n
+      elseif kind == "number" then
+        local n = tonumber(v)
+        if not n then error(("--%s needs a number, got %s"):format(name, v), 0) end
+        v = n
+      end
+      opt[name] = v
+    elseif a:sub(1, 1) == "-" and a ~= "-" then
+      error("unknown option " .. a .. "\n" .. usage, 0)
+    else
+      opt[#opt + 1] = a
+    end
+    i = i + 1
+  end
+  return opt
+end
+
+-- A runtime error here (a missing file, a bad setting) is about the user's input, not a fault in
+-- cli.lua: raised again without cli.lua's position, it is shown alone, without a traceback.
+local function call(f, ...)
+  local r = table.pack(pcall(f, ...))
+  if not r[1] then error((tostring(r[2]):gsub("^cli%.lua:%d+: ", "")), 0) end
+  return table.unpack(r, 2, r.n)
+end
+
 -- ---- lomo plan <model> --seq N --batch B --dtype bf16 [--checkpointing[=keep_attention]] [--device cuda] ----
 
 local function size(n)
@@ -72,37 +122,19 @@ M.plan_usage = "usage: lomo plan <model.gguf | hf-folder | config.json> --seq N 
                "[--dtype f32|bf16|f16] [--checkpointing[=blocks|keep_attention]] [--device cpu|cuda]"
 
 function M.plan(...)
-  local args = {...}
-  local opt = {batch = 1, dtype = "f32", checkpointing = false}
-  local i = 1
-  while i <= #args do
-    local a = args[i]
-    local function value()
-      i = i + 1
-      if args[i] == nil then error(a .. " needs a value\n" .. M.plan_usage, 0) end
-      return args[i]
-    end
-    if a == "--seq" or a == "--batch" then
-      local v = math.tointeger(tonumber(value()))
-      if not v or v <= 0 then error(a .. " needs a positive integer, got " .. args[i], 0) end
-      opt[a:sub(3)] = v
-    elseif a == "--dtype" then opt.dtype = value()
-    elseif a == "--device" then opt.device = value()
-    elseif a == "--checkpointing" then opt.checkpointing = "blocks"
-    elseif a:match("^%-%-checkpointing=") then
-      opt.checkpointing = a:match("=(.*)")
-      local known = {off = true, blocks = true, keep_attention = true}
-      if not known[opt.checkpointing] then
-        error(a .. ": checkpointing is off, blocks or keep_attention\n" .. M.plan_usage, 0)
-      end
-    elseif a:sub(1, 1) == "-" then error("unknown option " .. a .. "\n" .. M.plan_usage, 0)
-    elseif opt.model then error("one model only (got " .. opt.model .. " and " .. a .. ")", 0)
-    else opt.model = a end
-    i = i + 1
+  local opt = parse_options({...}, {seq = "int", batch = "int", dtype = "string", device = "string",
+                                    checkpointing = "flag"}, M.plan_usage)
+  if opt[2] then error("one model only (got " .. opt[1] .. " and " .. opt[2] .. ")", 0) end
+  opt.model, opt.batch, opt.dtype = opt[1], opt.batch or 1, opt.dtype or "f32"
+  if opt.checkpointing == true then opt.checkpointing = "blocks" end
+  local known = {off = true, blocks = true, keep_attention = true}
+  if opt.checkpointing and not known[opt.checkpointing] then
+    error("--checkpointing=" .. opt.checkpointing .. ": checkpointing is off, blocks or keep_attention\n" ..
+          M.plan_usage, 0)
   end
   if not opt.model or not opt.seq then error(M.plan_usage, 0) end
-  local p = lomo.plan{model = opt.model, seq = opt.seq, batch = opt.batch, dtype = opt.dtype,
-                      checkpointing = opt.checkpointing, device = opt.device}
+  local p = call(lomo.plan, {model = opt.model, seq = opt.seq, batch = opt.batch, dtype = opt.dtype,
+                             checkpointing = opt.checkpointing, device = opt.device})
   print(("memory plan for %s: batch %d x seq %d, %s weights, checkpointing %s"):format(
     opt.model, opt.batch, opt.seq, opt.dtype, opt.checkpointing or "off"))
   local cols = {"weights", "activations", "gradients", "optimizer", "scratch", "total"}
@@ -115,6 +147,52 @@ function M.plan(...)
     print(table.concat(line))
   end
   return p
+end
+
+-- ---- lomo generate <model> [prompt ...] [--chat[=template]] [--max-new N] ... ----
+
+M.generate_usage = "usage: lomo generate <model.gguf | hf-folder> [prompt ...] [--chat[=chatml|smollm2]] " ..
+                   "[--system TEXT] [--max-new N] [--temperature T] [--top-p P] [--seed S] " ..
+                   "[--dtype f32|bf16|f16] [--device cpu|cuda] [--threads N]\n" ..
+                   "  the prompt is the words after the model, or standard input when there are none"
+
+-- Prints the reply as it is generated (through the key/value cache), then a line of timing to stderr.
+function M.generate(...)
+  local eval, prompts = require "lomo.eval", require "lomo.prompts"
+  local opt = parse_options({...}, {chat = "flag", system = "string", ["max-new"] = "int", temperature = "number",
+                                    ["top-p"] = "number", seed = "int", dtype = "string", device = "string",
+                                    threads = "int"}, M.generate_usage)
+  local path = opt[1]
+  if not path then error(M.generate_usage, 0) end
+  local text = table.concat(opt, " ", 2)
+  if #opt < 2 then text = io.read("a") or "" end
+  if opt.chat then
+    local template = opt.chat == true and "chatml" or opt.chat
+    text = call(prompts.chat, {{role = "user", content = text}},
+                {template = template, system = opt.system, add_generation_prompt = true})
+  elseif opt.system then
+    error("--system needs --chat\n" .. M.generate_usage, 0)
+  end
+  local ctx = call(lomo.context, {threads = opt.threads, device = opt.device})
+  local m = call(lomo.load, ctx, path, {dtype = opt.dtype or "f32"})
+  local tok = call(lomo.tokenizer, ctx, path)
+  local shown, t0 = 0, lomo.clock()
+  local reply, why, ids = eval.generate_text(m, tok, text, {
+    bos = not opt.chat, max_new_tokens = opt["max-new"] or 128, temperature = opt.temperature or 0,
+    top_p = opt["top-p"], seed = opt.seed or 0,
+    on_token = function(_, out)
+      -- the whole reply decoded again: a character may take several tokens to complete
+      local sofar = tok:decode(out, {skip_special = true})
+      io.write(sofar:sub(shown + 1))
+      io.flush()
+      shown = #sofar
+    end})
+  io.write(reply:sub(shown + 1), "\n")
+  local dt = lomo.clock() - t0
+  io.stderr:write(("%d tokens in %.2f s (%.1f ms a token), stopped by %s\n"):format(
+    #ids, dt, #ids > 0 and 1e3 * dt / #ids or 0, why == "stop" and "the end token" or "--max-new"))
+  m:close()
+  return reply
 end
 
 -- ---- the REPL's view of values ----

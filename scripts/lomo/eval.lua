@@ -241,8 +241,9 @@ function M.sample(logits, opts)
 end
 
 -- generate(m, ids, {max_new_tokens = 32, temperature = 0, top_p = 1, seed = 0 or rng =,
---                   stop = {ids...}, cache = true}): the new ids and why it stopped ("stop" or
--- "length"). The stop token is not included in the result. A model with m:decode keeps the
+--                   stop = {ids...}, cache = true, on_token = f}): the new ids and why it stopped
+-- ("stop" or "length"). The stop token is not included in the result; on_token(id, out) sees each
+-- new id as it comes (streaming output). A model with m:decode keeps the
 -- sequence's keys and values, so each new token costs one position's forward; cache = false (or
 -- any model object with only m:next_logits) runs the whole sequence for every token instead.
 function M.generate(m, ids, opts)
@@ -267,6 +268,7 @@ function M.generate(m, ids, opts)
     if stop[id] then return out, "stop" end
     out[#out + 1] = id
     seq[#seq + 1] = id
+    if opts.on_token then opts.on_token(id, out) end
     if step == max_new then break end
     logits = cached and m:decode({id}, #seq - 1) or m:next_logits(seq)
   end

@@ -98,6 +98,34 @@ function T.plan_takes_checkpointing_modes_and_refuses_others()
                true) and not out:find("stack traceback", 1, true), "an unknown mode:\n" .. out)
 end
 
+-- lomo generate: a reply streamed from the real model (greedy, so always the same), the prompt from
+-- the arguments or from standard input; bad options are one line with the usage
+function T.generate_replies_and_refuses_bad_options()
+  local code, out = run_program(nil, "generate", "/no/such/model.gguf", "--bogus")
+  check.truthy(code ~= 0 and out:find("unknown option --bogus", 1, true) and out:find("usage: lomo generate", 1, true),
+               "an unknown option:\n" .. out)
+  code, out = run_program(nil, "generate", "/no/such/model.gguf", "--system", "S", "hi")
+  check.truthy(code ~= 0 and out:find("--system needs --chat", 1, true), "--system alone:\n" .. out)
+  code, out = run_program(nil, "generate", "/no/such/model.gguf", "--max-new", "0", "hi")
+  check.truthy(code ~= 0 and out:find("--max-new needs a positive integer, got 0", 1, true), "--max-new 0:\n" .. out)
+  code, out = run_program(nil, "generate", "/no/such/model.gguf", "hi")
+  check.truthy(code ~= 0 and out:find("/no/such/model.gguf", 1, true) and not out:find("stack traceback", 1, true),
+               "a missing model:\n" .. out)
+
+  local model = root .. "/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+  local f = io.open(model, "rb")
+  if not f then check.skip("no " .. model .. " (tests/run.sh and examples/get_smollm2.sh fetch it)") end
+  f:close()
+  code, out = run_program(nil, "generate", model, "--chat=smollm2", "--max-new", "12", "What is the capital of France?")
+  check.truthy(code == 0 and out:find("Paris", 1, true) and out:find("tokens in", 1, true), "a chat reply:\n" .. out)
+  local p = assert(io.popen(("printf 'The capital of France is' | %s generate %s --max-new 3 2>&1"):format(
+    quote(program()), quote(model))))
+  out = p:read("a")
+  local _, _, status = p:close()
+  check.truthy(status == 0 and out:find("3 tokens in", 1, true) and out:find("stopped by --max-new", 1, true),
+               "a prompt from standard input:\n" .. out)
+end
+
 function T.a_fault_in_a_script_keeps_its_traceback()
   local dir = check.tmpdir()
   local script = dir .. "/fault.lua"
