@@ -153,15 +153,17 @@ end
 
 M.generate_usage = "usage: lomo generate <model.gguf | hf-folder> [prompt ...] [--chat[=chatml|smollm2]] " ..
                    "[--system TEXT] [--max-new N] [--temperature T] [--top-p P] [--seed S] " ..
-                   "[--dtype f32|bf16|f16] [--device cpu|cuda] [--threads N]\n" ..
-                   "  the prompt is the words after the model, or standard input when there are none"
+                   "[--tokenizer PATH] [--dtype f32|bf16|f16] [--device cpu|cuda] [--threads N]\n" ..
+                   "  the prompt is the words after the model, or standard input when there are none;\n" ..
+                   "  the tokenizer is the model's own unless --tokenizer names one (a .gguf, a folder or\n" ..
+                   "  a tokenizer.json: a fine-tuned model saved from a GGUF has none of its own)"
 
 -- Prints the reply as it is generated (through the key/value cache), then a line of timing to stderr.
 function M.generate(...)
   local eval, prompts = require "lomo.eval", require "lomo.prompts"
   local opt = parse_options({...}, {chat = "flag", system = "string", ["max-new"] = "int", temperature = "number",
                                     ["top-p"] = "number", seed = "int", dtype = "string", device = "string",
-                                    threads = "int"}, M.generate_usage)
+                                    threads = "int", tokenizer = "string"}, M.generate_usage)
   local path = opt[1]
   if not path then error(M.generate_usage, 0) end
   local text = table.concat(opt, " ", 2)
@@ -175,7 +177,7 @@ function M.generate(...)
   end
   local ctx = call(lomo.context, {threads = opt.threads, device = opt.device})
   local m = call(lomo.load, ctx, path, {dtype = opt.dtype or "f32"})
-  local tok = call(lomo.tokenizer, ctx, path)
+  local tok = call(lomo.tokenizer, ctx, opt.tokenizer or path)
   local shown, t0 = 0, lomo.clock()
   local reply, why, ids = eval.generate_text(m, tok, text, {
     bos = not opt.chat, max_new_tokens = opt["max-new"] or 128, temperature = opt.temperature or 0,

@@ -118,12 +118,24 @@ function T.generate_replies_and_refuses_bad_options()
   f:close()
   code, out = run_program(nil, "generate", model, "--chat=smollm2", "--max-new", "12", "What is the capital of France?")
   check.truthy(code == 0 and out:find("Paris", 1, true) and out:find("tokens in", 1, true), "a chat reply:\n" .. out)
-  local p = assert(io.popen(("printf 'The capital of France is' | %s generate %s --max-new 3 2>&1"):format(
-    quote(program()), quote(model))))
+  -- the weights of a folder (a saved fine-tune has no tokenizer), the tokenizer of the GGUF
+  local lomo = check.lomo()
+  if not lomo then check.skip("the lomo bindings are not loadable here") end
+  local tmp = check.tmpdir()
+  local dir = tmp .. "/saved"
+  local ctx = lomo.context{threads = 2}
+  local m = lomo.load(ctx, model, {dtype = "f32"})
+  m:save(dir)
+  m:close()
+  code, out = run_program(nil, "generate", dir, "--max-new", "2", "hi")
+  check.truthy(code ~= 0 and out:find("tokenizer.json", 1, true), "a folder without a tokenizer:\n" .. out)
+  local p = assert(io.popen(("printf 'The capital of France is' | %s generate %s --tokenizer %s --max-new 3 2>&1"):format(
+    quote(program()), quote(dir), quote(model))))
   out = p:read("a")
   local _, _, status = p:close()
+  check.rmtree(tmp)
   check.truthy(status == 0 and out:find("3 tokens in", 1, true) and out:find("stopped by --max-new", 1, true),
-               "a prompt from standard input:\n" .. out)
+               "a prompt from standard input, the tokenizer from --tokenizer:\n" .. out)
 end
 
 function T.a_fault_in_a_script_keeps_its_traceback()
