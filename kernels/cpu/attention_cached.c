@@ -14,7 +14,7 @@ void cpu_attention_cached(float *out, const float *q, const float *kc, const flo
                           int cap, int NH, int NKV, int hd) {
     int group = NH / NKV, qs = NH * hd, ks = NKV * hd;
     float scale = 1.0f / sqrtf((float)hd);
-#pragma omp parallel for collapse(3) schedule(static)
+#pragma omp parallel for collapse(3) if (CPU_PARALLEL((size_t)B * n * NH * hd * (pos + n))) schedule(static)
     for (int b = 0; b < B; b++) {
         for (int i = 0; i < n; i++) {
             for (int h = 0; h < NH; h++) {

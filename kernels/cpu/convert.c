@@ -7,11 +7,11 @@ void cpu_to_f32(float *out, const void *src, lomo_dtype dt, size_t n) {
         memcpy(out, src, n * sizeof(float));
     } else if (dt == LOMO_BF16) {
         const uint16_t *s = src;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for if (CPU_PARALLEL(n)) schedule(static)
         for (size_t i = 0; i < n; i++) out[i] = lomo_bf16_to_f32(s[i]);
     } else {
         const uint16_t *s = src;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for if (CPU_PARALLEL(n)) schedule(static)
         for (size_t i = 0; i < n; i++) out[i] = lomo_f16_to_f32(s[i]);
     }
 }

@@ -7,6 +7,16 @@
 
 #include "../../runtime/backend.h"
 
+/*
+ * Loops that touch fewer elements than this stay on the calling thread
+ * (`#pragma omp parallel for if (CPU_PARALLEL(n))`): waking the OpenMP team
+ * costs tens of microseconds with passive waiting, more than the whole loop
+ * when decoding one token (rows of 576). The loops it guards give the same
+ * bits on any number of threads.
+ */
+#define CPU_PARALLEL_MIN 32768
+#define CPU_PARALLEL(n) ((size_t)(n) >= CPU_PARALLEL_MIN)
+
 void cpu_to_f32(float *out, const void *src, lomo_dtype dt, size_t n);
 void cpu_from_f32(void *out, lomo_dtype dt, const float *src, size_t n);
 

@@ -5,7 +5,7 @@
 void cpu_embedding_forward(float *out, const int32_t *tokens, const void *wte, lomo_dtype dt,
                            int BT, int C) {
     size_t es = dt == LOMO_F32 ? 4 : 2;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for if (CPU_PARALLEL((size_t)BT * C)) schedule(static)
     for (int i = 0; i < BT; i++) {
         const char *row = (const char *)wte + (size_t)tokens[i] * (size_t)C * es;
         cpu_to_f32(out + (size_t)i * C, row, dt, (size_t)C);

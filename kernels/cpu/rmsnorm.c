@@ -4,7 +4,7 @@
 
 void cpu_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *w,
                          int BT, int C, float eps) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for if (CPU_PARALLEL((size_t)BT * C)) schedule(static)
     for (int i = 0; i < BT; i++) {
         const float *x = inp + (size_t)i * C;
         float *o = out + (size_t)i * C;

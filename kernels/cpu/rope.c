@@ -5,7 +5,7 @@ void cpu_rope(float *x, const float *cos, const float *sin, int B, int T, int H,
               int pos_offset, int inverse) {
     int half = hd / 2;
     float sgn = inverse ? -1.0f : 1.0f;
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) if (CPU_PARALLEL((size_t)B * T * H * hd)) schedule(static)
     for (int b = 0; b < B; b++) {
         for (int t = 0; t < T; t++) {
             const float *c = cos + (size_t)(pos_offset + t) * half;

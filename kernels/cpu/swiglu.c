@@ -3,6 +3,8 @@
 #include "vector_math.h"
 
 void cpu_swiglu_forward(float *out, const float *gate, const float *up, size_t n) {
+/* no CPU_PARALLEL here: an if clause changes how GCC vectorizes the loop, and so which elements
+ * take libmvec's vector expf and which the scalar one, whose last bits differ */
 #if LOMO_VECTOR_EXP
 #pragma omp parallel for simd schedule(static)
 #else
@@ -30,6 +32,6 @@ void cpu_swiglu_backward(float *dgate, float *dup, const float *dout, const floa
 }
 
 void cpu_add_inplace(float *a, const float *b, size_t n) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for if (CPU_PARALLEL(n)) schedule(static)
     for (size_t i = 0; i < n; i++) a[i] += b[i];
 }
