@@ -1,5 +1,5 @@
 -- cli.lua: the Lua half of the `lomo` program (embedded at build time):
--- `lomo run`, `lomo plan` and how the REPL shows values.
+-- `lomo run`, `lomo plan`, `lomo generate`, `lomo chat` and how the REPL shows values.
 local lomo = require "lomo"
 
 local M = {}
@@ -149,21 +149,59 @@ function M.plan(...)
   return p
 end
 
--- ---- lomo generate <model> [prompt ...] [--chat[=template]] [--max-new N] ... ----
+-- ---- lomo generate and lomo chat: replies streamed through the key/value cache ----
+
+-- the options both take, and the settings they share
+local SAMPLING_SPEC = {system = "string", ["max-new"] = "int", temperature = "number", ["top-p"] = "number",
+                       seed = "int", dtype = "string", device = "string", threads = "int", tokenizer = "string"}
+local SAMPLING_USAGE = "[--system TEXT] [--max-new N] [--temperature T] [--top-p P] [--seed S] " ..
+                       "[--tokenizer PATH] [--dtype f32|bf16|f16] [--device cpu|cuda] [--threads N]\n" ..
+                       "  the tokenizer is the model's own unless --tokenizer names one (a .gguf, a folder or\n" ..
+                       "  a tokenizer.json: a fine-tuned model saved from a GGUF has none of its own)"
+
+local function spec_with(extra)
+  local spec = {}
+  for k, v in pairs(SAMPLING_SPEC) do spec[k] = v end
+  for k, v in pairs(extra) do spec[k] = v end
+  return spec
+end
+
+local function load_for_generation(path, opt)
+  local ctx = call(lomo.context, {threads = opt.threads, device = opt.device})
+  local m = call(lomo.load, ctx, path, {dtype = opt.dtype or "f32"})
+  return m, call(lomo.tokenizer, ctx, opt.tokenizer or path)
+end
+
+-- An on_token for lomo.eval.generate that prints the reply as it grows, and finish(out), which
+-- prints what is left and ends the line. The whole reply is decoded again each time: a character
+-- may take several tokens to complete.
+local function streamer(tok)
+  local shown = 0
+  local function show(out)
+    local sofar = tok:decode(out, {skip_special = true})
+    io.write(sofar:sub(shown + 1))
+    io.flush()
+    shown = #sofar
+  end
+  return function(_, out) show(out) end, function(out)
+    show(out)
+    io.write("\n")
+    shown = 0
+  end
+end
+
+local function timing(n, seconds, why, extra)
+  io.stderr:write(("%d tokens in %.2f s (%.1f ms a token), stopped by %s%s\n"):format(
+    n, seconds, n > 0 and 1e3 * seconds / n or 0, why == "stop" and "the end token" or "--max-new", extra or ""))
+end
 
 M.generate_usage = "usage: lomo generate <model.gguf | hf-folder> [prompt ...] [--chat[=chatml|smollm2]] " ..
-                   "[--system TEXT] [--max-new N] [--temperature T] [--top-p P] [--seed S] " ..
-                   "[--tokenizer PATH] [--dtype f32|bf16|f16] [--device cpu|cuda] [--threads N]\n" ..
-                   "  the prompt is the words after the model, or standard input when there are none;\n" ..
-                   "  the tokenizer is the model's own unless --tokenizer names one (a .gguf, a folder or\n" ..
-                   "  a tokenizer.json: a fine-tuned model saved from a GGUF has none of its own)"
+                   SAMPLING_USAGE .. "\n  the prompt is the words after the model, or standard input when there are none"
 
--- Prints the reply as it is generated (through the key/value cache), then a line of timing to stderr.
+-- Prints the reply as it is generated, then a line of timing to stderr.
 function M.generate(...)
   local eval, prompts = require "lomo.eval", require "lomo.prompts"
-  local opt = parse_options({...}, {chat = "flag", system = "string", ["max-new"] = "int", temperature = "number",
-                                    ["top-p"] = "number", seed = "int", dtype = "string", device = "string",
-                                    threads = "int", tokenizer = "string"}, M.generate_usage)
+  local opt = parse_options({...}, spec_with{chat = "flag"}, M.generate_usage)
   local path = opt[1]
   if not path then error(M.generate_usage, 0) end
   local text = table.concat(opt, " ", 2)
@@ -175,26 +213,69 @@ function M.generate(...)
   elseif opt.system then
     error("--system needs --chat\n" .. M.generate_usage, 0)
   end
-  local ctx = call(lomo.context, {threads = opt.threads, device = opt.device})
-  local m = call(lomo.load, ctx, path, {dtype = opt.dtype or "f32"})
-  local tok = call(lomo.tokenizer, ctx, opt.tokenizer or path)
-  local shown, t0 = 0, lomo.clock()
+  local m, tok = load_for_generation(path, opt)
+  local on_token, finish = streamer(tok)
+  local t0 = lomo.clock()
   local reply, why, ids = eval.generate_text(m, tok, text, {
     bos = not opt.chat, max_new_tokens = opt["max-new"] or 128, temperature = opt.temperature or 0,
-    top_p = opt["top-p"], seed = opt.seed or 0,
-    on_token = function(_, out)
-      -- the whole reply decoded again: a character may take several tokens to complete
-      local sofar = tok:decode(out, {skip_special = true})
-      io.write(sofar:sub(shown + 1))
-      io.flush()
-      shown = #sofar
-    end})
-  io.write(reply:sub(shown + 1), "\n")
-  local dt = lomo.clock() - t0
-  io.stderr:write(("%d tokens in %.2f s (%.1f ms a token), stopped by %s\n"):format(
-    #ids, dt, #ids > 0 and 1e3 * dt / #ids or 0, why == "stop" and "the end token" or "--max-new"))
+    top_p = opt["top-p"], seed = opt.seed or 0, on_token = on_token})
+  finish(ids)
+  timing(#ids, lomo.clock() - t0, why)
   m:close()
   return reply
+end
+
+M.chat_usage = "usage: lomo chat <model.gguf | hf-folder> [--template chatml|smollm2] " .. SAMPLING_USAGE ..
+               "\n  a conversation on standard input, a line a turn; /reset starts a new one"
+
+-- A conversation: each turn's tokens join the key/value cache after the earlier turns', so a turn
+-- costs its own tokens only. ChatML turns (SmolLM2's template is ChatML with a system message).
+function M.chat(...)
+  local eval, prompts, rng = require "lomo.eval", require "lomo.prompts", require "lomo.rng"
+  local opt = parse_options({...}, spec_with{template = "string"}, M.chat_usage)
+  local path = opt[1]
+  if not path or opt[2] then error(M.chat_usage, 0) end
+  local template = opt.template or "chatml"
+  call(prompts.chat, {{role = "user", content = "x"}}, {template = template})   -- a bad template, before loading
+  local m, tok = load_for_generation(path, opt)
+  local stop = {tok.eos}
+  local im_end = tok:encode("<|im_end|>", {add_special = false})
+  if #im_end == 1 and im_end[1] ~= tok.eos then stop[#stop + 1] = im_end[1] end
+  local r = rng.new(opt.seed or 0)
+  local on_token, finish = streamer(tok)
+  local pos, pending = 0, {}   -- positions the cache holds; ids generated but not yet in it
+  io.stderr:write("> ")
+  for line in io.lines() do
+    if line == "/reset" then
+      pos, pending = 0, {}
+      print("(a new conversation)")
+    elseif line:match("%S") then
+      local text = call(prompts.chat, {{role = "user", content = line}}, {
+        template = pos == 0 and template or "chatml", system = pos == 0 and opt.system or nil,
+        add_generation_prompt = true})
+      if pos > 0 then text = "<|im_end|>\n" .. text end   -- the end of the last reply, never fed
+      local ids = {}
+      for _, id in ipairs(pending) do ids[#ids + 1] = id end
+      for _, id in ipairs(tok:encode(text, {add_special = false})) do ids[#ids + 1] = id end
+      local t0 = lomo.clock()
+      local ok, out, why, held = pcall(eval.generate, m, ids, {
+        pos = pos, stop = stop, max_new_tokens = opt["max-new"] or 256, temperature = opt.temperature or 0,
+        top_p = opt["top-p"], rng = r, on_token = on_token})
+      if ok then
+        finish(out)
+        pending = held < pos + #ids + #out and {out[#out]} or {}
+        timing(#out, lomo.clock() - t0, why, (", %d positions in the cache"):format(held))
+        pos = held
+      else
+        io.write("\n")
+        io.stderr:write(("lomo: %s; a new conversation starts\n"):format(tostring(out):gsub("^cli%.lua:%d+: ", "")))
+        pos, pending = 0, {}
+      end
+    end
+    io.stderr:write("> ")
+  end
+  io.stderr:write("\n")
+  m:close()
 end
 
 -- ---- the REPL's view of values ----

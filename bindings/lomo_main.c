@@ -116,6 +116,8 @@ static void usage(FILE *f) {
             "[--checkpointing[=blocks|keep_attention]] [--device cpu|cuda]\n"
             "       lomo generate <model.gguf | hf-folder> [prompt ...] [--chat[=chatml|smollm2]] [--max-new N]\n"
             "                [--temperature T] [--top-p P] [--seed S] [--system TEXT] [--dtype ...] [--device ...]\n"
+            "       lomo chat <model.gguf | hf-folder> [--template chatml|smollm2] [options as generate's]\n"
+            "                (a conversation on stdin, a line a turn)\n"
             "       lomo --version | --help\n"
             "Without arguments, lomo opens a REPL (help(lomo) lists the API) or runs stdin.\n"
             "Environment: LOMO_DEVICE (cpu | cuda, the default device), LOMO_PATH (the recipe library, for\n"
@@ -171,7 +173,8 @@ static int pmain(lua_State *L) {
     } else if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         usage(stdout);
         status = LUA_OK;
-    } else if (strcmp(argv[1], "run") == 0 || strcmp(argv[1], "plan") == 0 || strcmp(argv[1], "generate") == 0) {
+    } else if (strcmp(argv[1], "run") == 0 || strcmp(argv[1], "plan") == 0 || strcmp(argv[1], "generate") == 0 ||
+               strcmp(argv[1], "chat") == 0) {
         create_arg_table(L, argv, argc, 2);
         lomo_cli_get(L, argv[1]);
         status = lomo_cli_docall(L, push_args(L, argv, 2, argc), 0);

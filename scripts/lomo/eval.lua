@@ -241,11 +241,14 @@ function M.sample(logits, opts)
 end
 
 -- generate(m, ids, {max_new_tokens = 32, temperature = 0, top_p = 1, seed = 0 or rng =,
---                   stop = {ids...}, cache = true, on_token = f}): the new ids and why it stopped
--- ("stop" or "length"). The stop token is not included in the result; on_token(id, out) sees each
--- new id as it comes (streaming output). A model with m:decode keeps the
--- sequence's keys and values, so each new token costs one position's forward; cache = false (or
--- any model object with only m:next_logits) runs the whole sequence for every token instead.
+--                   stop = {ids...}, cache = true, pos = 0, on_token = f}): the new ids and why it
+-- stopped ("stop" or "length"). The stop token is not included in the result; on_token(id, out)
+-- sees each new id as it comes (streaming output). A model with m:decode keeps the sequence's
+-- keys and values, so each new token costs one position's forward; cache = false (or any model
+-- object with only m:next_logits) runs the whole sequence for every token instead. pos > 0
+-- continues the sequence the cache holds: ids are its next tokens, from position pos (a chat's
+-- next turn). A third result says how many positions the cache holds after the call: every new
+-- id but the last when generation stopped for length (the stop token is never fed).
 function M.generate(m, ids, opts)
   local who = "lomo.eval.generate"
   opts = opts or {}
@@ -257,22 +260,24 @@ function M.generate(m, ids, opts)
   for _, id in ipairs(s or {}) do stop[id] = true end
   local r = opts.rng
   if (opts.temperature or 0) > 0 and not r then r = rng_mod.new(opts.seed or 0) end
+  local pos = opts.pos or 0
+  local cached = opts.cache ~= false and m.decode ~= nil
+  if pos ~= 0 and not cached then fail(who, "pos needs a model with m:decode and cache ~= false") end
   local seq = {}
   for i = 1, #ids do seq[i] = ids[i] end
-  local cached = opts.cache ~= false and m.decode ~= nil
   local out = {}
-  if max_new <= 0 then return out, "length" end
-  local logits = cached and m:decode(seq, 0) or m:next_logits(seq)
+  if max_new <= 0 then return out, "length", pos end
+  local logits = cached and m:decode(seq, pos) or m:next_logits(seq)
   for step = 1, max_new do
     local id = M.sample(logits, {temperature = opts.temperature, top_p = opts.top_p, rng = r})
-    if stop[id] then return out, "stop" end
+    if stop[id] then return out, "stop", pos + #seq end
     out[#out + 1] = id
     seq[#seq + 1] = id
     if opts.on_token then opts.on_token(id, out) end
     if step == max_new then break end
-    logits = cached and m:decode({id}, #seq - 1) or m:next_logits(seq)
+    logits = cached and m:decode({id}, pos + #seq - 1) or m:next_logits(seq)
   end
-  return out, "length"
+  return out, "length", pos + #seq - 1
 end
 
 -- generate_text(m, tok, text, opts): generate from a prompt string and decode the reply;

@@ -209,6 +209,18 @@ function T.real_model_multiple_choice_and_generation()
   local cached = eval.generate(m, {5, 9, 2}, opts)
   opts.cache = false
   check.eq(cached, eval.generate(m, {5, 9, 2}, opts))
+  -- a second turn continuing the cache (pos) generates what the whole conversation from scratch
+  -- does; the positions the cache holds: every new id but the last when stopped for length
+  local first, why, held = eval.generate(m, {5, 9, 2}, {max_new_tokens = 4})
+  check.eq(why, "length")
+  check.eq(held, 3 + 3)
+  local turn = {first[4], 7, 7, 1}
+  local second = eval.generate(m, turn, {max_new_tokens = 6, pos = held})
+  local whole = {5, 9, 2}
+  for _, id in ipairs(first) do whole[#whole + 1] = id end
+  for i = 2, #turn do whole[#whole + 1] = turn[i] end
+  check.eq(second, eval.generate(m, whole, {max_new_tokens = 6, cache = false}))
+  check.raises(function() eval.generate({next_logits = m.next_logits}, {1}, {pos = 2}) end, "pos needs a model")
   m:close()
 end
 

@@ -138,6 +138,28 @@ function T.generate_replies_and_refuses_bad_options()
                "a prompt from standard input, the tokenizer from --tokenizer:\n" .. out)
 end
 
+-- lomo chat: turns from standard input, each continuing the key/value cache (the positions it
+-- holds grow turn by turn), /reset starting again
+function T.chat_continues_the_cache_turn_by_turn()
+  local code, out = run_program(nil, "chat", "/no/such/model.gguf", "--template", "bogus")
+  check.truthy(code ~= 0 and out:find("unknown template 'bogus'", 1, true) and not out:find("/no/such", 1, true),
+               "a bad template, before the model loads:\n" .. out)
+  local model = root .. "/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+  local f = io.open(model, "rb")
+  if not f then check.skip("no " .. model .. " (tests/run.sh and examples/get_smollm2.sh fetch it)") end
+  f:close()
+  local p = assert(io.popen(("printf 'What is the capital of France?\\nAnd of Italy?\\n/reset\\nHi\\n' | " ..
+                             "%s chat %s --template smollm2 --max-new 24 2>&1"):format(quote(program()), quote(model))))
+  out = p:read("a")
+  local _, _, status = p:close()
+  local held = {}
+  for n in out:gmatch("(%d+) positions in the cache") do held[#held + 1] = tonumber(n) end
+  check.truthy(status == 0 and out:find("Paris", 1, true) and out:find("(a new conversation)", 1, true),
+               "a conversation:\n" .. out)
+  check.truthy(#held == 3 and held[2] > held[1] + 10 and held[3] < held[2],
+               "the cache grows with the second turn and starts again after /reset:\n" .. out)
+end
+
 function T.a_fault_in_a_script_keeps_its_traceback()
   local dir = check.tmpdir()
   local script = dir .. "/fault.lua"
