@@ -104,7 +104,8 @@ return function(cfg)
     first.loss, last.loss, first.perplexity, last.perplexity, r.step, lomo.clock() - t0))
   if cfg.save_model and out_dir then
     m:save(out_dir .. "/model")
-    print("model saved to " .. out_dir .. "/model")
+    print("model saved to " .. out_dir .. "/model; talk to it with")
+    print(string.format("  lomo chat %s/model --tokenizer %s --template %s", out_dir, model_path, template))
   end
   opt:close()
   m:close()
