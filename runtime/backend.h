@@ -22,6 +22,13 @@ typedef struct lomo_backend {
     int needs_wbuf;
     /* the largest head size its attention takes (config validation checks it); 0: any */
     int max_head_dim;
+    /*
+     * 1 if a prompt's first positions (decoding from position 0) run faster
+     * through attention_forward than attention_cached: CUDA's flash attention
+     * against a kernel that gives each query its own pass over the keys. The
+     * CPU's forward keeps the probabilities for a backward, which costs more.
+     */
+    int prefill_with_forward;
 
     /*
      * The first failure of an asynchronous device call (CUDA launch, cuBLAS

@@ -63,8 +63,12 @@ void model_kv_attention(lomo_model *m, int l, const layer_acts *a) {
     }
     /* per query i, 2 products of 2 * hd flops with each of its pos + i + 1 keys */
     double flops = 4.0 * B * NH * m->head_dim * ((double)n * pos + (double)n * (n + 1) / 2);
-    LOMO_TIMED(m->ctx, LOMO_OP_ATTENTION_FWD, flops,
-               be->attention_cached(a->atty, a->q, kc, vc, B, n, pos, kv->cap, NH, NKV, m->head_dim));
+    if (pos == 0 && n > 1 && be->prefill_with_forward)   /* a prompt: the same as a forward's attention */
+        LOMO_TIMED(m->ctx, LOMO_OP_ATTENTION_FWD, flops,
+                   be->attention_forward(a->atty, a->att, a->q, a->k, a->v, B, n, NH, NKV, m->head_dim, m->dtype));
+    else
+        LOMO_TIMED(m->ctx, LOMO_OP_ATTENTION_FWD, flops,
+                   be->attention_cached(a->atty, a->q, kc, vc, B, n, pos, kv->cap, NH, NKV, m->head_dim));
 }
 
 lomo_status lomo_model_decode(lomo_model *m, const int32_t *tokens, int B, int n, int pos, float *logits_out) {

@@ -1,4 +1,6 @@
-/* test_attention.c: causal GQA attention forward and backward against PyTorch. */
+/* test_attention.c: causal GQA attention forward and backward, and decoding's attention against a
+ * key/value cache, against PyTorch. */
+#include <string.h>
 #include "op_check.h"
 
 int main(void) {
@@ -35,6 +37,33 @@ int main(void) {
         if (s < 0.99999 || s > 1.00001) causal = 0;
     }
     CHECK(causal, "attention probabilities are not causal rows summing to 1");
+
+    /* decoding's attention against a key/value cache (3 spare positions past T, holding noise):
+     * the whole sequence as one call (GEMM path), one query a call (one-pass path), and a chunk
+     * after a prefix; each time every output against PyTorch's */
+    int cap = T + 3, qs = NH * hd, ks = NKV * hd;
+    float *kc = op_zeros((size_t)B * cap * ks), *vc = op_zeros((size_t)B * cap * ks);
+    for (size_t i = 0; i < (size_t)B * cap * ks; i++) kc[i] = vc[i] = 1e3f;
+    for (int b = 0; b < B; b++) {
+        memcpy(kc + (size_t)b * cap * ks, k + (size_t)b * T * ks, (size_t)T * ks * sizeof(float));
+        memcpy(vc + (size_t)b * cap * ks, v + (size_t)b * T * ks, (size_t)T * ks * sizeof(float));
+    }
+    float *qpart = op_zeros(nq), *opart = op_zeros(nq);
+    static const char *const ways[] = {"the whole sequence", "one query a call", "3 queries, then the rest"};
+    for (int w = 0; w < 3; w++) {
+        printf("  attention_cached: %s\n", ways[w]);
+        for (size_t i = 0; i < nq; i++) out[i] = 0.0f;
+        for (int pos = 0, n; pos < T; pos += n) {
+            n = w == 0 ? T : w == 1 ? 1 : pos == 0 ? 3 : T - pos;
+            for (int b = 0; b < B; b++)
+                memcpy(qpart + (size_t)b * n * qs, q + ((size_t)b * T + pos) * qs, (size_t)n * qs * sizeof(float));
+            be->attention_cached(opart, qpart, kc, vc, B, n, pos, cap, NH, NKV, hd);
+            for (int b = 0; b < B; b++)
+                memcpy(out + ((size_t)b * T + pos) * qs, opart + (size_t)b * n * qs, (size_t)n * qs * sizeof(float));
+        }
+        op_compare(&fx, "attention.out", out);
+    }
+    free(kc); free(vc); free(qpart); free(opart);
     free(q); free(k); free(v); free(dout); free(out); free(att); free(datt); free(dq); free(dk); free(dv);
     fx_free(&fx);
     return test_summary("test_attention");

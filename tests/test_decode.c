@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "fixture.h"
+#include "runtime/internal.h"   /* a context's backend, to take the prompt-through-forward way on the CPU */
 #include "runtime/lomo.h"
 
 enum { L = 2, C = 48, F = 96, NH = 6, NKV = 2, HD = C / NH, V = 97, MAXP = 320, B = 2 };
@@ -154,6 +155,16 @@ int main(void) {
     lomo_model_destroy(m);
     m = make(ctx, LOMO_BF16, LOMO_CHECKPOINT_BLOCKS);
     check_matches_forward(ctx, m, 24, 5, "bf16");
+    lomo_model_destroy(m);
+    lomo_ctx_destroy(ctx);
+
+    /* a backend that runs a prompt through attention_forward (CUDA does): the CPU's, so told */
+    CHECK(lomo_ctx_create(&ctx, &co) == LOMO_OK, "context");
+    lomo_backend prompt_by_forward = *ctx->be;
+    prompt_by_forward.prefill_with_forward = 1;
+    ctx->be = &prompt_by_forward;
+    m = make(ctx, LOMO_F32, LOMO_CHECKPOINT_OFF);
+    check_matches_forward(ctx, m, 24, 7, "f32, the prompt through attention_forward");
     lomo_model_destroy(m);
     lomo_ctx_destroy(ctx);
     return test_summary("test_decode");

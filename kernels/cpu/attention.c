@@ -13,10 +13,12 @@
 #include "cpu_ops.h"
 #include "vector_math.h"
 
-/* Row-wise causal softmax of scores s [T, T] (scaled), in place. */
-static void causal_softmax(float *s, int T, float scale) {
-    for (int t = 0; t < T; t++) {
-        float *a = s + (size_t)t * T, mx = -INFINITY;
+/* Row-wise causal softmax of scores s [rows, cols] (scaled), in place: row t sees columns
+ * 0..first+t, the rest become 0. */
+void cpu_causal_softmax(float *s, int rows, int cols, int first, float scale) {
+    for (int t0 = 0; t0 < rows; t0++) {
+        int t = first + t0;
+        float *a = s + (size_t)t0 * cols, mx = -INFINITY;
         for (int u = 0; u <= t; u++) {
             a[u] *= scale;
             mx = a[u] > mx ? a[u] : mx;
@@ -29,7 +31,7 @@ static void causal_softmax(float *s, int T, float scale) {
         for (int u = 0; u <= t; u++) sum += a[u];   /* in order, as before */
         float inv = 1.0f / sum;
         for (int u = 0; u <= t; u++) a[u] *= inv;
-        for (int u = t + 1; u < T; u++) a[u] = 0.0f;
+        for (int u = t + 1; u < cols; u++) a[u] = 0.0f;
     }
 }
 
@@ -51,7 +53,7 @@ void cpu_attention_forward(float *out, float *att, const float *q, const float *
             float *o = out + (size_t)b * T * qs + (size_t)h * hd;
             /* scores = q k^T [T, T]; probabilities; out = att v [T, hd] */
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, 1.0f, qh, qs, kk, ks, 0.0f, a, T);
-            causal_softmax(a, T, scale);
+            cpu_causal_softmax(a, T, T, 0, scale);
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, 1.0f, a, T, vv, ks, 0.0f, o, qs);
         }
     }

@@ -19,6 +19,7 @@ static const lomo_backend cpu_backend = {
     .name = "cpu",
     .needs_wbuf = 1,
     .max_head_dim = 0,
+    .prefill_with_forward = 0,
     .error = cpu_error,
     .sync = cpu_sync,
     .release_scratch = cpu_release_scratch,

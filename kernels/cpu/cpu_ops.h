@@ -45,6 +45,8 @@ void cpu_attention_backward(float *dq, float *dk, float *dv, float *datt, const 
                             const float *out_unused, const float *att, const float *q, const float *k, const float *v,
                             int B, int T, int NH, int NKV, int hd, lomo_dtype dt);
 
+/* row-wise causal softmax of s [rows, cols] in place (scores times scale): row t sees columns 0..first+t */
+void cpu_causal_softmax(float *s, int rows, int cols, int first, float scale);
 void cpu_attention_cached(float *out, const float *q, const float *kc, const float *vc, int B, int n, int pos,
                           int cap, int NH, int NKV, int hd);
 size_t cpu_attention_saved_floats(int B, int T, int NH);

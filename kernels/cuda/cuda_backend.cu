@@ -209,6 +209,7 @@ static const lomo_backend cuda_backend = {
     .name = "cuda",
     .needs_wbuf = 0,
     .max_head_dim = 256,   /* attention.cu's kernels */
+    .prefill_with_forward = 1,
     .error = cu_error,
     .sync = cu_sync,
     .release_scratch = WRITES(cu_release_scratch),

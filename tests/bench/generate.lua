@@ -1,7 +1,8 @@
 -- Generation speed on the real model, greedy, in alternating rounds because the machine is noisy
 -- (medians): the whole sequence run for each new token (next_logits, what lomo.eval.generate did
--- before it kept a key/value cache) against m:decode, one position's forward per token.
---   build/bindings/lomo tests/bench/generate.lua [model] [prompt tokens] [new tokens] [rounds]
+-- before it kept a key/value cache) against m:decode, one position's forward per token; then a
+-- long prompt's first pass, m:decode (filling the cache) against m:next_logits.
+--   build/bindings/lomo tests/bench/generate.lua [model] [prompt tokens] [new tokens] [rounds] [long prompt]
 local lomo = require "lomo"
 local eval = require "lomo.eval"
 
@@ -9,6 +10,7 @@ local path = arg[1] or "models/SmolLM2-135M-Instruct.Q4_1.gguf"
 local prompt_len = math.tointeger(tonumber(arg[2] or "60"))
 local new = math.tointeger(tonumber(arg[3] or "64"))
 local rounds = math.tointeger(tonumber(arg[4] or "3"))
+local long = math.tointeger(tonumber(arg[5] or "1024"))
 
 local ctx = lomo.context{threads = 2}
 local m = lomo.load(ctx, path, {dtype = "f32"})
@@ -38,4 +40,21 @@ for w, way in ipairs(ways) do
   print(("  %-26s %8.1f   %.2fx"):format(way[1], 1e3 * median(times[w]), median(times[w]) / median(times[1])))
 end
 print(("  the same %d tokens both ways: %s"):format(#outs[1], same and "yes" or "NO"))
+
+local big = {}
+for t = 1, long do big[t] = (t * 7919 + 104729) % V end
+local first = {{"next_logits (a forward)", function() m:next_logits(big) end},
+               {"decode from position 0", function() m:decode(big, 0) end}}
+local ft = {{}, {}}
+for _ = 1, rounds do
+  for w, way in ipairs(first) do
+    local t0 = lomo.clock()
+    way[2]()
+    ft[w][#ft[w] + 1] = lomo.clock() - t0
+  end
+end
+print(("a prompt of %d tokens, its first pass; ms (median), and against the first"):format(long))
+for w, way in ipairs(first) do
+  print(("  %-26s %8.0f   %.2fx"):format(way[1], 1e3 * median(ft[w]), median(ft[w]) / median(ft[1])))
+end
 m:close()
