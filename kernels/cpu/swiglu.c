@@ -2,32 +2,47 @@
 #include "cpu_ops.h"
 #include "vector_math.h"
 
-void cpu_swiglu_forward(float *out, const float *gate, const float *up, size_t n) {
-/* no CPU_PARALLEL here: an if clause changes how GCC vectorizes the loop, and so which elements
- * take libmvec's vector expf and which the scalar one, whose last bits differ */
+/*
+ * Fixed blocks of elements, whatever the number of threads: within a block the
+ * vectorized loop (libmvec's vector expf) and its scalar remainder (glibc's
+ * expf, whose last bits can differ) always cover the same elements, so the
+ * results are the same bits on any number of threads. One parallel-for-simd
+ * over all n would move the remainders with the threads' shares.
+ */
+enum { SWIGLU_BLOCK = 4096 };
+
 #if LOMO_VECTOR_EXP
-#pragma omp parallel for simd schedule(static)
+#define SWIGLU_SIMD _Pragma("omp simd")
 #else
-#pragma omp parallel for schedule(static)
+#define SWIGLU_SIMD
 #endif
-    for (size_t i = 0; i < n; i++) {
-        float g = gate[i];
-        out[i] = g / (1.0f + expf(-g)) * up[i];
+
+void cpu_swiglu_forward(float *out, const float *gate, const float *up, size_t n) {
+    size_t nb = (n + SWIGLU_BLOCK - 1) / SWIGLU_BLOCK;
+#pragma omp parallel for if (CPU_PARALLEL(n)) schedule(static)
+    for (size_t blk = 0; blk < nb; blk++) {
+        size_t i1 = (blk + 1) * SWIGLU_BLOCK < n ? (blk + 1) * SWIGLU_BLOCK : n;
+        SWIGLU_SIMD
+        for (size_t i = blk * SWIGLU_BLOCK; i < i1; i++) {
+            float g = gate[i];
+            out[i] = g / (1.0f + expf(-g)) * up[i];
+        }
     }
 }
 
 /* silu'(g) = s * (1 + g * (1 - s)) with s = sigmoid(g) */
 void cpu_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate,
                          const float *up, size_t n) {
-#if LOMO_VECTOR_EXP
-#pragma omp parallel for simd schedule(static)
-#else
-#pragma omp parallel for schedule(static)
-#endif
-    for (size_t i = 0; i < n; i++) {
-        float g = gate[i], s = 1.0f / (1.0f + expf(-g)), d = dout[i];
-        dgate[i] = d * up[i] * s * (1.0f + g * (1.0f - s));
-        dup[i] = d * g * s;
+    size_t nb = (n + SWIGLU_BLOCK - 1) / SWIGLU_BLOCK;
+#pragma omp parallel for if (CPU_PARALLEL(n)) schedule(static)
+    for (size_t blk = 0; blk < nb; blk++) {
+        size_t i1 = (blk + 1) * SWIGLU_BLOCK < n ? (blk + 1) * SWIGLU_BLOCK : n;
+        SWIGLU_SIMD
+        for (size_t i = blk * SWIGLU_BLOCK; i < i1; i++) {
+            float g = gate[i], s = 1.0f / (1.0f + expf(-g)), d = dout[i];
+            dgate[i] = d * up[i] * s * (1.0f + g * (1.0f - s));
+            dup[i] = d * g * s;
+        }
     }
 }
 
