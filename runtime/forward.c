@@ -66,21 +66,22 @@ void model_compute_logits(lomo_model *m) {
 }
 
 /*
- * The head's rows for targets [BT]: when at least a sixteenth of the rows have
- * no target (-100) and some have one, those that do are gathered to the front
- * of lnf (through the idle backward scratch: a gather in place would race),
- * their targets to the front of m->targets, and head_from is set for backward.
+ * The head's rows for targets [BT], and the targets to the device. When
+ * `gather` allows and at least a sixteenth of the rows have no target (-100)
+ * while some have one, those that do are gathered to the front of lnf
+ * (through the idle backward scratch: a gather in place would race), their
+ * targets to the front of m->targets, and head_from is set for backward.
  * Otherwise every row, targets as given. Returns the rows, or -1 when out of
  * host memory. The sixteenth: the gather and its undoing copy the kept rows
  * three times, which pays when it saves the head (V products a row, three
  * times) on more than a few rows in a hundred; language modelling with a
  * padded last position, say, stays on the plain path.
  */
-static int select_head_rows(lomo_model *m, const int32_t *targets, int BT) {
+static int select_head_rows(lomo_model *m, const int32_t *targets, int BT, int gather) {
     const lomo_backend *be = m->be;
     size_t C = (size_t)m->cfg.hidden_size;
     int n = 0;
-    for (int i = 0; i < BT; i++)
+    for (int i = 0; gather && i < BT; i++)
         if (targets[i] != -100) m->head_pos_host[n++] = i;
     if (n == 0 || BT - n < BT / 16 || n == BT) {
         LOMO_TIMED(m->ctx, LOMO_OP_COPY, 0, be->to_device(m->targets, targets, (size_t)BT * sizeof(int32_t)));
@@ -148,7 +149,7 @@ lomo_status lomo_model_forward(lomo_model *m, const int32_t *tokens, const int32
     const lomo_llama_config *c = &m->cfg;
     int BT = B * T;
     /* the head on the rows with a target only, unless every row's logits are asked for */
-    if (targets && !logits_out && (m->head_rows = select_head_rows(m, targets, BT)) < 0)
+    if (targets && (m->head_rows = select_head_rows(m, targets, BT, !logits_out)) < 0)
         return lomo_fail(m->ctx, LOMO_ERR_OOM, "out of memory: the LM head's rows");
     int N = m->head_rows;
     model_compute_logits(m);
@@ -159,8 +160,6 @@ lomo_status lomo_model_forward(lomo_model *m, const int32_t *tokens, const int32
     m->have_targets = targets != NULL;
     if (!targets) return lomo_device_check(m->ctx);
 
-    if (logits_out)
-        LOMO_TIMED(m->ctx, LOMO_OP_COPY, 0, be->to_device(m->targets, targets, (size_t)BT * sizeof(int32_t)));
     LOMO_TIMED(m->ctx, LOMO_OP_CROSSENTROPY, 0,
                be->crossentropy_forward(m->losses, m->lse, m->logits, m->targets, N, c->vocab_size));
     float *host = malloc((size_t)N * sizeof(float));
