@@ -5,12 +5,13 @@
 -- the head is 49152 x 576 against 30 blocks of 576 wide, a fifth of SmolLM2's forward.
 --   build/bindings/lomo tests/bench/masked_step.lua [model] [batch] [seq] [steps] [rounds] [clip]
 local lomo = require "lomo"
+local rounds = dofile((arg[0]:match("^(.*)/[^/]*$") or ".") .. "/rounds.lua")
 
 local path = arg[1] or "models/SmolLM2-135M-Instruct.Q4_1.gguf"
 local B = math.tointeger(tonumber(arg[2] or "4"))
 local T = math.tointeger(tonumber(arg[3] or "80"))
 local steps = math.tointeger(tonumber(arg[4] or "3"))
-local rounds = math.tointeger(tonumber(arg[5] or "3"))
+local nrounds = math.tointeger(tonumber(arg[5] or "3"))
 local clip = tonumber(arg[6] or "1.0")
 
 local ctx = lomo.context{threads = 2}
@@ -27,23 +28,13 @@ for b = 1, B do
   end
 end
 
-local ways = {{"a target at every position", every}, {"the answer's position only", answer_only}}
-local times = {{}, {}}
+local function steps_with(targets)
+  return function() for _ = 1, steps do opt:step(tokens, targets, 1e-5) end end
+end
+local ways = {{"a target at every position", steps_with(every)}, {"the answer's position only", steps_with(answer_only)}}
 opt:step(tokens, every, 1e-5)   -- warm-up
-for _ = 1, rounds do
-  for w, way in ipairs(ways) do
-    local t0 = lomo.clock()
-    for _ = 1, steps do opt:step(tokens, way[2], 1e-5) end
-    times[w][#times[w] + 1] = (lomo.clock() - t0) / steps
-  end
-end
-local function median(t)
-  table.sort(t)
-  return t[(#t + 1) // 2]
-end
+local med = rounds.medians(ways, nrounds, steps)
 print(("%s: LOMO steps (clip_grad_norm %s), batch %d x %d tokens, %d rounds of %d steps, 2 threads; ms a step (median)"):format(
-  path, clip > 0 and clip or "off", B, T, rounds, steps))
-for w, way in ipairs(ways) do
-  print(("  %-30s %9.1f   %.2fx"):format(way[1], 1e3 * median(times[w]), median(times[w]) / median(times[1])))
-end
+  path, clip > 0 and clip or "off", B, T, nrounds, steps))
+rounds.report(ways, med, "  %-30s %9.1f   %.2fx")
 m:close()

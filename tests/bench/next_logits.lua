@@ -6,10 +6,11 @@
 --   batched       next_logits on `batch` prompts at a time (rows of different lengths)
 --   build/bindings/lomo tests/bench/next_logits.lua [model] [prompts] [rounds] [batch]
 local lomo = require "lomo"
+local rounds = dofile((arg[0]:match("^(.*)/[^/]*$") or ".") .. "/rounds.lua")
 
 local path = arg[1] or "models/SmolLM2-135M-Instruct.Q4_1.gguf"
 local n = math.tointeger(tonumber(arg[2] or "32"))
-local rounds = math.tointeger(tonumber(arg[3] or "3"))
+local nrounds = math.tointeger(tonumber(arg[3] or "3"))
 local batch = math.tointeger(tonumber(arg[4] or "16"))
 
 local ctx = lomo.context{threads = 2}
@@ -34,23 +35,9 @@ local ways = {
     end
   end},
 }
-local times = {}
-for w = 1, #ways do times[w] = {} end
 ways[2][2]()   -- warm-up
-for _ = 1, rounds do
-  for w, way in ipairs(ways) do
-    local t0 = lomo.clock()
-    way[2]()
-    times[w][#times[w] + 1] = (lomo.clock() - t0) / n
-  end
-end
-local function median(t)
-  table.sort(t)
-  return t[(#t + 1) // 2]
-end
+local med = rounds.medians(ways, nrounds, n)
 print(("%s: %d prompts of 40-88 tokens, %d rounds, 2 threads; ms a prompt (median), and against the first"):format(
-  path, n, rounds))
-for w, way in ipairs(ways) do
-  print(("  %-36s %8.2f   %.2fx"):format(way[1], 1e3 * median(times[w]), median(times[w]) / median(times[1])))
-end
+  path, n, nrounds))
+rounds.report(ways, med, "  %-36s %8.2f   %.2fx")
 m:close()
