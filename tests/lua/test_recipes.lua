@@ -19,15 +19,29 @@ end
 
 local function quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
 
--- runs the program with these arguments (LOMO_TRACEBACK set to `traceback`, default empty: a
--- traceback on every error is the caller's choice); returns the exit code and all it printed
-local function run_program(traceback, ...)
+-- runs the program with these arguments and `input` (or nothing) on its standard input
+-- (LOMO_TRACEBACK set to `traceback`, default empty: a traceback on every error is the caller's
+-- choice); returns the exit code and all it printed
+local function run_with_input(input, traceback, ...)
   local args = {"LOMO_TRACEBACK=" .. (traceback or ""), quote(program())}
   for _, a in ipairs({...}) do args[#args + 1] = quote(a) end
-  local p = assert(io.popen(table.concat(args, " ") .. " 2>&1"))
+  local command = table.concat(args, " ") .. " 2>&1"
+  if input then command = "printf '%s' " .. quote(input) .. " | " .. command end
+  local p = assert(io.popen(command))
   local out = p:read("a")
   local _, _, code = p:close()
   return code, out
+end
+
+local function run_program(traceback, ...) return run_with_input(nil, traceback, ...) end
+
+-- the real model's path, or the test is skipped (reported) when it has not been fetched
+local function real_model()
+  local model = root .. "/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+  local f = io.open(model, "rb")
+  if not f then check.skip("no " .. model .. " (tests/run.sh and examples/get_smollm2.sh fetch it)") end
+  f:close()
+  return model
 end
 
 -- runs the recipe with overrides
@@ -112,10 +126,7 @@ function T.generate_replies_and_refuses_bad_options()
   check.truthy(code ~= 0 and out:find("/no/such/model.gguf", 1, true) and not out:find("stack traceback", 1, true),
                "a missing model:\n" .. out)
 
-  local model = root .. "/models/SmolLM2-135M-Instruct.Q4_1.gguf"
-  local f = io.open(model, "rb")
-  if not f then check.skip("no " .. model .. " (tests/run.sh and examples/get_smollm2.sh fetch it)") end
-  f:close()
+  local model = real_model()
   code, out = run_program(nil, "generate", model, "--chat=smollm2", "--max-new", "12", "What is the capital of France?")
   check.truthy(code == 0 and out:find("Paris", 1, true) and out:find("tokens in", 1, true), "a chat reply:\n" .. out)
   -- the weights of a folder (a saved fine-tune has no tokenizer), the tokenizer of the GGUF
@@ -129,12 +140,9 @@ function T.generate_replies_and_refuses_bad_options()
   m:close()
   code, out = run_program(nil, "generate", dir, "--max-new", "2", "hi")
   check.truthy(code ~= 0 and out:find("tokenizer.json", 1, true), "a folder without a tokenizer:\n" .. out)
-  local p = assert(io.popen(("printf 'The capital of France is' | %s generate %s --tokenizer %s --max-new 3 2>&1"):format(
-    quote(program()), quote(dir), quote(model))))
-  out = p:read("a")
-  local _, _, status = p:close()
+  code, out = run_with_input("The capital of France is", nil, "generate", dir, "--tokenizer", model, "--max-new", "3")
   check.rmtree(tmp)
-  check.truthy(status == 0 and out:find("3 tokens in", 1, true) and out:find("stopped by --max-new", 1, true),
+  check.truthy(code == 0 and out:find("3 tokens in", 1, true) and out:find("stopped by --max-new", 1, true),
                "a prompt from standard input, the tokenizer from --tokenizer:\n" .. out)
 end
 
@@ -144,17 +152,11 @@ function T.chat_continues_the_cache_turn_by_turn()
   local code, out = run_program(nil, "chat", "/no/such/model.gguf", "--template", "bogus")
   check.truthy(code ~= 0 and out:find("unknown template 'bogus'", 1, true) and not out:find("/no/such", 1, true),
                "a bad template, before the model loads:\n" .. out)
-  local model = root .. "/models/SmolLM2-135M-Instruct.Q4_1.gguf"
-  local f = io.open(model, "rb")
-  if not f then check.skip("no " .. model .. " (tests/run.sh and examples/get_smollm2.sh fetch it)") end
-  f:close()
-  local p = assert(io.popen(("printf 'What is the capital of France?\\nAnd of Italy?\\n/reset\\nHi\\n' | " ..
-                             "%s chat %s --template smollm2 --max-new 24 2>&1"):format(quote(program()), quote(model))))
-  out = p:read("a")
-  local _, _, status = p:close()
+  code, out = run_with_input("What is the capital of France?\nAnd of Italy?\n/reset\nHi\n", nil, "chat", real_model(),
+                             "--template", "smollm2", "--max-new", "24")
   local held = {}
   for n in out:gmatch("(%d+) positions in the cache") do held[#held + 1] = tonumber(n) end
-  check.truthy(status == 0 and out:find("Paris", 1, true) and out:find("(a new conversation)", 1, true),
+  check.truthy(code == 0 and out:find("Paris", 1, true) and out:find("(a new conversation)", 1, true),
                "a conversation:\n" .. out)
   check.truthy(#held == 3 and held[2] > held[1] + 10 and held[3] < held[2],
                "the cache grows with the second turn and starts again after /reset:\n" .. out)
