@@ -668,62 +668,65 @@ static void test_attention_cached(int B, int n, int pos, int cap, int NH, int NK
     for (int i = 0; i < 4; i++) GPU->free(dev[i]);
 }
 
-/* decoding with the key/value cache: a prompt of 12, then 6 tokens one at a time, logits on both devices */
-static void test_decode(void) {
-    enum { B = 2, PROMPT = 12, MORE = 6, T = PROMPT + MORE };
-    size_t V = (size_t)STEP_CFG.vocab_size;
-    int32_t tok[B * T], piece[B * PROMPT];
-    for (int i = 0; i < B * T; i++) tok[i] = (int32_t)((i * 2654435761u) % V);
-    float *out[2] = {malloc((MORE + 1) * B * V * sizeof(float)), malloc((MORE + 1) * B * V * sizeof(float))};
+/*
+ * run on a fresh STEP_CFG model (f32, seed 7) on the CPU, then the GPU, each writing n floats to its
+ * own buffer; checks that both ran, then compares them as the f32 steps are compared
+ */
+typedef lomo_status (*model_run)(lomo_model *m, float *out);
+static void compare_on_both(const char *what, model_run run, size_t n, const char *values) {
+    float *out[2] = {malloc(n * sizeof(float)), malloc(n * sizeof(float))};
     char err[2][300] = {"", ""};
     for (int dev = 0; dev < 2; dev++) {
         lomo_ctx *ctx = NULL;
         lomo_ctx_options co = {.device = dev ? "cuda" : "cpu"};
         lomo_model *m = NULL;
         lomo_model_options mo = {.dtype = LOMO_F32, .seed = 7};
-        int bad = lomo_ctx_create(&ctx, &co) || lomo_model_create(&m, ctx, &STEP_CFG, &mo);
-        for (int step = 0, pos = 0; !bad && step <= MORE; step++) {
-            int n = step ? 1 : PROMPT;
-            for (int b = 0; b < B; b++) memcpy(piece + b * n, tok + b * T + pos, (size_t)n * sizeof *piece);
-            bad = lomo_model_decode(m, piece, B, n, pos, out[dev] + (size_t)step * B * V) != LOMO_OK;
-            pos += n;
-        }
-        if (bad) snprintf(err[dev], sizeof err[dev], "%s", ctx ? lomo_last_error(ctx) : "context");
-        lomo_model_destroy(m);
-        lomo_ctx_destroy(ctx);
-    }
-    char detail[700];
-    snprintf(detail, sizeof detail, "cpu: %s / cuda: %s", err[0][0] ? err[0] : "ok", err[1][0] ? err[1] : "ok");
-    check("decode runs on both (a prompt of 12, then 6 tokens one at a time)", !err[0][0] && !err[1][0], detail);
-    if (!err[0][0] && !err[1][0]) compare("decode f32 logits", out[1], out[0], (MORE + 1) * B * V, 1e-4);
-    free(out[0]);
-    free(out[1]);
-}
-
-static void test_next_logits(void) {
-    enum { B = 3, T = 40 };
-    int32_t tok[B * T], lengths[B] = {T, 17, 1};
-    for (int i = 0; i < B * T; i++) tok[i] = (int32_t)((i * 2654435761u) % STEP_CFG.vocab_size);
-    size_t V = (size_t)STEP_CFG.vocab_size;
-    float *out[2] = {malloc(B * V * sizeof(float)), malloc(B * V * sizeof(float))};
-    char err[2][300] = {"", ""};
-    for (int dev = 0; dev < 2; dev++) {
-        lomo_ctx *ctx = NULL;
-        lomo_ctx_options co = {.device = dev ? "cuda" : "cpu"};
-        lomo_model *m = NULL;
-        lomo_model_options mo = {.dtype = LOMO_F32, .seed = 7};
-        if (lomo_ctx_create(&ctx, &co) || lomo_model_create(&m, ctx, &STEP_CFG, &mo) ||
-            lomo_model_next_logits(m, tok, B, T, lengths, out[dev]))
+        if (lomo_ctx_create(&ctx, &co) || lomo_model_create(&m, ctx, &STEP_CFG, &mo) || run(m, out[dev]))
             snprintf(err[dev], sizeof err[dev], "%s", ctx ? lomo_last_error(ctx) : "context");
         lomo_model_destroy(m);
         lomo_ctx_destroy(ctx);
     }
     char detail[700];
     snprintf(detail, sizeof detail, "cpu: %s / cuda: %s", err[0][0] ? err[0] : "ok", err[1][0] ? err[1] : "ok");
-    check("next_logits runs on both (rows of 40, 17 and 1)", !err[0][0] && !err[1][0], detail);
-    if (!err[0][0] && !err[1][0]) compare("next_logits f32", out[1], out[0], B * V, 1e-4);   /* as the f32 steps */
+    check(what, !err[0][0] && !err[1][0], detail);
+    if (!err[0][0] && !err[1][0]) compare(values, out[1], out[0], n, 1e-4);
     free(out[0]);
     free(out[1]);
+}
+
+enum { DEC_B = 2, DEC_PROMPT = 12, DEC_MORE = 6, DEC_T = DEC_PROMPT + DEC_MORE };
+
+/* a prompt of 12, then 6 tokens one at a time: the logits of each call, [DEC_MORE + 1][DEC_B, V] */
+static lomo_status run_decode(lomo_model *m, float *out) {
+    size_t V = (size_t)STEP_CFG.vocab_size;
+    int32_t tok[DEC_B * DEC_T], piece[DEC_B * DEC_PROMPT];
+    for (int i = 0; i < DEC_B * DEC_T; i++) tok[i] = (int32_t)((i * 2654435761u) % V);
+    lomo_status st = LOMO_OK;
+    for (int step = 0, pos = 0; !st && step <= DEC_MORE; step++) {
+        int n = step ? 1 : DEC_PROMPT;
+        for (int b = 0; b < DEC_B; b++) memcpy(piece + b * n, tok + b * DEC_T + pos, (size_t)n * sizeof *piece);
+        st = lomo_model_decode(m, piece, DEC_B, n, pos, out + (size_t)step * DEC_B * V);
+        pos += n;
+    }
+    return st;
+}
+
+/* rows of 40, 17 and 1 tokens: the next-token logits [3, V] */
+static lomo_status run_next_logits(lomo_model *m, float *out) {
+    enum { B = 3, T = 40 };
+    int32_t tok[B * T], lengths[B] = {T, 17, 1};
+    for (int i = 0; i < B * T; i++) tok[i] = (int32_t)((i * 2654435761u) % STEP_CFG.vocab_size);
+    return lomo_model_next_logits(m, tok, B, T, lengths, out);
+}
+
+static void test_decode(void) {
+    compare_on_both("decode runs on both (a prompt of 12, then 6 tokens one at a time)", run_decode,
+                    (size_t)(DEC_MORE + 1) * DEC_B * STEP_CFG.vocab_size, "decode f32 logits");
+}
+
+static void test_next_logits(void) {
+    compare_on_both("next_logits runs on both (rows of 40, 17 and 1)", run_next_logits, (size_t)3 * STEP_CFG.vocab_size,
+                    "next_logits f32");
 }
 
 /* a model the GPU context must refuse at creation: status want, and an error naming `names` */
