@@ -103,11 +103,14 @@ local function parse_options(args, spec, usage)
   return opt
 end
 
--- A runtime error here (a missing file, a bad setting) is about the user's input, not a fault in
--- cli.lua: raised again without cli.lua's position, it is shown alone, without a traceback.
+-- A runtime error here (a missing file, a bad setting, a conversation past the model's positions)
+-- is about the user's input, not a fault in a script: without the script position Lua put before
+-- it, it is shown alone, without a traceback.
+local function without_position(err) return (tostring(err):gsub("^[^%s:]+:%d+: ", "")) end
+
 local function call(f, ...)
   local r = table.pack(pcall(f, ...))
-  if not r[1] then error((tostring(r[2]):gsub("^cli%.lua:%d+: ", "")), 0) end
+  if not r[1] then error(without_position(r[2]), 0) end
   return table.unpack(r, 2, r.n)
 end
 
@@ -268,7 +271,7 @@ function M.chat(...)
         pos = held
       else
         io.write("\n")
-        io.stderr:write(("lomo: %s; a new conversation starts\n"):format(tostring(out):gsub("^cli%.lua:%d+: ", "")))
+        io.stderr:write(("lomo: %s; a new conversation starts\n"):format(without_position(out)))
         pos, pending = 0, {}
       end
     end

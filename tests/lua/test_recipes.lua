@@ -122,6 +122,12 @@ function T.generate_replies_and_refuses_bad_options()
   check.truthy(code ~= 0 and out:find("--system needs --chat", 1, true), "--system alone:\n" .. out)
   code, out = run_program(nil, "generate", "/no/such/model.gguf", "--max-new", "0", "hi")
   check.truthy(code ~= 0 and out:find("--max-new needs a positive integer, got 0", 1, true), "--max-new 0:\n" .. out)
+  code, out = run_program(nil, "generate", "/no/such/model.gguf", "--temperature", "hot", "hi")
+  check.truthy(code ~= 0 and out:find("--temperature needs a number, got hot", 1, true), "--temperature hot:\n" .. out)
+  code, out = run_program(nil, "generate", "/no/such/model.gguf", "hi", "--seed")
+  check.truthy(code ~= 0 and out:find("--seed needs a value", 1, true), "--seed without a value:\n" .. out)
+  code, out = run_program(nil, "generate", "/no/such/model.gguf", "--chat=bogus", "hi")
+  check.truthy(code ~= 0 and out:find("unknown template 'bogus'", 1, true), "--chat=bogus:\n" .. out)
   code, out = run_program(nil, "generate", "/no/such/model.gguf", "hi")
   check.truthy(code ~= 0 and out:find("/no/such/model.gguf", 1, true) and not out:find("stack traceback", 1, true),
                "a missing model:\n" .. out)
@@ -160,6 +166,28 @@ function T.chat_continues_the_cache_turn_by_turn()
                "a conversation:\n" .. out)
   check.truthy(#held == 3 and held[2] > held[1] + 10 and held[3] < held[2],
                "the cache grows with the second turn and starts again after /reset:\n" .. out)
+  code, out = run_program(nil, "chat", "/no/such/model.gguf", "hi")
+  check.truthy(code ~= 0 and out:find("usage: lomo chat", 1, true), "a prompt among the arguments:\n" .. out)
+
+  -- a conversation past the model's positions (a copy of it told it has 48) starts again, with why
+  local lomo = check.lomo()
+  if not lomo then check.skip("the lomo bindings are not loadable here") end
+  local tmp = check.tmpdir()
+  local ctx = lomo.context{threads = 2}
+  local m = lomo.load(ctx, real_model(), {dtype = "f32"})
+  m:save(tmp)
+  m:close()
+  local config = check.read(tmp .. "/config.json")
+  local short, edits = config:gsub('"max_position_embeddings":%s*%d+', '"max_position_embeddings": 48')
+  check.eq(edits, 1)
+  check.write(tmp .. "/config.json", short)
+  code, out = run_with_input("What is the capital of France?\nHi\n", nil, "chat", tmp, "--tokenizer", real_model(),
+                             "--template", "smollm2", "--max-new", "24")
+  check.rmtree(tmp)
+  check.truthy(code == 0 and out:find("lomo: lomo.model:decode: decode: positions ", 1, true) and
+               out:find("exceed max_position_embeddings 48; a new conversation starts", 1, true) and
+               out:find("positions in the cache", 1, true),
+               "a conversation past the model's positions:\n" .. out)
 end
 
 function T.a_fault_in_a_script_keeps_its_traceback()
