@@ -164,6 +164,34 @@ static double get_num_field(lua_State *L, int t, const char *where, const char *
     return v;
 }
 
+/* config.rope_scaling: nil, or HF's object as a table {rope_type = "linear" | "llama3", factor = ...} */
+static void check_rope_scaling(lua_State *L, int t, const char *where, lomo_rope_scaling *rs) {
+    if (lua_getfield(L, t, "rope_scaling") == LUA_TNIL) {
+        lua_pop(L, 1);
+        return;
+    }
+    if (!lua_istable(L, -1))
+        luaL_error(L, "%s: config field 'rope_scaling' must be a table, got %s", where, luaL_typename(L, -1));
+    int s = lua_gettop(L);
+    if (lua_getfield(L, s, "rope_type") != LUA_TSTRING)
+        luaL_error(L, "%s: config field 'rope_scaling.rope_type' must be a string, got %s", where,
+                   luaL_typename(L, -1));
+    const char *type = lua_tostring(L, -1);
+    rs->rope_type = -1;
+    for (int k = LOMO_ROPE_DEFAULT; k <= LOMO_ROPE_LLAMA3; k++)
+        if (strcmp(type, lomo_rope_type_name((lomo_rope_type)k)) == 0) rs->rope_type = k;
+    if (rs->rope_type < 0)
+        luaL_error(L, "%s: config field 'rope_scaling.rope_type': \"%s\" is not one of default, linear, llama3",
+                   where, type);
+    lua_pop(L, 1);
+    const char *in = lua_pushfstring(L, "%s: rope_scaling", where);  /* names the table in field errors */
+    rs->factor = get_num_field(L, s, in, "factor", 0);
+    rs->low_freq_factor = get_num_field(L, s, in, "low_freq_factor", 0);
+    rs->high_freq_factor = get_num_field(L, s, in, "high_freq_factor", 0);
+    rs->original_max_position_embeddings = get_int_field(L, s, in, "original_max_position_embeddings", 0, 0);
+    lua_pop(L, 2);
+}
+
 void lomo_lua_check_config(lua_State *L, int t, const char *where, lomo_llama_config *c) {
     t = lua_absindex(L, t);
     if (!lua_istable(L, t)) luaL_error(L, "%s: config must be a table, got %s", where, luaL_typename(L, t));
@@ -182,6 +210,7 @@ void lomo_lua_check_config(lua_State *L, int t, const char *where, lomo_llama_co
     lua_pop(L, 1);
     c->rms_norm_eps = get_num_field(L, t, where, "rms_norm_eps", 1e-5);
     c->rope_theta = get_num_field(L, t, where, "rope_theta", 10000.0);
+    check_rope_scaling(L, t, where, &c->rope_scaling);
 }
 
 void lomo_lua_push_config(lua_State *L, const lomo_llama_config *c) {
@@ -201,6 +230,23 @@ void lomo_lua_push_config(lua_State *L, const lomo_llama_config *c) {
     lua_setfield(L, -2, "rms_norm_eps");
     lua_pushnumber(L, c->rope_theta);
     lua_setfield(L, -2, "rope_theta");
+    const lomo_rope_scaling *rs = &c->rope_scaling;
+    if (rs->rope_type != LOMO_ROPE_DEFAULT) {
+        lua_createtable(L, 0, 5);
+        lua_pushstring(L, lomo_rope_type_name((lomo_rope_type)rs->rope_type));
+        lua_setfield(L, -2, "rope_type");
+        lua_pushnumber(L, rs->factor);
+        lua_setfield(L, -2, "factor");
+        if (rs->rope_type == LOMO_ROPE_LLAMA3) {
+            lua_pushnumber(L, rs->low_freq_factor);
+            lua_setfield(L, -2, "low_freq_factor");
+            lua_pushnumber(L, rs->high_freq_factor);
+            lua_setfield(L, -2, "high_freq_factor");
+            lua_pushinteger(L, rs->original_max_position_embeddings);
+            lua_setfield(L, -2, "original_max_position_embeddings");
+        }
+        lua_setfield(L, -2, "rope_scaling");
+    }
     lua_pushliteral(L, "llama");
     lua_setfield(L, -2, "model_type");
 }

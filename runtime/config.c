@@ -38,9 +38,33 @@ lomo_status lomo_config_validate(lomo_ctx *ctx, const lomo_llama_config *c) {
             "must be a positive finite number, got %g", c->rms_norm_eps);
     REQUIRE(isfinite(c->rope_theta) && c->rope_theta > 0, "rope_theta",
             "must be a positive finite number, got %g", c->rope_theta);
+    const lomo_rope_scaling *rs = &c->rope_scaling;
+    REQUIRE((unsigned)rs->rope_type <= LOMO_ROPE_LLAMA3, "rope_scaling.rope_type", "unknown value %d", rs->rope_type);
+    if (rs->rope_type != LOMO_ROPE_DEFAULT)
+        REQUIRE(isfinite(rs->factor) && rs->factor > 0, "rope_scaling.factor",
+                "must be a positive finite number, got %g", rs->factor);
+    if (rs->rope_type == LOMO_ROPE_LLAMA3) {
+        REQUIRE(isfinite(rs->low_freq_factor) && rs->low_freq_factor > 0, "rope_scaling.low_freq_factor",
+                "must be a positive finite number, got %g", rs->low_freq_factor);
+        /* the blend divides by their difference */
+        REQUIRE(isfinite(rs->high_freq_factor) && rs->high_freq_factor > rs->low_freq_factor,
+                "rope_scaling.high_freq_factor", "must be finite and above low_freq_factor %g, got %g",
+                rs->low_freq_factor, rs->high_freq_factor);
+        REQUIRE(rs->original_max_position_embeddings > 0, "rope_scaling.original_max_position_embeddings",
+                "must be positive, got %d", rs->original_max_position_embeddings);
+    }
     /* sizes are formed in size_t; refuse configs whose tensors would overflow it */
     double biggest = fmax((double)c->vocab_size, (double)c->intermediate_size) * c->hidden_size;
     REQUIRE(biggest * c->num_hidden_layers < 1e15, "hidden_size",
             "a model of ~%.3g weights is beyond what this runtime addresses", biggest * c->num_hidden_layers);
     return LOMO_OK;
+}
+
+const char *lomo_rope_type_name(lomo_rope_type t) {
+    switch (t) {
+    case LOMO_ROPE_DEFAULT: return "default";
+    case LOMO_ROPE_LINEAR: return "linear";
+    case LOMO_ROPE_LLAMA3: return "llama3";
+    }
+    return "unknown";
 }

@@ -100,10 +100,15 @@ lomo_status gguf_llama_config(const gguf_file *f, lomo_llama_config *out) {
     if (gguf_find(f, "llama.rope.scaling.type")) {
         char *scaling = NULL;
         if ((st = gguf_get_str(f, "llama.rope.scaling.type", &scaling))) return st;
-        int none = strcmp(scaling, "none") == 0;
-        if (!none)
+        if (strcmp(scaling, "linear") == 0) {
+            float factor = 0;
+            c.rope_scaling.rope_type = LOMO_ROPE_LINEAR;
+            st = gguf_get_f32(f, "llama.rope.scaling.factor", &factor);
+            c.rope_scaling.factor = factor;
+        } else if (strcmp(scaling, "none") != 0) {
             st = lomo_fail(f->ctx, LOMO_ERR_FORMAT, "%s: key llama.rope.scaling.type: \"%.64s\" RoPE scaling is "
-                           "not supported", f->name, scaling);
+                           "not supported (none or linear)", f->name, scaling);
+        }
         free(scaling);
         if (st) return st;
     }
@@ -193,6 +198,11 @@ static lomo_status check_tensors(const gguf_file *f, const lomo_model *m, const 
         for (uint64_t i = 0; i < f->n_tensors; i++) {
             int used = 0;
             for (int p = 0; p < m->nparams && !used; p++) used = map[p] == &f->tensors[i];
+            /* llama.cpp stores Llama 3.1's RoPE scaling only as this tensor of frequency divisors */
+            if (!used && strcmp(f->tensors[i].name, "rope_freqs.weight") == 0)
+                return lomo_fail(f->ctx, LOMO_ERR_FORMAT, "%s: tensor rope_freqs.weight: RoPE frequency factors "
+                                 "(Llama 3.1's scaling as llama.cpp stores it) are not supported from GGUF; load "
+                                 "the model's Hugging Face folder, whose config.json lomo reads", f->name);
             if (!used)
                 return lomo_fail(f->ctx, LOMO_ERR_FORMAT, "%s: tensor %s is not part of a llama model as lomo "
                                  "runs it", f->name, f->tensors[i].name);

@@ -3,7 +3,8 @@
  *
  * Reading accepts what computes exactly the math this runtime implements and
  * refuses, naming the field, anything that would change it (biases, another
- * activation, RoPE scaling, a head_dim other than hidden_size / heads).
+ * activation, RoPE scaling other than linear and llama3, a head_dim other than
+ * hidden_size / heads).
  * Keys that do not touch the math (bos_token_id, torch_dtype, ...) are ignored.
  */
 #include <errno.h>
@@ -99,21 +100,6 @@ static lomo_status check_unsupported(lomo_ctx *ctx, const char *path, const json
                          "%s: head_dim: %d is not supported (it must equal hidden_size / num_attention_heads = %d)",
                          path, head_dim, hidden / heads);
 
-    const json_t *rs = field(root, "rope_scaling");
-    if (rs) {
-        if (!json_is_object(rs))
-            return lomo_fail(ctx, LOMO_ERR_CONFIG, "%s: rope_scaling: expected an object or null, found %s", path,
-                             st_json_kind(rs));
-        const char *type = NULL, *t2 = NULL;
-        if ((st = get_str(ctx, path, rs, "rope_type", &type)) || (st = get_str(ctx, path, rs, "type", &t2)))
-            return lomo_fail(ctx, st, "%s: rope_scaling: rope_type: expected a string", path);
-        if (!type) type = t2;
-        if (!type || strcmp(type, "default") != 0)
-            return lomo_fail(ctx, LOMO_ERR_CONFIG,
-                             "%s: rope_scaling: type \"%.40s\" is not supported (it changes the RoPE frequencies)",
-                             path, type ? type : "(none)");
-    }
-
     double drop = 0;
     if ((st = get_num(ctx, path, root, "attention_dropout", 0, 0.0, &drop))) return st;
     if (drop != 0.0)
@@ -121,6 +107,36 @@ static lomo_status check_unsupported(lomo_ctx *ctx, const char *path, const json
     if (field(root, "quantization_config"))
         return lomo_fail(ctx, LOMO_ERR_CONFIG, "%s: quantization_config: quantized checkpoints are not supported",
                          path);
+    return LOMO_OK;
+}
+
+/* rope_scaling: absent, null or rope_type "default" is none; "linear" and "llama3" (HF's names,
+ * also under the older key "type") are read; any other kind is refused by name. */
+static lomo_status parse_rope_scaling(lomo_ctx *ctx, const char *path, const json_t *root, lomo_rope_scaling *out) {
+    memset(out, 0, sizeof *out);
+    const json_t *rs = field(root, "rope_scaling");
+    if (!rs) return LOMO_OK;
+    char where[512];
+    snprintf(where, sizeof where, "%s: rope_scaling", path);
+    if (!json_is_object(rs))
+        return lomo_fail(ctx, LOMO_ERR_CONFIG, "%s: expected an object or null, found %s", where, st_json_kind(rs));
+    const char *type = NULL;
+    lomo_status st = get_str(ctx, where, rs, json_object_get(rs, "rope_type") ? "rope_type" : "type", &type);
+    if (st) return st;
+    if (!type) return lomo_fail(ctx, LOMO_ERR_CONFIG, "%s: rope_type: missing", where);
+    for (int t = LOMO_ROPE_DEFAULT; t <= LOMO_ROPE_LLAMA3; t++)
+        if (strcmp(type, lomo_rope_type_name((lomo_rope_type)t)) == 0) out->rope_type = t;
+    if (out->rope_type == LOMO_ROPE_DEFAULT && strcmp(type, "default") != 0)
+        return lomo_fail(ctx, LOMO_ERR_CONFIG,
+                         "%s: rope_type: \"%.40s\" is not supported (default, linear or llama3)", where, type);
+    if (out->rope_type == LOMO_ROPE_DEFAULT) return LOMO_OK;
+    if ((st = get_num(ctx, where, rs, "factor", 1, 0, &out->factor))) return st;
+    if (out->rope_type == LOMO_ROPE_LLAMA3 &&
+        ((st = get_num(ctx, where, rs, "low_freq_factor", 1, 0, &out->low_freq_factor)) ||
+         (st = get_num(ctx, where, rs, "high_freq_factor", 1, 0, &out->high_freq_factor)) ||
+         (st = get_int(ctx, where, rs, "original_max_position_embeddings", 1, 0,
+                       &out->original_max_position_embeddings))))
+        return st;
     return LOMO_OK;
 }
 
@@ -171,7 +187,9 @@ static lomo_status parse_config(lomo_ctx *ctx, const char *path, const json_t *r
     if (c->num_attention_heads <= 0)
         return lomo_fail(ctx, LOMO_ERR_CONFIG, "%s: num_attention_heads: must be positive, got %d", path,
                          c->num_attention_heads);
-    if ((st = check_unsupported(ctx, path, root, c->hidden_size, c->num_attention_heads))) return st;
+    if ((st = check_unsupported(ctx, path, root, c->hidden_size, c->num_attention_heads)) ||
+        (st = parse_rope_scaling(ctx, path, root, &c->rope_scaling)))
+        return st;
 
     /* Mistral's sliding window equals full causal attention up to the window's
      * length, so the model is exact if no sequence is longer than that. */
@@ -225,6 +243,26 @@ static int digits_for(double x) {
     return p;
 }
 
+/* null for no scaling, else the object transformers reads (rope_type and its kind's fields) */
+static json_t *rope_scaling_json(const lomo_rope_scaling *rs) {
+    if (rs->rope_type == LOMO_ROPE_DEFAULT) return json_null();
+    json_t *o = json_object();
+    if (!o) return NULL;
+    int bad = json_object_set_new(o, "rope_type", json_string(lomo_rope_type_name((lomo_rope_type)rs->rope_type)));
+    bad |= json_object_set_new(o, "factor", json_real(rs->factor));
+    if (rs->rope_type == LOMO_ROPE_LLAMA3) {
+        bad |= json_object_set_new(o, "low_freq_factor", json_real(rs->low_freq_factor));
+        bad |= json_object_set_new(o, "high_freq_factor", json_real(rs->high_freq_factor));
+        bad |= json_object_set_new(o, "original_max_position_embeddings",
+                                   json_integer(rs->original_max_position_embeddings));
+    }
+    if (bad) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
+}
+
 char *hf_config_json(const lomo_llama_config *c, int dtype) {
     static const char *torch_names[] = {"float32", "bfloat16", "float16"};
     json_t *r = json_object();
@@ -248,15 +286,18 @@ char *hf_config_json(const lomo_llama_config *c, int dtype) {
     bad |= json_object_set_new(r, "num_key_value_heads", json_integer(c->num_key_value_heads));
     bad |= json_object_set_new(r, "pretraining_tp", json_integer(1));
     bad |= json_object_set_new(r, "rms_norm_eps", json_real(c->rms_norm_eps));
-    bad |= json_object_set_new(r, "rope_scaling", json_null());
+    bad |= json_object_set_new(r, "rope_scaling", rope_scaling_json(&c->rope_scaling));
     bad |= json_object_set_new(r, "rope_theta", json_real(c->rope_theta));
     bad |= json_object_set_new(r, "tie_word_embeddings", json_boolean(c->tie_word_embeddings));
     if (dtype >= 0 && dtype <= 2) bad |= json_object_set_new(r, "torch_dtype", json_string(torch_names[dtype]));
     bad |= json_object_set_new(r, "use_cache", json_true());
     bad |= json_object_set_new(r, "vocab_size", json_integer(c->vocab_size));
-    int prec = digits_for(c->rms_norm_eps);
-    if (digits_for(c->rope_theta) > prec) prec = digits_for(c->rope_theta);
-    if (prec < 2) prec = 2;  /* 0.02 */
+    /* one precision for every real in the file: enough for each to read back exactly */
+    const lomo_rope_scaling *rs = &c->rope_scaling;
+    double reals[] = {c->rms_norm_eps, c->rope_theta, rs->factor, rs->low_freq_factor, rs->high_freq_factor};
+    int prec = 2;  /* 0.02 */
+    for (size_t i = 0; i < sizeof reals / sizeof *reals; i++)
+        if (digits_for(reals[i]) > prec) prec = digits_for(reals[i]);
     char *s = bad ? NULL : json_dumps(r, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_REAL_PRECISION(prec));
     json_decref(r);
     if (!s) return NULL;

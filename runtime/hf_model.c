@@ -12,7 +12,7 @@
  * it is accepted when its shape is [vocab_size, hidden_size] and ignored, so
  * the embedding decides. Buffers older transformers versions saved
  * (model.layers.N.self_attn.rotary_emb.inv_freq) are ignored as transformers
- * itself ignores them: the runtime computes RoPE from rope_theta.
+ * itself ignores them: the runtime computes RoPE from rope_theta and rope_scaling.
  *
  * Saving writes the storage dtype unchanged, in parameter order, sharded in
  * that order when max_shard_bytes is exceeded (a tensor larger than the limit

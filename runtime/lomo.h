@@ -106,6 +106,22 @@ typedef struct lomo_mem_stats {
     size_t peak_total;      /* peak of the sum, not the sum of peaks */
 } lomo_mem_stats;
 
+/*
+ * RoPE frequency scaling, HF config.json's rope_scaling. Each kind changes only
+ * the rotary frequencies: LINEAR divides every one by factor (position
+ * interpolation); LLAMA3 (Llama 3.1 and later) divides the low frequencies by
+ * factor, keeps the high ones and blends between. A zeroed struct is no scaling.
+ */
+typedef enum lomo_rope_type { LOMO_ROPE_DEFAULT = 0, LOMO_ROPE_LINEAR = 1, LOMO_ROPE_LLAMA3 = 2 } lomo_rope_type;
+
+typedef struct lomo_rope_scaling {
+    int rope_type;                          /* lomo_rope_type */
+    double factor;                          /* LINEAR and LLAMA3: positive */
+    double low_freq_factor;                 /* LLAMA3: 0 < low_freq_factor < high_freq_factor */
+    double high_freq_factor;
+    int original_max_position_embeddings;   /* LLAMA3: the context length before scaling */
+} lomo_rope_scaling;
+
 /* LLaMA-family config; field names are those of HF config.json. */
 typedef struct lomo_llama_config {
     int hidden_size;
@@ -118,6 +134,7 @@ typedef struct lomo_llama_config {
     int tie_word_embeddings;  /* 0 or 1 */
     double rms_norm_eps;
     double rope_theta;
+    lomo_rope_scaling rope_scaling;
 } lomo_llama_config;
 
 /*
@@ -200,6 +217,7 @@ void lomo_profile_reset(lomo_ctx *ctx);
 const char *lomo_op_name(lomo_op op);
 const char *lomo_status_name(lomo_status s);
 const char *lomo_dtype_name(lomo_dtype d);
+const char *lomo_rope_type_name(lomo_rope_type t);  /* "default", "linear", "llama3" as HF spells them */
 size_t lomo_dtype_size(lomo_dtype d);
 /*
  * What this build runs on, into out (NUL-terminated, cut to n bytes): the

@@ -78,13 +78,35 @@ static void init_params(lomo_model *m, uint64_t seed) {
     }
 }
 
-static void rope_tables(float *cosv, float *sinv, int max_pos, int hd, double theta) {
+/* HF's rotary frequencies (modeling_rope_utils: default, linear, llama3), in double. */
+void rope_inv_freq(double *inv_freq, const lomo_llama_config *c, int hd) {
+    const lomo_rope_scaling *rs = &c->rope_scaling;
+    for (int j = 0; j < hd / 2; j++) {
+        double f = pow(c->rope_theta, -2.0 * j / hd);
+        if (rs->rope_type == LOMO_ROPE_LINEAR) {
+            f /= rs->factor;
+        } else if (rs->rope_type == LOMO_ROPE_LLAMA3) {
+            /* wavelengths beyond the old context divide by factor, those under
+             * old / high_freq_factor stay, the band between blends linearly in old / wavelength */
+            double old = rs->original_max_position_embeddings, wavelen = 2 * 3.14159265358979323846 / f;
+            if (wavelen > old / rs->low_freq_factor) {
+                f /= rs->factor;
+            } else if (wavelen >= old / rs->high_freq_factor) {
+                double s = (old / wavelen - rs->low_freq_factor) / (rs->high_freq_factor - rs->low_freq_factor);
+                f = (1 - s) * f / rs->factor + s * f;
+            }
+        }
+        inv_freq[j] = f;
+    }
+}
+
+/* cos and sin [max_pos, hd/2] of position t times each frequency */
+static void rope_tables(float *cosv, float *sinv, const double *inv_freq, int max_pos, int hd) {
     int half = hd / 2;
     for (int t = 0; t < max_pos; t++) {
         for (int j = 0; j < half; j++) {
-            double inv_freq = pow(theta, -2.0 * j / hd);
-            cosv[(size_t)t * half + j] = (float)cos(t * inv_freq);
-            sinv[(size_t)t * half + j] = (float)sin(t * inv_freq);
+            cosv[(size_t)t * half + j] = (float)cos(t * inv_freq[j]);
+            sinv[(size_t)t * half + j] = (float)sin(t * inv_freq[j]);
         }
     }
 }
@@ -142,8 +164,15 @@ lomo_status model_create(lomo_model **out, lomo_ctx *ctx, const lomo_llama_confi
     m->wbuf = wbuf_n ? m->normw + C : NULL;
     m->gate = (int *)(m->normw + C + wbuf_n);
     float *hc = malloc(2 * rope_n * sizeof(float));
-    if (!hc) goto oom;
-    rope_tables(hc, hc + rope_n, cfg->max_position_embeddings, m->head_dim, cfg->rope_theta);
+    double *inv_freq = malloc((size_t)m->head_dim / 2 * sizeof(double));
+    if (!hc || !inv_freq) {
+        free(hc);
+        free(inv_freq);
+        goto oom;
+    }
+    rope_inv_freq(inv_freq, cfg, m->head_dim);
+    rope_tables(hc, hc + rope_n, inv_freq, cfg->max_position_embeddings, m->head_dim);
+    free(inv_freq);
     m->be->to_device(m->rope_cos, hc, 2 * rope_n * sizeof(float));
     free(hc);
 

@@ -173,6 +173,9 @@ typedef enum bwd_mode { BWD_PLAIN = 0, BWD_RECORD, BWD_REPLAY } bwd_mode;
  * (same result, bit for bit, as a plain backward with the same weights). */
 lomo_status model_backward(lomo_model *m, float loss_scale, const lomo_grad_hook *hook, bwd_mode mode);
 
+/* inv_freq [hd/2]: the rotary frequency of each dimension pair under c's rope_theta and rope_scaling */
+void rope_inv_freq(double *inv_freq, const lomo_llama_config *c, int hd);
+
 /* the constant buffer (scratch) of a shaped model: rope cos and sin tables [max_pos, hd/2] each, the
  * f32 widening buffer of the largest non-norm weight (16-bit weights on a backend that needs it; else 0),
  * a norm weight as f32 [C], and the update gate */

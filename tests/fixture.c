@@ -149,6 +149,18 @@ size_t fx_compare(const char *what, const float *got, const double *want, size_t
     return bad;
 }
 
+int fx_same_config(const lomo_llama_config *a, const lomo_llama_config *b) {
+    const lomo_rope_scaling *x = &a->rope_scaling, *y = &b->rope_scaling;
+    return a->hidden_size == b->hidden_size && a->intermediate_size == b->intermediate_size &&
+           a->num_hidden_layers == b->num_hidden_layers && a->num_attention_heads == b->num_attention_heads &&
+           a->num_key_value_heads == b->num_key_value_heads && a->vocab_size == b->vocab_size &&
+           a->max_position_embeddings == b->max_position_embeddings &&
+           a->tie_word_embeddings == b->tie_word_embeddings && a->rms_norm_eps == b->rms_norm_eps &&
+           a->rope_theta == b->rope_theta && x->rope_type == y->rope_type && x->factor == y->factor &&
+           x->low_freq_factor == y->low_freq_factor && x->high_freq_factor == y->high_freq_factor &&
+           x->original_max_position_embeddings == y->original_max_position_embeddings;
+}
+
 void fx_llama_config(const fixture *fx, lomo_llama_config *c) {
     *c = (lomo_llama_config){
         .hidden_size = (int)fx_scalar(fx, "config.hidden_size"),

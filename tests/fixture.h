@@ -48,6 +48,8 @@ void *fx_read_file(const char *path, size_t *len);
 /* The config.* records of a model or training fixture. */
 struct lomo_llama_config;
 void fx_llama_config(const fixture *fx, struct lomo_llama_config *cfg);
+/* Field by field (a memcmp would compare padding): 1 when a and b are the same config. */
+int fx_same_config(const struct lomo_llama_config *a, const struct lomo_llama_config *b);
 
 /* Every parameter of m as f32, in parameter order, in one malloc'd array of *n values. */
 struct lomo_model;

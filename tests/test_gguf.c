@@ -554,7 +554,7 @@ static void check_model_file(const char *gguf_name, const char *fixture_name) {
               got.num_key_value_heads == want.num_key_value_heads && got.vocab_size == want.vocab_size &&
               got.max_position_embeddings == want.max_position_embeddings &&
               got.tie_word_embeddings == want.tie_word_embeddings && (float)got.rms_norm_eps == (float)want.rms_norm_eps &&
-              got.rope_theta == want.rope_theta,
+              got.rope_theta == want.rope_theta && got.rope_scaling.rope_type == want.rope_scaling.rope_type,
           "%s: config differs", gguf_name);
 
     lomo_model *m = NULL;
@@ -638,6 +638,8 @@ typedef struct variant {
     int no_head_kv, tied, tokens, no_embd;
     const char *extra_u32_key;
     uint32_t extra_u32;
+    const char *rope_scaling;  /* llama.rope.scaling.type, with llama.rope.scaling.factor when rope_factor != 0 */
+    float rope_factor;
 } variant;
 
 static uint8_t *build_llama(const variant *v, size_t *n) {
@@ -657,6 +659,8 @@ static uint8_t *build_llama(const variant *v, size_t *n) {
         kv_f32(&b, "llama.attention.layer_norm_rms_epsilon", 1e-5f);
     if (!v->skip_key || strcmp(v->skip_key, "llama.rope.freq_base")) kv_f32(&b, "llama.rope.freq_base", 5e5f);
     if (v->extra_u32_key) kv_u32(&b, v->extra_u32_key, v->extra_u32);
+    if (v->rope_scaling) kv_str(&b, "llama.rope.scaling.type", v->rope_scaling);
+    if (v->rope_factor != 0) kv_f32(&b, "llama.rope.scaling.factor", v->rope_factor);
     if (v->tokens) {
         kv_head(&b, "tokenizer.ggml.tokens", GGUF_ARRAY);
         put_u32(&b.kv, GGUF_STRING);
@@ -738,6 +742,13 @@ static void test_llama_errors(void) {
     variant defaults = {.no_head_kv = 1, .skip_key = "llama.rope.freq_base"};
     CHECK(load_variant(&defaults, &cfg) == LOMO_OK && cfg.num_key_value_heads == 2 && cfg.rope_theta == 10000.0,
           "defaults: head_count_kv = head_count, freq_base 10000: %s", lomo_last_error(ctx));
+    CHECK(cfg.rope_scaling.rope_type == LOMO_ROPE_DEFAULT, "no scaling key: no RoPE scaling");
+    variant none = {.rope_scaling = "none"}, linear = {.rope_scaling = "linear", .rope_factor = 4};
+    CHECK(load_variant(&none, &cfg) == LOMO_OK && cfg.rope_scaling.rope_type == LOMO_ROPE_DEFAULT,
+          "scaling none: %s", lomo_last_error(ctx));
+    CHECK(load_variant(&linear, &cfg) == LOMO_OK && cfg.rope_scaling.rope_type == LOMO_ROPE_LINEAR &&
+              cfg.rope_scaling.factor == 4.0,
+          "linear scaling with factor 4: %s", lomo_last_error(ctx));
     variant by_tokens = {.no_embd = 1, .tokens = 12};
     CHECK(lomo_config_load_gguf(ctx, "/nonexistent.gguf", &cfg) == LOMO_ERR_IO, "missing file");
     {
@@ -772,7 +783,15 @@ static void test_llama_errors(void) {
     v = (variant){.i8_tensor = "blk.0.attn_norm.weight"};
     expect_llama_error(&v, "unsupported type", "tensor blk.0.attn_norm.weight: unsupported tensor type I8");
     v = (variant){.extra_tensor = "rope_freqs.weight"};
-    expect_llama_error(&v, "extra tensor", "tensor rope_freqs.weight is not part of a llama model");
+    expect_llama_error(&v, "rope factors", "tensor rope_freqs.weight: RoPE frequency factors");
+    v = (variant){.extra_tensor = "blk.0.attn_q.bias"};
+    expect_llama_error(&v, "extra tensor", "tensor blk.0.attn_q.bias is not part of a llama model");
+    v = (variant){.rope_scaling = "yarn", .rope_factor = 4};
+    expect_llama_error(&v, "yarn", "key llama.rope.scaling.type: \"yarn\" RoPE scaling is not supported");
+    v = (variant){.rope_scaling = "linear"};
+    expect_llama_error(&v, "linear without factor", "llama.rope.scaling.factor");
+    v = (variant){.rope_scaling = "linear", .rope_factor = -2};
+    expect_llama_error(&v, "negative factor", "rope_scaling.factor: must be a positive finite number");
     v = (variant){.extra_u32_key = "llama.expert_count", .extra_u32 = 8};
     expect_llama_error(&v, "moe", "mixture-of-experts");
     v = (variant){.skip_key = "llama.rope.dimension_count", .extra_u32_key = "llama.rope.dimension_count",

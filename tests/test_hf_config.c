@@ -74,7 +74,21 @@ static void test_defaults(void) {
     if (!load_with("architectures", NULL, &c)) CHECK(c.hidden_size == 16, "architectures optional");
     if (!load_with("architectures", json_pack("[s]", "MistralForCausalLM"), &c)) CHECK(1, "mistral arch");
     if (!load_with("model_type", json_string("mistral"), &c)) CHECK(1, "mistral model_type");
-    if (!load_with("rope_scaling", json_pack("{s:s}", "rope_type", "default"), &c)) CHECK(1, "default rope");
+    if (!load_with("rope_scaling", json_pack("{s:s}", "rope_type", "default"), &c))
+        CHECK(c.rope_scaling.rope_type == LOMO_ROPE_DEFAULT, "default rope");
+    if (!load_with("rope_scaling", json_null(), &c)) CHECK(c.rope_scaling.rope_type == LOMO_ROPE_DEFAULT, "null");
+    /* Llama 3.2's block, as its config.json has it */
+    if (!load_with("rope_scaling",
+                   json_pack("{s:f,s:f,s:f,s:i,s:s}", "factor", 32.0, "high_freq_factor", 4.0, "low_freq_factor", 1.0,
+                             "original_max_position_embeddings", 8192, "rope_type", "llama3"),
+                   &c))
+        CHECK(c.rope_scaling.rope_type == LOMO_ROPE_LLAMA3 && c.rope_scaling.factor == 32.0 &&
+                  c.rope_scaling.low_freq_factor == 1.0 && c.rope_scaling.high_freq_factor == 4.0 &&
+                  c.rope_scaling.original_max_position_embeddings == 8192,
+              "llama3 scaling read");
+    /* older configs name the kind "type"; integers are numbers too */
+    if (!load_with("rope_scaling", json_pack("{s:s,s:i}", "type", "linear", "factor", 2), &c))
+        CHECK(c.rope_scaling.rope_type == LOMO_ROPE_LINEAR && c.rope_scaling.factor == 2.0, "linear scaling read");
     if (!load_with("head_dim", json_integer(4), &c)) CHECK(1, "head_dim = hidden / heads");
     if (!load_with("hidden_act", NULL, &c)) CHECK(1, "hidden_act defaults to silu");
     if (!load_with("sliding_window", json_integer(16), &c))
@@ -101,11 +115,33 @@ static void test_errors(void) {
     expect_bad("architectures", json_pack("[s]", "LlamaForSequenceClassification"), LOMO_ERR_CONFIG,
                "architectures[0]", "LlamaForSequenceClassification");
     expect_bad("architectures", json_string("LlamaForCausalLM"), LOMO_ERR_CONFIG, "architectures", "array");
-    expect_bad("rope_scaling", json_pack("{s:s,s:f}", "rope_type", "llama3", "factor", 8.0), LOMO_ERR_CONFIG,
-               "rope_scaling", "llama3");
-    expect_bad("rope_scaling", json_pack("{s:s,s:f}", "type", "linear", "factor", 2.0), LOMO_ERR_CONFIG,
-               "rope_scaling", "linear");
-    expect_bad("rope_scaling", json_string("yes"), LOMO_ERR_CONFIG, "rope_scaling", NULL);
+    expect_bad("rope_scaling", json_pack("{s:s,s:f}", "rope_type", "dynamic", "factor", 2.0), LOMO_ERR_CONFIG,
+               "rope_scaling: rope_type", "\"dynamic\" is not supported");
+    expect_bad("rope_scaling", json_pack("{s:s,s:f}", "type", "yarn", "factor", 4.0), LOMO_ERR_CONFIG,
+               "rope_scaling: rope_type", "yarn");
+    expect_bad("rope_scaling", json_pack("{s:f}", "factor", 2.0), LOMO_ERR_CONFIG, "rope_scaling: rope_type",
+               "missing");
+    expect_bad("rope_scaling", json_pack("{s:i}", "rope_type", 3), LOMO_ERR_CONFIG, "rope_scaling: rope_type",
+               "string");
+    expect_bad("rope_scaling", json_pack("{s:s}", "rope_type", "linear"), LOMO_ERR_CONFIG, "rope_scaling: factor",
+               "missing");
+    expect_bad("rope_scaling", json_pack("{s:s,s:s}", "rope_type", "linear", "factor", "2"), LOMO_ERR_CONFIG,
+               "rope_scaling: factor", "number");
+    expect_bad("rope_scaling", json_pack("{s:s,s:f}", "rope_type", "linear", "factor", 0.0), LOMO_ERR_CONFIG,
+               "rope_scaling.factor", "positive");
+    expect_bad("rope_scaling",
+               json_pack("{s:s,s:f,s:f,s:i}", "rope_type", "llama3", "factor", 8.0, "high_freq_factor", 4.0,
+                         "original_max_position_embeddings", 8192),
+               LOMO_ERR_CONFIG, "rope_scaling: low_freq_factor", "missing");
+    expect_bad("rope_scaling",
+               json_pack("{s:s,s:f,s:f,s:f}", "rope_type", "llama3", "factor", 8.0, "high_freq_factor", 4.0,
+                         "low_freq_factor", 1.0),
+               LOMO_ERR_CONFIG, "rope_scaling: original_max_position_embeddings", "missing");
+    expect_bad("rope_scaling",
+               json_pack("{s:s,s:f,s:f,s:f,s:i}", "rope_type", "llama3", "factor", 8.0, "high_freq_factor", 1.0,
+                         "low_freq_factor", 1.0, "original_max_position_embeddings", 8192),
+               LOMO_ERR_CONFIG, "rope_scaling.high_freq_factor", "above low_freq_factor");
+    expect_bad("rope_scaling", json_string("yes"), LOMO_ERR_CONFIG, "rope_scaling", "object");
     expect_bad("attention_bias", json_true(), LOMO_ERR_CONFIG, "attention_bias", NULL);
     expect_bad("mlp_bias", json_true(), LOMO_ERR_CONFIG, "mlp_bias", NULL);
     expect_bad("head_dim", json_integer(8), LOMO_ERR_CONFIG, "head_dim", "8");
@@ -136,6 +172,36 @@ static void test_errors(void) {
           lomo_last_error(ctx));
 }
 
+/* RoPE scaling written as transformers reads it, and back exactly */
+static void test_save_rope_scaling(void) {
+    lomo_llama_config c = {.hidden_size = 48, .intermediate_size = 136, .num_hidden_layers = 2,
+                           .num_attention_heads = 6, .num_key_value_heads = 2, .vocab_size = 211,
+                           .max_position_embeddings = 131072, .rms_norm_eps = 1e-5, .rope_theta = 500000.0,
+                           .rope_scaling = {LOMO_ROPE_LLAMA3, 32.0, 1.0, 4.0, 8192}};
+    lomo_llama_config r;
+    CHECK(lomo_config_save_hf(ctx, &c, path) == LOMO_OK && lomo_config_load_hf(ctx, path, &r) == LOMO_OK &&
+              fx_same_config(&r, &c),
+          "llama3 scaling reads back identical: %s", lomo_last_error(ctx));
+    json_t *j = json_load_file(path, 0, NULL), *rs = j ? json_object_get(j, "rope_scaling") : NULL;
+    CHECK(rs && !strcmp(json_string_value(json_object_get(rs, "rope_type")), "llama3") &&
+              json_real_value(json_object_get(rs, "factor")) == 32.0 &&
+              json_integer_value(json_object_get(rs, "original_max_position_embeddings")) == 8192,
+          "rope_scaling object written");
+    json_decref(j);
+    c.rope_scaling = (lomo_rope_scaling){LOMO_ROPE_LINEAR, 2.5, 0, 0, 0};
+    CHECK(lomo_config_save_hf(ctx, &c, path) == LOMO_OK && lomo_config_load_hf(ctx, path, &r) == LOMO_OK &&
+              fx_same_config(&r, &c),
+          "linear scaling reads back identical: %s", lomo_last_error(ctx));
+    j = json_load_file(path, 0, NULL);
+    rs = j ? json_object_get(j, "rope_scaling") : NULL;
+    CHECK(rs && json_object_size(rs) == 2 && json_real_value(json_object_get(rs, "factor")) == 2.5,
+          "linear: rope_type and factor only");
+    json_decref(j);
+    c.rope_scaling.factor = -1;
+    CHECK(lomo_config_save_hf(ctx, &c, path) == LOMO_ERR_CONFIG && strstr(lomo_last_error(ctx), "rope_scaling.factor"),
+          "a bad factor is not saved: %s", lomo_last_error(ctx));
+}
+
 static void test_save(void) {
     lomo_llama_config c = {.hidden_size = 48, .intermediate_size = 136, .num_hidden_layers = 2,
                            .num_attention_heads = 6, .num_key_value_heads = 2, .vocab_size = 211,
@@ -145,8 +211,7 @@ static void test_save(void) {
     CHECK(st == LOMO_OK, "save: %s", lomo_last_error(ctx));
     lomo_llama_config r;
     st = lomo_config_load_hf(ctx, path, &r);
-    CHECK(st == LOMO_OK && memcmp(&r, &c, sizeof c) == 0, "saved config reads back identical: %s",
-          lomo_last_error(ctx));
+    CHECK(st == LOMO_OK && fx_same_config(&r, &c), "saved config reads back identical: %s", lomo_last_error(ctx));
     json_t *j = json_load_file(path, 0, NULL);
     CHECK(j != NULL, "saved config is JSON");
     if (j) {
@@ -158,6 +223,7 @@ static void test_save(void) {
         CHECK(json_is_true(json_object_get(j, "tie_word_embeddings")), "tie_word_embeddings true");
         CHECK(json_object_get(j, "torch_dtype") == NULL, "no torch_dtype without weights");
         CHECK(json_real_value(json_object_get(j, "rms_norm_eps")) == 1e-6, "eps exact");
+        CHECK(json_is_null(json_object_get(j, "rope_scaling")), "no scaling: rope_scaling null");
         json_decref(j);
     }
     char text[4096] = "";
@@ -186,6 +252,7 @@ int main(void) {
         test_defaults();
         test_errors();
         test_save();
+        test_save_rope_scaling();
     }
     json_decref(base);
     unlink(path);

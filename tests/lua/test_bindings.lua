@@ -493,6 +493,43 @@ function T.save_load_round_trip()
   m:close()
 end
 
+function T.rope_scaling_config()
+  local ctx = lomo.context{threads = 1}
+  local cfg = {}
+  for k, v in pairs(CFG) do cfg[k] = v end
+  cfg.rope_scaling = {rope_type = "llama3", factor = 8, low_freq_factor = 1, high_freq_factor = 4,
+                      original_max_position_embeddings = 16}
+  local m = lomo.model(ctx, cfg, {seed = 3})
+  local rs = m:config().rope_scaling
+  eq(rs.rope_type, "llama3", "rope_type")
+  eq(rs.factor, 8, "factor")
+  eq(rs.original_max_position_embeddings, 16, "original_max_position_embeddings")
+  -- the scaling changes the forward (positions up to 8 turn the low frequencies)
+  local plain = tiny(ctx, {seed = 3})
+  local tokens, targets = batch()
+  local a, b = m:forward(tokens, targets), plain:forward(tokens, targets)
+  truthy(a ~= b, "scaled and plain losses differ")
+  local dir = tmpname("_model")
+  m:save(dir)
+  truthy(read_file(dir .. "/config.json"):find('"rope_type": "llama3"', 1, true), "written to config.json")
+  local m2 = lomo.load(ctx, dir)
+  eq(m2:config().rope_scaling.high_freq_factor, 4, "read back")
+  eq(m2:forward(tokens, targets), a, "same loss after reload")
+  m2:close()
+  remove_dir(dir)
+  eq(plain:config().rope_scaling, nil, "no scaling: no rope_scaling field")
+  cfg.rope_scaling = {rope_type = "yarn", factor = 2}
+  fails(function() lomo.model(ctx, cfg) end, "\"yarn\" is not one of default, linear, llama3")
+  cfg.rope_scaling = {rope_type = "linear", factor = "2x"}
+  fails(function() lomo.model(ctx, cfg) end, "rope_scaling: config field 'factor' must be a number")
+  cfg.rope_scaling = {rope_type = "linear"}
+  fails(function() lomo.model(ctx, cfg) end, "rope_scaling.factor")
+  cfg.rope_scaling = "linear"
+  fails(function() lomo.model(ctx, cfg) end, "'rope_scaling' must be a table")
+  m:close()
+  plain:close()
+end
+
 function T.optimizer_state_exact_resume()
   local ctx = lomo.context{threads = 1}
   local tokens, targets = batch()
