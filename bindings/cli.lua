@@ -198,8 +198,8 @@ local function timing(n, seconds, why, extra)
     n, seconds, n > 0 and 1e3 * seconds / n or 0, why == "stop" and "the end token" or "--max-new", extra or ""))
 end
 
-M.generate_usage = "usage: lomo generate <model.gguf | hf-folder> [prompt ...] [--chat[=chatml|smollm2]] " ..
-                   SAMPLING_USAGE .. "\n  the prompt is the words after the model, or standard input when there are none"
+M.generate_usage = "usage: lomo generate <model.gguf | hf-folder> [prompt ...] " ..
+                   "[--chat[=chatml|smollm2|llama3]] " .. SAMPLING_USAGE .. "\n  the prompt is the words after the model, or standard input when there are none"
 
 -- Prints the reply as it is generated, then a line of timing to stderr.
 function M.generate(...)
@@ -209,8 +209,8 @@ function M.generate(...)
   if not path then error(M.generate_usage, 0) end
   local text = table.concat(opt, " ", 2)
   if #opt < 2 then text = io.read("a") or "" end
-  if opt.chat then
-    local template = opt.chat == true and "chatml" or opt.chat
+  local template = opt.chat == true and "chatml" or opt.chat
+  if template then
     text = call(prompts.chat, {{role = "user", content = text}},
                 {template = template, system = opt.system, add_generation_prompt = true})
   elseif opt.system then
@@ -220,30 +220,31 @@ function M.generate(...)
   local on_token, finish = streamer(tok)
   local t0 = lomo.clock()
   local reply, why, ids = eval.generate_text(m, tok, text, {
-    bos = not opt.chat, max_new_tokens = opt["max-new"] or 128, temperature = opt.temperature or 0,
-    top_p = opt["top-p"], seed = opt.seed or 0, on_token = on_token})
+    bos = not template, stop = template and eval.chat_stops(tok, template) or nil,
+    max_new_tokens = opt["max-new"] or 128, temperature = opt.temperature or 0, top_p = opt["top-p"],
+    seed = opt.seed or 0, on_token = on_token})
   finish(ids)
   timing(#ids, lomo.clock() - t0, why)
   m:close()
   return reply
 end
 
-M.chat_usage = "usage: lomo chat <model.gguf | hf-folder> [--template chatml|smollm2] " .. SAMPLING_USAGE ..
+M.chat_usage = "usage: lomo chat <model.gguf | hf-folder> [--template chatml|smollm2|llama3] " ..
+               SAMPLING_USAGE ..
                "\n  a conversation on standard input, a line a turn; /reset starts a new one"
 
 -- A conversation: each turn's tokens join the key/value cache after the earlier turns', so a turn
--- costs its own tokens only. ChatML turns (SmolLM2's template is ChatML with a system message).
+-- costs its own tokens only. The template's end of turn (ChatML's <|im_end|>, Llama 3's <|eot_id|>)
+-- stops a reply; the next turn feeds it first, since a stop token never enters the cache.
 function M.chat(...)
   local eval, prompts, rng = require "lomo.eval", require "lomo.prompts", require "lomo.rng"
   local opt = parse_options({...}, spec_with{template = "string"}, M.chat_usage)
   local path = opt[1]
   if not path or opt[2] then error(M.chat_usage, 0) end
   local template = opt.template or "chatml"
-  call(prompts.chat, {{role = "user", content = "x"}}, {template = template})   -- a bad template, before loading
+  local t = call(prompts.template, template)   -- a bad template, before loading
   local m, tok = load_for_generation(path, opt)
-  local stop = {tok.eos}
-  local im_end = tok:encode("<|im_end|>", {add_special = false})
-  if #im_end == 1 and im_end[1] ~= tok.eos then stop[#stop + 1] = im_end[1] end
+  local stop = eval.chat_stops(tok, template)
   local r = rng.new(opt.seed or 0)
   local on_token, finish = streamer(tok)
   local pos, pending = 0, {}   -- positions the cache holds; ids generated but not yet in it
@@ -254,9 +255,8 @@ function M.chat(...)
       print("(a new conversation)")
     elseif line:match("%S") then
       local text = call(prompts.chat, {{role = "user", content = line}}, {
-        template = pos == 0 and template or "chatml", system = pos == 0 and opt.system or nil,
-        add_generation_prompt = true})
-      if pos > 0 then text = "<|im_end|>\n" .. text end   -- the end of the last reply, never fed
+        template = template, system = opt.system, continues = pos > 0, add_generation_prompt = true})
+      if pos > 0 then text = t.close .. t.sep .. text end   -- the end of the last reply, never fed
       local ids = {}
       for _, id in ipairs(pending) do ids[#ids + 1] = id end
       for _, id in ipairs(tok:encode(text, {add_special = false})) do ids[#ids + 1] = id end

@@ -62,6 +62,7 @@ return function(cfg)
   for i, r in ipairs(train_rows) do train[i] = example(r) end
   for i, r in ipairs(held_rows) do held[i] = example(r) end
 
+  local stops = evalm.chat_stops(tok, template)
   local function replies(title)
     print(title)
     for _, r in ipairs(held_rows) do
@@ -69,7 +70,7 @@ return function(cfg)
                                   {template = template, add_generation_prompt = true})
       local text = evalm.generate_text(m, tok, prompt, {bos = false, max_new_tokens = gen.max_new_tokens or 40,
                                                         temperature = gen.temperature or 0, top_p = gen.top_p,
-                                                        seed = seed})
+                                                        seed = seed, stop = stops})
       print(string.format("  > %s\n    %s", r.instruction, (text:gsub("\n", "\n    "))))
     end
   end

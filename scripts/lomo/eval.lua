@@ -280,6 +280,16 @@ function M.generate(m, ids, opts)
   return out, "length", pos + #seq - 1
 end
 
+-- chat_stops(tok, template): the ids that end a reply in a chat template (lomo.prompts): the
+-- tokenizer's EOS and the template's end of turn when it is one token (Llama 3 Instruct's EOS is
+-- <|end_of_text|>, its turns end with <|eot_id|>; SmolLM2's EOS is its <|im_end|>).
+function M.chat_stops(tok, template)
+  local stops = {tok.eos}
+  local close = tok:encode(require("lomo.prompts").template(template).close, {add_special = false})
+  if #close == 1 and close[1] ~= tok.eos then stops[#stops + 1] = close[1] end
+  return stops
+end
+
 -- generate_text(m, tok, text, opts): generate from a prompt string and decode the reply;
 -- stops at tok.eos unless opts.stop is given.
 function M.generate_text(m, tok, text, opts)

@@ -168,10 +168,31 @@ function M.superglue(task, row, opts)
 end
 
 ---------------------------------------------------------------------------------------------
--- Chat templates. ChatML: "<|im_start|>role\ncontent<|im_end|>\n" per message;
--- "smollm2" is ChatML plus SmolLM2's default system message when none is given.
+-- Chat templates: how each message is written. A turn is open (with the role) .. content ..
+-- close .. sep. "chatml": "<|im_start|>role\ncontent<|im_end|>\n"; "smollm2" is ChatML plus
+-- SmolLM2's default system message when none is given; "llama3" is Meta's Llama 3 format,
+-- "<|start_header_id|>role<|end_header_id|>\n\ncontent<|eot_id|>" after "<|begin_of_text|>",
+-- each message trimmed as its template does (Llama 3.1 and 3.2 Instruct add a system message
+-- with dates of their own: give one with `system` to match them).
 
 M.SMOLLM2_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+
+M.TEMPLATES = {
+  chatml = {open = "<|im_start|>%s\n", close = "<|im_end|>", sep = "\n"},
+  smollm2 = {open = "<|im_start|>%s\n", close = "<|im_end|>", sep = "\n", system = M.SMOLLM2_SYSTEM},
+  llama3 = {open = "<|start_header_id|>%s<|end_header_id|>\n\n", close = "<|eot_id|>", sep = "",
+            begin = "<|begin_of_text|>", trim = true},
+}
+
+local function template_of(name, who)
+  local t = M.TEMPLATES[name or "chatml"]
+  if not t then fail(who, "unknown template '%s' (chatml, smollm2, llama3)", tostring(name)) end
+  return t
+end
+
+-- template(name): the template table ({open, close, sep, begin, system, trim}); an error names
+-- the known ones. The end of a turn is t.close .. t.sep.
+function M.template(name) return template_of(name, "lomo.prompts.template") end
 
 local function check_messages(messages, who)
   if type(messages) ~= "table" or #messages == 0 then fail(who, "messages must be a non-empty array") end
@@ -182,51 +203,60 @@ local function check_messages(messages, who)
   end
 end
 
--- chat(messages, {template = "chatml"|"smollm2", add_generation_prompt = false, system = s})
+local function body(t, content)
+  return t.trim and content:match("^%s*(.-)%s*$") or content
+end
+
+-- The start of a conversation: the template's opening text and the system message (opts.system,
+-- else the template's default, unless the first message is the system's own).
+local function start(t, first, opts)
+  local out = t.begin or ""
+  local system = opts.system
+  if system == nil then system = t.system end
+  if system and not (first and first.role == "system") then
+    out = out .. t.open:format("system") .. body(t, system) .. t.close .. t.sep
+  end
+  return out
+end
+
+-- chat(messages, {template = "chatml"|"smollm2"|"llama3", add_generation_prompt = false,
+-- system = s, continues = false}). continues = true writes turns that follow earlier ones
+-- (no opening text, no system message): a conversation fed to a key/value cache turn by turn.
 function M.chat(messages, opts)
   local who = "lomo.prompts.chat"
   opts = opts or {}
   check_messages(messages, who)
-  local template = opts.template or "chatml"
-  if template ~= "chatml" and template ~= "smollm2" then
-    fail(who, "unknown template '%s' (chatml, smollm2)", tostring(template))
-  end
-  local out = {}
-  local system = opts.system
-  if system == nil and template == "smollm2" then system = M.SMOLLM2_SYSTEM end
-  if system and messages[1].role ~= "system" then
-    out[#out + 1] = "<|im_start|>system\n" .. system .. "<|im_end|>\n"
-  end
+  local t = template_of(opts.template, who)
+  local out = {opts.continues and "" or start(t, messages[1], opts)}
   for _, msg in ipairs(messages) do
-    out[#out + 1] = "<|im_start|>" .. msg.role .. "\n" .. msg.content .. "<|im_end|>\n"
+    out[#out + 1] = t.open:format(msg.role) .. body(t, msg.content) .. t.close .. t.sep
   end
-  if opts.add_generation_prompt then out[#out + 1] = "<|im_start|>assistant\n" end
+  if opts.add_generation_prompt then out[#out + 1] = t.open:format("assistant") end
   return table.concat(out)
 end
 
 -- chat_example(messages, opts): {prompt=, answer=} for training on the last message, which
--- must be the assistant's: the prompt ends with "<|im_start|>assistant\n", the answer is the
--- reply and its "<|im_end|>" (SmolLM2's end-of-turn, which is also its EOS). Feed it to
+-- must be the assistant's: the prompt ends with the assistant's header, the answer is the reply
+-- and the template's end of turn ("<|im_end|>", SmolLM2's EOS too; "<|eot_id|>"). Feed it to
 -- lomo.data.example with eos = false.
 function M.chat_example(messages, opts)
   local who = "lomo.prompts.chat_example"
   check_messages(messages, who)
+  opts = opts or {}
+  local t = template_of(opts.template, who)
   local last = messages[#messages]
   if last.role ~= "assistant" then fail(who, "the last message must be the assistant's") end
-  local head = {}
-  for i = 1, #messages - 1 do head[i] = messages[i] end
-  local o = {}
-  for k, v in pairs(opts or {}) do o[k] = v end
-  o.add_generation_prompt = true
   local prompt
-  if #head == 0 then
-    local sys = o.system
-    if sys == nil and o.template == "smollm2" then sys = M.SMOLLM2_SYSTEM end
-    prompt = (sys and ("<|im_start|>system\n" .. sys .. "<|im_end|>\n") or "") .. "<|im_start|>assistant\n"
+  if #messages == 1 then
+    prompt = start(t, nil, opts) .. t.open:format("assistant")
   else
+    local head, o = {}, {}
+    for i = 1, #messages - 1 do head[i] = messages[i] end
+    for k, v in pairs(opts) do o[k] = v end
+    o.add_generation_prompt = true
     prompt = M.chat(head, o)
   end
-  return {prompt = prompt, answer = last.content .. "<|im_end|>"}
+  return {prompt = prompt, answer = body(t, last.content) .. t.close}
 end
 
 return M

@@ -332,6 +332,27 @@ function T.tokenizer_round_trip()
   truthy(tostring(tok):find("lomo.tokenizer", 1, true), "tostring")
 end
 
+-- the llama3 chat template's marks are single special tokens of a Llama 3 tokenizer, and its
+-- text carries the one BOS (encoded without the tokenizer's own, as lomo chat and generate do)
+function T.llama3_template_with_a_llama3_tokenizer()
+  local prompts = require "lomo.prompts"
+  local tok = lomo.tokenizer(fixtures .. "/tok/llama3.tokenizer.json")
+  local t = prompts.template("llama3")
+  for _, mark in ipairs{t.begin, t.close, "<|start_header_id|>", "<|end_header_id|>"} do
+    eq(#tok:encode(mark, {add_special = false}), 1, mark .. " is one token")
+  end
+  local text = prompts.chat({{role = "user", content = "Hi"}}, {template = "llama3", add_generation_prompt = true})
+  local ids = tok:encode(text, {add_special = false})
+  eq(ids[1], tok.bos, "starts with the BOS")
+  local n = 0
+  for _, id in ipairs(ids) do n = n + (id == tok.bos and 1 or 0) end
+  eq(n, 1, "one BOS")
+  eq(tok:decode(ids, {skip_special = false}), text, "decodes to the text")
+  local stops = require("lomo.eval").chat_stops(tok, "llama3")
+  eq(stops[#stops], tok:token_to_id("<|eot_id|>"), "a reply stops at the end of its turn")
+  truthy(stops[1] == tok.eos and tok.eos ~= stops[#stops], "and at the EOS")
+end
+
 -- ---- end to end ----
 
 function T.forward_logprobs_and_next_logits()

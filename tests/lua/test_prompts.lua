@@ -85,6 +85,31 @@ function T.chatml_and_smollm2_templates()
   check.raises(function() prompts.chat(msgs, {template = "llama"}) end, "unknown template 'llama'")
 end
 
+-- Expected strings: Meta's Llama 3 Instruct chat template rendered by jinja2 as transformers
+-- renders it (trim_blocks, lstrip_blocks, bos_token "<|begin_of_text|>"), by hand.
+function T.llama3_template()
+  check.eq(prompts.chat({{role = "system", content = "Be brief. "}, {role = "user", content = "  Hi\n"}},
+                        {template = "llama3", add_generation_prompt = true}),
+           "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|>" ..
+           "<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n")
+  local msgs = {{role = "user", content = "2+2?"}, {role = "assistant", content = " 4\n"}}
+  local full = "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n2+2?<|eot_id|>" ..
+               "<|start_header_id|>assistant<|end_header_id|>\n\n4<|eot_id|>"
+  check.eq(prompts.chat(msgs, {template = "llama3"}), full)
+  local ex = prompts.chat_example(msgs, {template = "llama3"})
+  check.eq(ex.answer, "4<|eot_id|>", "the answer ends the turn")
+  check.eq(ex.prompt .. ex.answer, full, "prompt + answer is the chat")
+  -- a turn that continues a conversation: no <|begin_of_text|>, no system message
+  check.eq(prompts.chat({{role = "user", content = "Next"}},
+                        {template = "llama3", system = "S", continues = true, add_generation_prompt = true}),
+           "<|start_header_id|>user<|end_header_id|>\n\nNext<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n")
+  check.eq(prompts.chat({{role = "user", content = "Hi"}}, {template = "smollm2", continues = true}),
+           "<|im_start|>user\nHi<|im_end|>\n", "smollm2 continued: no default system message")
+  local t = prompts.template("llama3")
+  check.eq(t.close .. t.sep, "<|eot_id|>", "the end of a turn")
+  check.raises(function() prompts.template("vicuna") end, "unknown template 'vicuna' (chatml, smollm2, llama3)")
+end
+
 function T.chat_example_splits_prompt_and_answer()
   local ex = prompts.chat_example({{role = "user", content = "2+2?"}, {role = "assistant", content = "4"}})
   check.eq(ex.prompt, "<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n")
