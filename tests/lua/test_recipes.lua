@@ -190,6 +190,38 @@ function T.chat_continues_the_cache_turn_by_turn()
                "a conversation past the model's positions:\n" .. out)
 end
 
+-- a Llama-3-shaped folder (llama3 RoPE scaling, a Llama 3 tokenizer, random weights): lomo chat
+-- and generate run it with Meta's template, each turn continuing the cache
+function T.a_llama3_folder_chats()
+  local lomo = check.lomo()
+  if not lomo then check.skip("the lomo bindings are not loadable here") end
+  local dir = check.tmpdir()
+  local tokenizer = check.read(root .. "/tests/fixtures/tok/llama3.tokenizer.json")
+  check.write(dir .. "/tokenizer.json", tokenizer)
+  local tok = lomo.tokenizer(dir .. "/tokenizer.json")
+  local ctx = lomo.context{threads = 2}
+  local m = lomo.model(ctx, {hidden_size = 32, intermediate_size = 64, num_hidden_layers = 2, num_attention_heads = 4,
+                             num_key_value_heads = 2, vocab_size = tok:vocab_size(), max_position_embeddings = 512,
+                             rope_theta = 500000, rope_scaling = {rope_type = "llama3", factor = 32,
+                             low_freq_factor = 1, high_freq_factor = 4, original_max_position_embeddings = 64}},
+                       {seed = 1})
+  m:save(dir)
+  m:close()
+  local turn = tok:encode(require("lomo.prompts").chat({{role = "user", content = "Hi"}},
+                          {template = "llama3", add_generation_prompt = true}), {add_special = false})
+  local code, out = run_with_input("Hi\nHi\n", nil, "chat", dir, "--template", "llama3", "--max-new", "3")
+  local held = {}
+  for n in out:gmatch("(%d+) positions in the cache") do held[#held + 1] = tonumber(n) end
+  check.truthy(code == 0 and #held == 2, "two turns:\n" .. out)
+  -- the first turn is its prompt and 3 tokens, less the last (generated, not yet fed); the second
+  -- feeds that token, the end of the turn, and the turn without <|begin_of_text|>
+  check.eq(held[1], #turn + 2, "the first turn's positions")
+  check.eq(held[2], held[1] + 1 + 1 + (#turn - 1) + 2, "the second turn continues the first")
+  code, out = run_program(nil, "generate", dir, "--chat=llama3", "--max-new", "2", "Hi")
+  check.truthy(code == 0 and out:find("2 tokens in", 1, true), "generate --chat=llama3:\n" .. out)
+  check.rmtree(dir)
+end
+
 function T.a_fault_in_a_script_keeps_its_traceback()
   local dir = check.tmpdir()
   local script = dir .. "/fault.lua"
