@@ -176,12 +176,20 @@ static int tok_id_to_token(lua_State *L) {
     return 1;
 }
 
+static int tok_save(lua_State *L) {
+    tok_handle *h = check_tok(L, 1);
+    lomo_status st = lomo_tokenizer_save_hf(h->t, luaL_checkstring(L, 2));
+    if (st != LOMO_OK) return lomo_lua_fail(L, h->cr->ctx, st, "lomo.tokenizer:save");
+    return 0;
+}
+
 static const lomo_lua_reg tok_methods[] = {
     {"encode", tok_encode, "(text, {add_special=false}) -> ids"},
     {"decode", tok_decode, "(ids, {skip_special=true}) -> string"},
     {"vocab_size", tok_vocab_size, "() -> number of tokens"},
     {"token_to_id", tok_token_to_id, "(s) -> id or nil"},
     {"id_to_token", tok_id_to_token, "(id) -> string or nil"},
+    {"save", tok_save, "(folder): tokenizer.json and tokenizer_config.json, as transformers reads them"},
     {"close", tok_close, "()"},
     {NULL, NULL, NULL},
 };

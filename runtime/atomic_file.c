@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 #include "atomic_file.h"
@@ -119,4 +120,26 @@ lomo_status atomic_write_file(lomo_ctx *ctx, const char *path, const void *buf, 
         free(dir);
     }
     return st;
+}
+
+lomo_status atomic_make_dirs(lomo_ctx *ctx, const char *dir, const char *who) {
+    if (!*dir) return lomo_fail(ctx, LOMO_ERR_INVALID_ARG, "%s: empty folder name", who);
+    char *p = strdup(dir);
+    if (!p) return lomo_fail(ctx, LOMO_ERR_OOM, "%s: out of memory", dir);
+    for (char *s = p + 1; ; s++) {
+        if (*s != '/' && *s) continue;
+        char c = *s;
+        *s = 0;
+        if (mkdir(p, 0777) != 0 && errno != EEXIST) {
+            lomo_status st = lomo_fail(ctx, LOMO_ERR_IO, "%s: cannot create folder: %s", p, strerror(errno));
+            free(p);
+            return st;
+        }
+        *s = c;
+        if (!c) break;
+    }
+    free(p);
+    struct stat sb;
+    if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) return lomo_fail(ctx, LOMO_ERR_IO, "%s: not a folder", dir);
+    return LOMO_OK;
 }

@@ -45,6 +45,9 @@ lomo_status atomic_dir_sync(lomo_ctx *ctx, const char *dir);
 /* The folder of path ("." when it has none), malloc'd; NULL when out of memory. */
 char *atomic_dirname(const char *path);
 
+/* Creates dir and its missing parents (mkdir -p); who names the caller in an empty-name error. */
+lomo_status atomic_make_dirs(lomo_ctx *ctx, const char *dir, const char *who);
+
 /* Replaces path with buf[n] in one step: begin, write, finish, publish, folder sync. */
 lomo_status atomic_write_file(lomo_ctx *ctx, const char *path, const void *buf, size_t n);
 

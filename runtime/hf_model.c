@@ -362,27 +362,6 @@ lomo_status lomo_model_load_hf(lomo_model **out, lomo_ctx *ctx, const char *dir,
 
 /* ---- saving ---- */
 
-static lomo_status make_dirs(lomo_ctx *ctx, const char *dir) {
-    if (!*dir) return lomo_fail(ctx, LOMO_ERR_INVALID_ARG, "lomo_model_save_hf: empty folder name");
-    char *p = strdup(dir);
-    if (!p) return lomo_fail(ctx, LOMO_ERR_OOM, "%s: out of memory", dir);
-    for (char *s = p + 1; ; s++) {
-        if (*s != '/' && *s) continue;
-        char c = *s;
-        *s = 0;
-        if (mkdir(p, 0777) != 0 && errno != EEXIST) {
-            lomo_status st = lomo_fail(ctx, LOMO_ERR_IO, "%s: cannot create folder: %s", p, strerror(errno));
-            free(p);
-            return st;
-        }
-        *s = c;
-        if (!c) break;
-    }
-    free(p);
-    if (!is_dir(dir)) return lomo_fail(ctx, LOMO_ERR_IO, "%s: not a folder", dir);
-    return LOMO_OK;
-}
-
 /* model-NNNNN-of-MMMMM.safetensors: its shard number and count, or 0. */
 static int shard_name(const char *s, int *i, int *of) {
     const char *pat = "model-#####-of-#####.safetensors";
@@ -484,7 +463,7 @@ lomo_status lomo_model_save_hf(lomo_model *m, const char *dir, size_t max_shard_
     if (!m) return LOMO_ERR_INVALID_ARG;
     lomo_ctx *ctx = m->ctx;
     if (!dir) return lomo_fail(ctx, LOMO_ERR_INVALID_ARG, "lomo_model_save_hf: NULL folder");
-    lomo_status st = make_dirs(ctx, dir);
+    lomo_status st = atomic_make_dirs(ctx, dir, "lomo_model_save_hf");
     if (st) return st;
 
     int np = m->nparams, nshards = 1;

@@ -17,8 +17,17 @@ extern "C" {
 
 typedef struct lomo_tokenizer lomo_tokenizer;
 
+/* tokenizer.json; when the file is named tokenizer.json, a tokenizer_config.json beside it names
+ * the BOS and EOS (bos_token, eos_token), as transformers reads them. */
 lomo_status lomo_tokenizer_load_hf(lomo_tokenizer **out, lomo_ctx *ctx, const char *tokenizer_json_path);
 lomo_status lomo_tokenizer_load_gguf(lomo_tokenizer **out, lomo_ctx *ctx, const char *gguf_path);
+/*
+ * Writes dir/tokenizer.json and dir/tokenizer_config.json (BOS and EOS by name),
+ * creating dir if needed, each file whole or not at all: a GGUF's tokenizer saved
+ * beside a fine-tune makes the folder complete for lomo and for transformers.
+ * lomo_tokenizer_load_hf of dir/tokenizer.json gives the same ids, BOS and EOS.
+ */
+lomo_status lomo_tokenizer_save_hf(const lomo_tokenizer *t, const char *dir);
 void lomo_tokenizer_destroy(lomo_tokenizer *t);
 
 /* ids_out is malloc'd (caller frees). add_special: BOS etc. as the tokenizer's post-processor says. */

@@ -323,6 +323,39 @@ lomo_status tok_pre_add_preset(lomo_tokenizer *t, const char *name) {
                      name);
 }
 
+static int rank_cmp(const void *a, const void *b) {
+    const int32_t *x = a, *y = b;
+    return (x[0] > y[0]) - (x[0] < y[0]);
+}
+
+int tok_merges_by_rank(const lomo_tokenizer *t, int32_t **pairs) {
+    *pairs = NULL;
+    const tok_pairmap *m = t->merges;
+    if (!m) return 0;
+    size_t n = 0;
+    for (size_t i = 0; i < m->cap; i++) n += m->key[i] != UINT64_MAX;
+    int32_t *tri = malloc((n ? n : 1) * 3 * sizeof *tri);   /* (rank, left, right), sorted by rank */
+    *pairs = malloc((n ? n : 1) * 2 * sizeof **pairs);
+    if (!tri || !*pairs) {
+        free(tri);
+        free(*pairs);
+        *pairs = NULL;
+        return -1;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < m->cap; i++) {
+        if (m->key[i] == UINT64_MAX) continue;
+        tri[3 * k] = m->rank[i];
+        tri[3 * k + 1] = (int32_t)(m->key[i] >> 32);
+        tri[3 * k + 2] = (int32_t)(uint32_t)m->key[i];
+        k++;
+    }
+    qsort(tri, n, 3 * sizeof *tri, rank_cmp);
+    for (size_t r = 0; r < n; r++) (*pairs)[2 * r] = tri[3 * r + 1], (*pairs)[2 * r + 1] = tri[3 * r + 2];
+    free(tri);
+    return (int)n;
+}
+
 void tok_added_set_strip(lomo_tokenizer *t, int id, int lstrip, int rstrip) {
     for (int i = 0; i < t->n_added; i++)
         if (t->added[i].id == id) t->added[i].lstrip = lstrip, t->added[i].rstrip = rstrip;

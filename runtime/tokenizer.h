@@ -63,6 +63,7 @@ extern const char TOK_RE_LLAMA3[];    /* Llama-3 (cl100k-style) split */
 /* NULL on failure with the PCRE2 message in err. */
 tok_regex *tok_regex_compile(const char *pattern, size_t len, char *err, size_t err_size);
 void tok_regex_free(tok_regex *re);
+const char *tok_regex_pattern(const tok_regex *re);   /* the source it was compiled from */
 tok_match_ctx *tok_match_ctx_create(void);
 void tok_match_ctx_free(tok_match_ctx *m);
 /* First match at or after `from` in s[0, n) (valid UTF-8): 1 and [*ms, *me), 0 if none, -1 on a match error. */
@@ -175,6 +176,9 @@ lomo_status tok_dec_add(lomo_tokenizer *t, tok_dec_step step);
 lomo_status tok_post_add(lomo_tokenizer *t, int prefix, int32_t id);   /* prefix: 1 before, 0 after */
 /* Pre-tokenizer presets: "gpt2", "llama3", "smollm" (regex splits + byte-level map). */
 lomo_status tok_pre_add_preset(lomo_tokenizer *t, const char *name);
+/* The merges in rank order: pairs[2 r], pairs[2 r + 1] are the left and right ids of rank r.
+ * Returns the count (0 without merges), or -1 when out of memory; *pairs is malloc'd. */
+int tok_merges_by_rank(const lomo_tokenizer *t, int32_t **pairs);
 /* Sets the strip flags of the added token with this id (HF added_tokens lstrip/rstrip). */
 void tok_added_set_strip(lomo_tokenizer *t, int id, int lstrip, int rstrip);
 

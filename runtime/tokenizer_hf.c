@@ -6,8 +6,8 @@
  * tokenizer_create; normalizer, pre_tokenizer, post_processor and decoder
  * then replace the default pipeline. Whatever we do not implement is an
  * error naming the file and the field, never a silent difference.
- * tokenizer.json carries no bos/eos: they come from the post-processor's
- * template, else from the usual token names.
+ * tokenizer.json carries no bos/eos: they come from tokenizer_config.json beside
+ * it, else from the post-processor's template, else from the usual token names.
  */
 #include <errno.h>
 #include <jansson.h>
@@ -628,6 +628,45 @@ lomo_status tokenizer_load_hf_json(lomo_tokenizer **out, lomo_ctx *ctx, const ch
     return st;
 }
 
+/* bos_token / eos_token of tokenizer_config.json: a string, {"content": string}, or null (keeps *id). */
+static lomo_status config_token(lomo_tokenizer *t, const char *path, const json_t *root, const char *key, int *id) {
+    const json_t *v = json_object_get(root, key);
+    if (!v || json_is_null(v)) return LOMO_OK;
+    if (json_is_object(v)) v = json_object_get(v, "content");
+    if (!json_is_string(v))
+        return lomo_fail(t->ctx, LOMO_ERR_FORMAT, "%s: %s: expected a token (a string or {\"content\": string})",
+                         path, key);
+    int found = lomo_tokenizer_token_to_id(t, json_string_value(v));
+    if (found < 0)
+        return lomo_fail(t->ctx, LOMO_ERR_FORMAT, "%s: %s: \"%.64s\" is not in the vocabulary", path, key,
+                         json_string_value(v));
+    *id = found;
+    return LOMO_OK;
+}
+
+/* tokenizer_config.json beside .../tokenizer.json, when there is one: the BOS and EOS by name. */
+static lomo_status read_tokenizer_config(lomo_tokenizer *t, const char *json_path) {
+    const char *base = strrchr(json_path, '/');
+    base = base ? base + 1 : json_path;
+    if (strcmp(base, "tokenizer.json") != 0) return LOMO_OK;
+    char path[4096];
+    snprintf(path, sizeof path, "%.*stokenizer_config.json", (int)(base - json_path), json_path);
+    FILE *f = fopen(path, "rb");
+    if (!f) return LOMO_OK;
+    json_error_t err;
+    json_t *root = json_loadf(f, 0, &err);
+    fclose(f);
+    if (!root)
+        return lomo_fail(t->ctx, LOMO_ERR_FORMAT, "%s: invalid JSON at line %d, column %d: %s", path, err.line,
+                         err.column, err.text);
+    lomo_status st = json_is_object(root) ? LOMO_OK
+                                          : lomo_fail(t->ctx, LOMO_ERR_FORMAT, "%s: expected a JSON object", path);
+    if (!st && !(st = config_token(t, path, root, "bos_token", &t->bos_id)))
+        st = config_token(t, path, root, "eos_token", &t->eos_id);
+    json_decref(root);
+    return st;
+}
+
 lomo_status lomo_tokenizer_load_hf(lomo_tokenizer **out, lomo_ctx *ctx, const char *tokenizer_json_path) {
     if (!out || !tokenizer_json_path)
         return lomo_fail(ctx, LOMO_ERR_INVALID_ARG, "lomo_tokenizer_load_hf: NULL argument");
@@ -659,5 +698,9 @@ lomo_status lomo_tokenizer_load_hf(lomo_tokenizer **out, lomo_ctx *ctx, const ch
     }
     lomo_status st = tokenizer_load_hf_json(out, ctx, data, (size_t)size, path);
     free(data);
+    if (!st && (st = read_tokenizer_config(*out, path))) {
+        lomo_tokenizer_destroy(*out);
+        *out = NULL;
+    }
     return st;
 }

@@ -7,6 +7,7 @@
 #include <pcre2.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include "tokenizer.h"
 
 /* GPT-2's split, also what HF ByteLevel(use_regex=true) applies. */
@@ -19,6 +20,7 @@ const char TOK_RE_LLAMA3[] =
 
 struct tok_regex {
     pcre2_code *code;
+    char *pattern;   /* the source, for writing tokenizer.json back */
 };
 
 struct tok_match_ctx {
@@ -38,18 +40,27 @@ tok_regex *tok_regex_compile(const char *pattern, size_t len, char *err, size_t 
     /* JIT is optional: without it pcre2_match interprets, just slower. */
     (void)pcre2_jit_compile(c, PCRE2_JIT_COMPLETE);
     tok_regex *re = malloc(sizeof *re);
-    if (!re) {
+    char *src = malloc(len + 1);
+    if (!re || !src) {
         pcre2_code_free(c);
+        free(re);
+        free(src);
         snprintf(err, err_size, "out of memory");
         return NULL;
     }
+    memcpy(src, pattern, len);
+    src[len] = 0;
     re->code = c;
+    re->pattern = src;
     return re;
 }
+
+const char *tok_regex_pattern(const tok_regex *re) { return re->pattern; }
 
 void tok_regex_free(tok_regex *re) {
     if (!re) return;
     pcre2_code_free(re->code);
+    free(re->pattern);
     free(re);
 }
 

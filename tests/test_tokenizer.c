@@ -7,8 +7,10 @@
  * and decodes for every line of tests/fixtures/tok/corpus.txt and for the
  * whole file; small edits of them (variants.ref.json); the same vocabularies
  * built through tokenizer_create from plain arrays, as the GGUF loader does;
- * score-mode SentencePiece against a transcription of llama.cpp's; and every
- * error path naming the file and the field.
+ * score-mode SentencePiece against a transcription of llama.cpp's; every
+ * tokenizer and variant written back as tokenizer.json (lomo_tokenizer_save_hf)
+ * and read again, against the same ids; tokenizer_config.json's BOS and EOS;
+ * and every error path naming the file and the field.
  */
 #include <jansson.h>
 #include <stdio.h>
@@ -122,11 +124,43 @@ static lomo_tokenizer *load_hf(const char *name) {
     return t;
 }
 
+static char save_root[] = "/tmp/lomo_tok_save_XXXXXX";
+
+/* t written with lomo_tokenizer_save_hf and read back from the folder (NULL on failure, checked);
+ * the BOS and EOS must survive, through tokenizer_config.json. */
+static lomo_tokenizer *saved_and_loaded(const lomo_tokenizer *t, const char *what) {
+    static int n;
+    char dir[256], file[300];
+    snprintf(dir, sizeof dir, "%s/%d", save_root, n++);
+    snprintf(file, sizeof file, "%s/tokenizer.json", dir);
+    lomo_tokenizer *r = NULL;
+    lomo_status st = lomo_tokenizer_save_hf(t, dir);
+    CHECK(st == LOMO_OK, "%s: save: %s", what, lomo_last_error(ctx));
+    if (!st) {
+        st = lomo_tokenizer_load_hf(&r, ctx, file);
+        CHECK(st == LOMO_OK, "%s: load what was saved: %s", what, lomo_last_error(ctx));
+    }
+    if (r)
+        CHECK(lomo_tokenizer_bos_id(r) == lomo_tokenizer_bos_id(t) && lomo_tokenizer_eos_id(r) == lomo_tokenizer_eos_id(t) &&
+                  lomo_tokenizer_vocab_size(r) == lomo_tokenizer_vocab_size(t),
+              "%s saved: bos %d eos %d, was %d %d", what, lomo_tokenizer_bos_id(r), lomo_tokenizer_eos_id(r),
+              lomo_tokenizer_bos_id(t), lomo_tokenizer_eos_id(t));
+    unlink(file);
+    snprintf(file, sizeof file, "%s/tokenizer_config.json", dir);
+    unlink(file);
+    rmdir(dir);
+    return r;
+}
+
+/* each tokenizer, and each written back and read again, against HF's ids */
 static void test_hf_parity(void) {
     static const char *const names[] = {"gpt2", "llama3", "llama2", "llama2_meta", "smollm2"};
     for (int i = 0; i < 5; i++) {
         lomo_tokenizer *t = load_hf(names[i]);
         if (t) check_refs(t, names[i]);
+        lomo_tokenizer *r = t ? saved_and_loaded(t, names[i]) : NULL;
+        if (r) check_refs(r, names[i]);
+        lomo_tokenizer_destroy(r);
         lomo_tokenizer_destroy(t);
     }
 }
@@ -152,15 +186,21 @@ static void test_variants(void) {
         lomo_status st = tokenizer_load_hf_json(&t, ctx, text, strlen(text), name);
         CHECK(st == LOMO_OK, "variant %s: %s", name, lomo_last_error(ctx));
         const json_t *cases = json_object_get(var, "cases");
-        for (size_t c = 0; t && c < json_array_size(cases); c++) {
-            const json_t *cs = json_array_get(cases, c);
-            const json_t *tx = json_object_get(cs, "text");
-            char what[160];
-            snprintf(what, sizeof what, "variant %s case %zu", name, c);
-            check_case(t, what, json_string_value(tx), json_string_length(tx), json_object_get(cs, "ids"),
-                       json_object_get(cs, "ids_special"), json_object_get(cs, "decoded"),
-                       json_object_get(cs, "decoded_skip"), NULL);
+        /* as loaded, then written back and read again */
+        lomo_tokenizer *r = t ? saved_and_loaded(t, name) : NULL;
+        for (int again = 0; again < 2; again++) {
+            lomo_tokenizer *u = again ? r : t;
+            for (size_t c = 0; u && c < json_array_size(cases); c++) {
+                const json_t *cs = json_array_get(cases, c);
+                const json_t *tx = json_object_get(cs, "text");
+                char what[160];
+                snprintf(what, sizeof what, "variant %s%s case %zu", name, again ? " saved" : "", c);
+                check_case(u, what, json_string_value(tx), json_string_length(tx), json_object_get(cs, "ids"),
+                           json_object_get(cs, "ids_special"), json_object_get(cs, "decoded"),
+                           json_object_get(cs, "decoded_skip"), NULL);
+            }
         }
+        lomo_tokenizer_destroy(r);
         lomo_tokenizer_destroy(t);
         free(text);
         json_decref(base);
@@ -249,6 +289,10 @@ static void test_spec_parity(void) {
         if (t) {
             check_refs(t, "smollm2");
             CHECK(lomo_tokenizer_bos_id(t) == 1 && lomo_tokenizer_eos_id(t) == 2, "smollm2 spec bos/eos");
+            /* a GGUF's tokenizer as tokenizer.json: its preset as Split + ByteLevel, bos/eos by name */
+            lomo_tokenizer *r = saved_and_loaded(t, "smollm2 (arrays)");
+            if (r) check_refs(r, "smollm2");
+            lomo_tokenizer_destroy(r);
         }
         lomo_tokenizer_destroy(t);
         arrays_free(&a);
@@ -354,6 +398,10 @@ static void test_spec_by_hand(void) {
     CHECK(lomo_tokenizer_decode(t, dec, 4, 0, &out, NULL) == LOMO_OK && strcmp(out, "<s> abc</s>") == 0,
           "decode with specials: %s", out);
     free(out);
+    char dir[256];
+    snprintf(dir, sizeof dir, "%s/scores", save_root);
+    CHECK(lomo_tokenizer_save_hf(t, dir) == LOMO_ERR_FORMAT && strstr(lomo_last_error(ctx), "by hand: merges by token score"),
+          "score mode is not written as tokenizer.json: %s", lomo_last_error(ctx));
     /* control tokens match in raw text, longest first */
     CHECK(lomo_tokenizer_encode(t, "<s>a</s>", 8, 0, &ids, &n) == LOMO_OK && n == 3 && ids[0] == 1 && ids[1] == 10 &&
               ids[2] == 2,
@@ -418,6 +466,66 @@ static void test_bos_eos(void) {
               "llama3 bos/eos");
     }
     lomo_tokenizer_destroy(t);
+}
+
+/* tokenizer_config.json beside tokenizer.json names the BOS and EOS; bad ones are errors naming it */
+static void test_tokenizer_config(void) {
+    char dir[256], json_path[300], cfg_path[300];
+    snprintf(dir, sizeof dir, "%s/config", save_root);
+    mkdir(dir, 0777);
+    snprintf(json_path, sizeof json_path, "%s/tokenizer.json", dir);
+    snprintf(cfg_path, sizeof cfg_path, "%s/tokenizer_config.json", dir);
+    size_t len = 0;
+    char *text = fx_read_file(fx_path("tok/smollm2.tokenizer.json"), &len);
+    FILE *f = fopen(json_path, "wb");
+    CHECK(text && f && fwrite(text, 1, len, f) == len, "copy smollm2's tokenizer.json");
+    if (f) fclose(f);
+    free(text);
+    static const struct { const char *cfg; lomo_status want; int bos, eos; const char *needle; } cases[] = {
+        {"{\"bos_token\": \"<|im_start|>\", \"eos_token\": \"<|im_end|>\"}", LOMO_OK, 1, 2, NULL},
+        {"{\"bos_token\": {\"content\": \"<|im_start|>\", \"lstrip\": false}, \"eos_token\": null}", LOMO_OK, 1, 0,
+         NULL},
+        {"{\"model_max_length\": 8192}", LOMO_OK, -1, 0, NULL},
+        {"{\"bos_token\": 1}", LOMO_ERR_FORMAT, 0, 0, "tokenizer_config.json: bos_token: expected a token"},
+        {"{\"eos_token\": \"<|nope|>\"}", LOMO_ERR_FORMAT, 0, 0,
+         "tokenizer_config.json: eos_token: \"<|nope|>\" is not in the vocabulary"},
+        {"{\"bos_token\": ", LOMO_ERR_FORMAT, 0, 0, "tokenizer_config.json: invalid JSON"},
+        {"[]", LOMO_ERR_FORMAT, 0, 0, "tokenizer_config.json: expected a JSON object"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        f = fopen(cfg_path, "wb");
+        if (f) fputs(cases[i].cfg, f), fclose(f);
+        lomo_tokenizer *t = NULL;
+        lomo_status st = lomo_tokenizer_load_hf(&t, ctx, json_path);
+        CHECK(st == cases[i].want, "config %zu: %s", i, lomo_last_error(ctx));
+        if (!st && t)
+            CHECK(lomo_tokenizer_bos_id(t) == cases[i].bos && lomo_tokenizer_eos_id(t) == cases[i].eos,
+                  "config %zu: bos %d eos %d", i, lomo_tokenizer_bos_id(t), lomo_tokenizer_eos_id(t));
+        if (cases[i].needle) CHECK(!t && strstr(lomo_last_error(ctx), cases[i].needle), "config %zu: %s", i, lomo_last_error(ctx));
+        lomo_tokenizer_destroy(t);
+    }
+    unlink(cfg_path);
+    /* a tokenizer.json under another name takes no config from beside it */
+    char other[300];
+    snprintf(other, sizeof other, "%s/smollm2.tokenizer.json", dir);
+    rename(json_path, other);
+    f = fopen(cfg_path, "wb");
+    if (f) fputs("{\"eos_token\": \"<|nope|>\"}", f), fclose(f);
+    lomo_tokenizer *t = NULL;
+    CHECK(lomo_tokenizer_load_hf(&t, ctx, other) == LOMO_OK && lomo_tokenizer_eos_id(t) == 0,
+          "another file name: the config beside it is not read: %s", lomo_last_error(ctx));
+    lomo_tokenizer_destroy(t);
+    /* saving where a file stands in the way */
+    char blocked[320];
+    snprintf(blocked, sizeof blocked, "%s/sub", other);
+    t = load_hf("gpt2");
+    if (t)
+        CHECK(lomo_tokenizer_save_hf(t, blocked) == LOMO_ERR_IO && strstr(lomo_last_error(ctx), other),
+              "save under a file: %s", lomo_last_error(ctx));
+    lomo_tokenizer_destroy(t);
+    unlink(other);
+    unlink(cfg_path);
+    rmdir(dir);
 }
 
 /* ---- errors: each names the file and the field ---- */
@@ -620,13 +728,16 @@ static void test_speed(void) {
 
 int main(void) {
     CHECK(lomo_ctx_create(&ctx, NULL) == LOMO_OK, "ctx");
+    CHECK(mkdtemp(save_root) != NULL, "temporary folder");
     test_hf_parity();
     test_variants();
     test_spec_parity();
     test_spec_by_hand();
     test_bos_eos();
+    test_tokenizer_config();
     test_errors();
     test_speed();
+    rmdir(save_root);
     lomo_ctx_destroy(ctx);
     return test_summary("test_tokenizer");
 }

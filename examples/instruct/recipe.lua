@@ -104,9 +104,11 @@ return function(cfg)
   print(string.format("held-out response loss %.4f -> %.4f (perplexity %.2f -> %.2f), %d steps, %.0f s",
     first.loss, last.loss, first.perplexity, last.perplexity, r.step, lomo.clock() - t0))
   if cfg.save_model and out_dir then
+    -- weights, config and tokenizer: a folder lomo and transformers load as it is
     m:save(out_dir .. "/model")
+    tok:save(out_dir .. "/model")
     print("model saved to " .. out_dir .. "/model; talk to it with")
-    print(string.format("  lomo chat %s/model --tokenizer %s --template %s", out_dir, model_path, template))
+    print(string.format("  lomo chat %s/model --template %s", out_dir, template))
   end
   opt:close()
   m:close()

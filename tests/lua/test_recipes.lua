@@ -147,9 +147,16 @@ function T.generate_replies_and_refuses_bad_options()
   code, out = run_program(nil, "generate", dir, "--max-new", "2", "hi")
   check.truthy(code ~= 0 and out:find("tokenizer.json", 1, true), "a folder without a tokenizer:\n" .. out)
   code, out = run_with_input("The capital of France is", nil, "generate", dir, "--tokenizer", model, "--max-new", "3")
-  check.rmtree(tmp)
   check.truthy(code == 0 and out:find("3 tokens in", 1, true) and out:find("stopped by --max-new", 1, true),
                "a prompt from standard input, the tokenizer from --tokenizer:\n" .. out)
+  -- the GGUF's tokenizer saved beside the weights: the folder is complete, and replies as the GGUF does
+  lomo.tokenizer(model):save(dir)
+  local want
+  code, want = run_program(nil, "generate", model, "--chat=smollm2", "--max-new", "12", "What is the capital of France?")
+  code, out = run_program(nil, "generate", dir, "--chat=smollm2", "--max-new", "12", "What is the capital of France?")
+  check.rmtree(tmp)
+  check.truthy(code == 0 and out:find("Paris", 1, true), "the saved folder with its tokenizer:\n" .. out)
+  check.eq(out:match("^(.-)%d+ tokens in"), want:match("^(.-)%d+ tokens in"), "the same reply as from the GGUF")
 end
 
 -- lomo chat: turns from standard input, each continuing the key/value cache (the positions it
