@@ -152,6 +152,28 @@ function M.plan(...)
   return p
 end
 
+-- ---- lomo convert <model> <folder>: a GGUF (or a folder) as a Hugging Face folder ----
+
+M.convert_usage = "usage: lomo convert <model.gguf | hf-folder> <out-folder> [--dtype f32|bf16|f16] " ..
+                  "[--tokenizer PATH]\n  writes config.json, model.safetensors, tokenizer.json and " ..
+                  "tokenizer_config.json:\n  a folder transformers loads (a GGUF's quantized weights are " ..
+                  "stored dequantized, exactly in f32, the default)"
+
+function M.convert(...)
+  local opt = parse_options({...}, {dtype = "string", tokenizer = "string"}, M.convert_usage)
+  if not opt[1] or not opt[2] or opt[3] then error(M.convert_usage, 0) end
+  local ctx = call(lomo.context, {threads = 2, device = "cpu"})
+  local m = call(lomo.load, ctx, opt[1], {dtype = opt.dtype or "f32"})
+  local tok = call(lomo.tokenizer, ctx, opt.tokenizer or opt[1])
+  call(m.save, m, opt[2])
+  call(tok.save, tok, opt[2])
+  print(("%s -> %s: %d parameters in %s, %d tokens"):format(opt[1], opt[2], m:num_weights(),
+                                                            opt.dtype or "f32", tok:vocab_size()))
+  tok:close()
+  m:close()
+  ctx:close()
+end
+
 -- ---- lomo generate and lomo chat: replies streamed through the key/value cache ----
 
 -- the options both take, and the settings they share

@@ -159,6 +159,29 @@ function T.generate_replies_and_refuses_bad_options()
   check.eq(out:match("^(.-)%d+ tokens in"), want:match("^(.-)%d+ tokens in"), "the same reply as from the GGUF")
 end
 
+-- lomo convert: the GGUF as a Hugging Face folder, which replies as the GGUF does
+function T.convert_writes_a_complete_folder()
+  local code, out = run_program(nil, "convert", "/no/such/model.gguf")
+  check.truthy(code ~= 0 and out:find("usage: lomo convert", 1, true), "one argument:\n" .. out)
+  code, out = run_program(nil, "convert", "/no/such/model.gguf", "/tmp/x")
+  check.truthy(code ~= 0 and out:find("/no/such/model.gguf", 1, true), "a missing model:\n" .. out)
+  code, out = run_program(nil, "convert", "/no/such/model.gguf", "/tmp/x", "--dtype", "f8")
+  check.truthy(code ~= 0 and out:find('dtype must be "f32", "bf16" or "f16", got "f8"', 1, true), "--dtype f8:\n" .. out)
+  local model = real_model()
+  local dir = check.tmpdir() .. "/converted"
+  code, out = run_program(nil, "convert", model, dir)
+  check.truthy(code == 0 and out:find("134515008 parameters in f32, 49152 tokens", 1, true), "convert:\n" .. out)
+  for _, f in ipairs{"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} do
+    check.truthy(check.read(dir .. "/" .. f), f .. " written")
+  end
+  local prompt = "What is the capital of France?"
+  local _, want = run_program(nil, "generate", model, "--chat=smollm2", "--max-new", "12", prompt)
+  code, out = run_program(nil, "generate", dir, "--chat=smollm2", "--max-new", "12", prompt)
+  check.rmtree(dir)
+  check.truthy(code == 0, "generate from the converted folder:\n" .. out)
+  check.eq(out:match("^(.-)%d+ tokens in"), want:match("^(.-)%d+ tokens in"), "the same reply as from the GGUF")
+end
+
 -- lomo chat: turns from standard input, each continuing the key/value cache (the positions it
 -- holds grow turn by turn), /reset starting again
 function T.chat_continues_the_cache_turn_by_turn()
