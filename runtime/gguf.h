@@ -115,6 +115,10 @@ const char *gguf_dims_str(const gguf_tensor *t, char *buf, size_t cap);
 /* ---- llama mapping (gguf_model.c) ---- */
 /* The llama-architecture config from an open file's metadata (and tensor table). */
 lomo_status gguf_llama_config(const gguf_file *f, lomo_llama_config *out);
+/* Llama 3.1's RoPE scaling from llama.cpp's rope_freqs.weight, the divisor of each of the
+ * hd / 2 frequencies (gguf_rope.c); all ones is no scaling. */
+lomo_status gguf_rope_freqs_scaling(const gguf_file *f, const gguf_tensor *t, int hd, double theta,
+                                    lomo_rope_scaling *out);
 /*
  * The GGUF tensor holding lomo parameter p of a model with config cfg:
  * "blk.3.ffn_up.weight" for "model.layers.3.mlp.up_proj.weight". *rope_heads

@@ -114,6 +114,11 @@ lomo_status gguf_llama_config(const gguf_file *f, lomo_llama_config *out) {
     }
     if (c.num_attention_heads > 0 && c.hidden_size % c.num_attention_heads == 0) {
         int hd = c.hidden_size / c.num_attention_heads;
+        const gguf_tensor *freqs = gguf_find_tensor(f, "rope_freqs.weight");
+        if (freqs && c.rope_scaling.rope_type != LOMO_ROPE_DEFAULT)
+            return lomo_fail(f->ctx, LOMO_ERR_FORMAT, "%s: tensor rope_freqs.weight and key llama.rope.scaling.type: "
+                             "two RoPE scalings", f->name);
+        if (freqs && (st = gguf_rope_freqs_scaling(f, freqs, hd, c.rope_theta, &c.rope_scaling))) return st;
         if ((st = check_optional(f, "llama.rope.dimension_count", hd, "RoPE over the whole head")) ||
             (st = check_optional(f, "llama.attention.key_length", hd, "head size = embedding_length / head_count")) ||
             (st = check_optional(f, "llama.attention.value_length", hd, "head size = embedding_length / head_count")))
@@ -198,11 +203,8 @@ static lomo_status check_tensors(const gguf_file *f, const lomo_model *m, const 
         for (uint64_t i = 0; i < f->n_tensors; i++) {
             int used = 0;
             for (int p = 0; p < m->nparams && !used; p++) used = map[p] == &f->tensors[i];
-            /* llama.cpp stores Llama 3.1's RoPE scaling only as this tensor of frequency divisors */
-            if (!used && strcmp(f->tensors[i].name, "rope_freqs.weight") == 0)
-                return lomo_fail(f->ctx, LOMO_ERR_FORMAT, "%s: tensor rope_freqs.weight: RoPE frequency factors "
-                                 "(Llama 3.1's scaling as llama.cpp stores it) are not supported from GGUF; load "
-                                 "the model's Hugging Face folder, whose config.json lomo reads", f->name);
+            /* Llama 3.1's RoPE scaling, which the config has read (gguf_rope.c) */
+            if (!used && strcmp(f->tensors[i].name, "rope_freqs.weight") == 0) continue;
             if (!used)
                 return lomo_fail(f->ctx, LOMO_ERR_FORMAT, "%s: tensor %s is not part of a llama model as lomo "
                                  "runs it", f->name, f->tensors[i].name);

@@ -783,7 +783,9 @@ static void test_llama_errors(void) {
     v = (variant){.i8_tensor = "blk.0.attn_norm.weight"};
     expect_llama_error(&v, "unsupported type", "tensor blk.0.attn_norm.weight: unsupported tensor type I8");
     v = (variant){.extra_tensor = "rope_freqs.weight"};
-    expect_llama_error(&v, "rope factors", "tensor rope_freqs.weight: RoPE frequency factors");
+    expect_llama_error(&v, "rope divisors below 1", "tensor rope_freqs.weight: [0] = ");
+    v = (variant){.extra_tensor = "rope_freqs.weight", .rope_scaling = "linear", .rope_factor = 2};
+    expect_llama_error(&v, "two scalings", "tensor rope_freqs.weight and key llama.rope.scaling.type");
     v = (variant){.extra_tensor = "blk.0.attn_q.bias"};
     expect_llama_error(&v, "extra tensor", "tensor blk.0.attn_q.bias is not part of a llama model");
     v = (variant){.rope_scaling = "yarn", .rope_factor = 4};

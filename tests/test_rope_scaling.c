@@ -2,7 +2,9 @@
  * test_rope_scaling.c: config.json's rope_scaling (linear; llama3, as Llama 3.1
  * and later ship) against transformers itself (fixtures/gen_rope_scaling.py).
  *
- * For each kind: the folder transformers saved loads with its scaling; the
+ * For each kind: the folder transformers saved loads with its scaling (llama3
+ * also from the GGUF llama.cpp's converter would write, whose rope_freqs.weight
+ * tensor gives back the parameters); the
  * rotary frequencies equal those transformers computes (float32 there, so to
  * 1e-6); the logits of a forward, and of decoding one token a call through
  * the key/value cache, match transformers' float64 forward. The fixture also
@@ -13,7 +15,9 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include "fixture.h"
+#include "runtime/gguf.h"
 #include "runtime/lomo.h"
 #include "runtime/lomo_io.h"
 #include "runtime/model.h"
@@ -24,9 +28,9 @@ static lomo_ctx *ctx;
 #define ATOL 2e-5
 #define RTOL 1e-4
 
-static void check_kind(const char *kind, int want_type) {
-    char folder[256], bin[256];
-    snprintf(folder, sizeof folder, "rope/%s", kind);
+/* kind's reference against the model in file: the folder transformers saved, or a GGUF */
+static void check_kind(const char *kind, int want_type, const char *file) {
+    char bin[256];
     snprintf(bin, sizeof bin, "rope/%s.bin", kind);
     fixture fx;
     if (fx_load(&fx, fx_path(bin)) != 0) {
@@ -35,8 +39,10 @@ static void check_kind(const char *kind, int want_type) {
     }
     lomo_model *m = NULL;
     lomo_model_options o = {.dtype = LOMO_F32};
-    lomo_status st = lomo_model_load_hf(&m, ctx, fx_path(folder), &o);
-    CHECK(st == LOMO_OK, "%s: load the folder: %s", kind, lomo_last_error(ctx));
+    size_t len = strlen(file);
+    lomo_status st = len > 5 && strcmp(file + len - 5, ".gguf") == 0 ? lomo_model_load_gguf(&m, ctx, fx_path(file), &o)
+                                                                    : lomo_model_load_hf(&m, ctx, fx_path(file), &o);
+    CHECK(st == LOMO_OK, "%s: load %s: %s", kind, file, lomo_last_error(ctx));
     if (st) {
         fx_free(&fx);
         return;
@@ -95,10 +101,67 @@ static void check_kind(const char *kind, int want_type) {
     fx_free(&fx);
 }
 
+/* llama.cpp's divisors give back the parameters they came from (low_freq_factor 1) */
+static void check_gguf_parameters(void) {
+    lomo_llama_config c;
+    CHECK(lomo_config_load_gguf(ctx, fx_path("rope/llama3.gguf"), &c) == LOMO_OK, "%s", lomo_last_error(ctx));
+    const lomo_rope_scaling *r = &c.rope_scaling;
+    CHECK(r->rope_type == LOMO_ROPE_LLAMA3 && r->factor == 8.0 && r->low_freq_factor == 1.0 &&
+              r->high_freq_factor == 8.0 && r->original_max_position_embeddings == 64,
+          "recovered: factor %g low %g high %g old %d", r->factor, r->low_freq_factor, r->high_freq_factor,
+          r->original_max_position_embeddings);
+}
+
+/* the GGUF with its divisors edited (in memory): what the llama3 parameters cannot give is refused */
+static void check_gguf_refusals(void) {
+    size_t len = 0;
+    uint8_t *buf = fx_read_file(fx_path("rope/llama3.gguf"), &len);
+    gguf_file *f = NULL;
+    if (!buf || gguf_open_memory(&f, ctx, buf, len, "edited.gguf") != LOMO_OK) {
+        CHECK(0, "open llama3.gguf: %s", lomo_last_error(ctx));
+        free(buf);
+        return;
+    }
+    const gguf_tensor *t = gguf_find_tensor(f, "rope_freqs.weight");
+    size_t at = t ? f->data_start + t->offset : 0;
+    gguf_close(f);
+    CHECK(t != NULL, "rope_freqs.weight");
+    float d[8], orig[8];
+    memcpy(orig, buf + at, sizeof orig);   /* 1, 2.48, 7.86, 8, 8, 8, 8, 8: one kept, two blended */
+    static const struct { int j; float v; const char *needle; } edits[] = {
+        {2, 0, "divisors that Llama 3's scaling does not give"},   /* v = 0: orig[2] * 1.01 */
+        {1, 1, "fewer than two blended frequencies"},
+        {3, 0.5f, "[3] = 0.5; frequency divisors are finite and at least 1"},
+    };
+    for (size_t e = 0; t && e < sizeof edits / sizeof *edits; e++) {
+        memcpy(d, orig, sizeof d);
+        d[edits[e].j] = edits[e].v ? edits[e].v : orig[edits[e].j] * 1.01f;
+        memcpy(buf + at, d, sizeof d);
+        lomo_llama_config c;
+        CHECK(gguf_open_memory(&f, ctx, buf, len, "edited.gguf") == LOMO_OK &&
+                  gguf_llama_config(f, &c) == LOMO_ERR_FORMAT && strstr(lomo_last_error(ctx), edits[e].needle) &&
+                  strstr(lomo_last_error(ctx), "edited.gguf: tensor rope_freqs.weight"),
+              "edit %zu: %s", e, lomo_last_error(ctx));
+        gguf_close(f);
+    }
+    /* all ones: no scaling */
+    for (int j = 0; j < 8; j++) d[j] = 1;
+    memcpy(buf + at, d, sizeof d);
+    lomo_llama_config c;
+    CHECK(gguf_open_memory(&f, ctx, buf, len, "edited.gguf") == LOMO_OK && gguf_llama_config(f, &c) == LOMO_OK &&
+              c.rope_scaling.rope_type == LOMO_ROPE_DEFAULT,
+          "divisors all 1: no scaling: %s", lomo_last_error(ctx));
+    gguf_close(f);
+    free(buf);
+}
+
 int main(void) {
     if (lomo_ctx_create(&ctx, NULL) != LOMO_OK) return 1;
-    check_kind("linear", LOMO_ROPE_LINEAR);
-    check_kind("llama3", LOMO_ROPE_LLAMA3);
+    check_kind("linear", LOMO_ROPE_LINEAR, "rope/linear");
+    check_kind("llama3", LOMO_ROPE_LLAMA3, "rope/llama3");
+    check_kind("llama3", LOMO_ROPE_LLAMA3, "rope/llama3.gguf");
+    check_gguf_parameters();
+    check_gguf_refusals();
     lomo_ctx_destroy(ctx);
     return test_summary("test_rope_scaling");
 }
