@@ -54,13 +54,17 @@ static void install_sigint(void) {
     sigaction(SIGINT, &sa, NULL);
 }
 
-/* "chunk:line: ..." (error() at level 1 and up, or a runtime fault): where the program went wrong */
+/* "chunk:line: ..." (error() at level 1 and up, or a runtime fault): where the program went wrong.
+ * A chunk is a .lua file, stdin or "[string ...]"; "data.jsonl:12: ..." is a place in the input. */
 static int has_position(const char *msg) {
     const char *colon = strchr(msg, ':');
     if (!colon || colon == msg || !isdigit((unsigned char)colon[1])) return 0;
     const char *p = colon + 1;
     while (isdigit((unsigned char)*p)) p++;
-    return *p == ':';
+    size_t n = (size_t)(colon - msg);
+    int chunk = msg[0] == '[' || (n == 5 && strncmp(msg, "stdin", 5) == 0) ||
+                (n > 4 && strncmp(colon - 4, ".lua", 4) == 0);
+    return *p == ':' && chunk;
 }
 
 /*

@@ -1,6 +1,7 @@
--- examples/instruct/recipe.lua: instruction tuning with LOMO from {"instruction", "response"}
--- JSONL. Loss only on the response (and its end-of-turn token); held-out replies and loss are
--- printed before and after training.
+-- examples/instruct/recipe.lua: instruction tuning with LOMO from JSONL records, each
+-- {"instruction", "response"} or a conversation {"messages": [{"role", "content"}, ...]} that ends
+-- with the assistant's reply. Loss only on the assistant's replies (every one of a conversation,
+-- each with its end-of-turn token); held-out replies and loss are printed before and after.
 
 local lomo = require "lomo"
 local data = require "lomo.data"
@@ -37,13 +38,27 @@ return function(cfg)
   local checkpointing = util.checkpointing(cfg.checkpointing, "checkpointing")
   local gen = cfg.generate or {}
 
-  local records = {}
-  for r, lineno in data.jsonl(data_path) do
-    if type(r.instruction) ~= "string" or type(r.response) ~= "string" then
-      error(string.format("%s:%d: a record needs string fields \"instruction\" and \"response\"", data_path, lineno), 0)
+  -- each record as the conversation it is
+  local function conversation(r, lineno)
+    if r.messages == nil then
+      if type(r.instruction) ~= "string" or type(r.response) ~= "string" then
+        error(string.format("%s:%d: a record needs \"messages\", or string fields \"instruction\" and " ..
+                            "\"response\"", data_path, lineno), 0)
+      end
+      return {{role = "user", content = r.instruction}, {role = "assistant", content = r.response}}
     end
-    records[#records + 1] = r
+    local ok = type(r.messages) == "table" and #r.messages >= 2
+    for _, msg in ipairs(ok and r.messages or {}) do
+      ok = ok and type(msg) == "table" and type(msg.role) == "string" and type(msg.content) == "string"
+    end
+    if not ok or r.messages[#r.messages].role ~= "assistant" then
+      error(string.format("%s:%d: \"messages\" must be a list of {\"role\", \"content\"} strings that ends " ..
+                          "with the assistant's reply", data_path, lineno), 0)
+    end
+    return r.messages
   end
+  local records = {}
+  for r, lineno in data.jsonl(data_path) do records[#records + 1] = conversation(r, lineno) end
   if #records <= n_held then
     error(string.format("%s: %d records, not enough to hold out %d", data_path, #records, n_held), 0)
   end
@@ -53,10 +68,8 @@ return function(cfg)
   local m = lomo.load(ctx, model_path, {dtype = cfg.dtype or "f32", checkpointing = checkpointing})
   local tok = lomo.tokenizer(model_path)
 
-  local function example(r)
-    local ex = prompts.chat_example({{role = "user", content = r.instruction},
-                                     {role = "assistant", content = r.response}}, {template = template})
-    return data.example(tok, ex.prompt, ex.answer, {bos = false, eos = false, max_len = max_len})
+  local function example(messages)
+    return data.segments(tok, prompts.chat_turns(messages, {template = template}), {max_len = max_len})
   end
   local train, held = {}, {}
   for i, r in ipairs(train_rows) do train[i] = example(r) end
@@ -65,13 +78,13 @@ return function(cfg)
   local stops = evalm.chat_stops(tok, template)
   local function replies(title)
     print(title)
-    for _, r in ipairs(held_rows) do
-      local prompt = prompts.chat({{role = "user", content = r.instruction}},
-                                  {template = template, add_generation_prompt = true})
+    for _, messages in ipairs(held_rows) do
+      local head = table.move(messages, 1, #messages - 1, 1, {})
+      local prompt = prompts.chat(head, {template = template, add_generation_prompt = true})
       local text = evalm.generate_text(m, tok, prompt, {bos = false, max_new_tokens = gen.max_new_tokens or 40,
                                                         temperature = gen.temperature or 0, top_p = gen.top_p,
                                                         seed = seed, stop = stops})
-      print(string.format("  > %s\n    %s", r.instruction, (text:gsub("\n", "\n    "))))
+      print(string.format("  > %s\n    %s", head[#head].content, (text:gsub("\n", "\n    "))))
     end
   end
 

@@ -296,17 +296,49 @@ end
 
 -- from_ids(ids, n_prompt, max_len): the example for a token sequence whose first n_prompt ids
 -- carry no loss. input = ids[1..n-1]; target[i] = ids[i+1] when ids[i+1] is past the prompt.
-function M.from_ids(ids, n_prompt, max_len)
-  n_prompt = n_prompt or 0
+-- input = ids[first..n-1], target[i] = ids[i+1] where carries(i+1); at most max_len positions,
+-- the start cut (the answer is at the end)
+local function shifted(ids, carries, max_len)
   local n = #ids
   local first = 1
-  if max_len and n - 1 > max_len then first = n - max_len end -- keep the end (the answer)
+  if max_len and n - 1 > max_len then first = n - max_len end
   local input, target = {}, {}
   for i = first, n - 1 do
     input[#input + 1] = ids[i]
-    target[#target + 1] = (i + 1 > n_prompt) and ids[i + 1] or M.IGNORE
+    target[#target + 1] = carries(i + 1) and ids[i + 1] or M.IGNORE
   end
   return {input = input, target = target}
+end
+
+function M.from_ids(ids, n_prompt, max_len)
+  n_prompt = n_prompt or 0
+  return shifted(ids, function(k) return k > n_prompt end, max_len)
+end
+
+-- segments(tok, pieces, opts): the example for a text in pieces {text =, train = bool} (a chat
+-- from lomo.prompts.chat_turns), each tokenized on its own, with the loss on the tokens of the
+-- train pieces only. opts: bos (default false: chat templates write their own), eos (default
+-- false; true adds tok.eos as a target), max_len (tokens in input; the start is cut).
+function M.segments(tok, pieces, opts)
+  local who = "lomo.data.segments"
+  if type(tok) ~= "table" and type(tok) ~= "userdata" then fail(who, "tokenizer expected") end
+  if type(pieces) ~= "table" or #pieces == 0 then fail(who, "pieces must be a non-empty array") end
+  opts = opts or {}
+  local ids, train = {}, {}
+  local function add(id, t) ids[#ids + 1], train[#train + 1] = id, t end
+  if opts.bos then
+    if tok.bos == nil then fail(who, "bos requested but the tokenizer has none") end
+    add(tok.bos, false)
+  end
+  for i, piece in ipairs(pieces) do
+    if type(piece) ~= "table" then fail(who, "pieces[%d] must be {text =, train =}", i) end
+    for _, id in ipairs(encode_text(tok, piece.text, who, ("pieces[%d].text"):format(i))) do add(id, piece.train == true) end
+  end
+  if opts.eos then
+    if tok.eos == nil then fail(who, "eos requested but the tokenizer has none") end
+    add(tok.eos, true)
+  end
+  return shifted(ids, function(k) return train[k] end, opts.max_len)
 end
 
 -- count_targets(ex): the number of positions carrying a loss.

@@ -235,6 +235,39 @@ function M.chat(messages, opts)
   return table.concat(out)
 end
 
+-- chat_turns(messages, opts): the conversation as pieces {text =, train =} for lomo.data.segments,
+-- train = true on each assistant reply and its end of turn (opts.train = "last": the last reply
+-- only), false on everything else: one example trains every reply of a multi-turn conversation.
+-- The pieces join to chat(messages, opts) less the separator after the last message, so a
+-- conversation of one exchange gives chat_example's prompt and answer.
+function M.chat_turns(messages, opts)
+  local who = "lomo.prompts.chat_turns"
+  opts = opts or {}
+  check_messages(messages, who)
+  local t = template_of(opts.template, who)
+  if opts.train ~= nil and opts.train ~= "all" and opts.train ~= "last" then
+    fail(who, "train must be \"all\" or \"last\", got %s", tostring(opts.train))
+  end
+  local last_reply = 0
+  for i, msg in ipairs(messages) do if msg.role == "assistant" then last_reply = i end end
+  if last_reply == 0 then fail(who, "no assistant message to train on") end
+  local pieces = {}
+  local function add(text, train)
+    if text == "" then return end
+    local prev = pieces[#pieces]
+    if prev and prev.train == train then prev.text = prev.text .. text   -- one piece per run
+    else pieces[#pieces + 1] = {text = text, train = train} end
+  end
+  add(opts.continues and "" or start(t, messages[1], opts), false)
+  for i, msg in ipairs(messages) do
+    local train = msg.role == "assistant" and (opts.train ~= "last" or i == last_reply)
+    add(t.open:format(msg.role), false)
+    add(body(t, msg.content) .. t.close, train)
+    if i < #messages then add(t.sep, false) end
+  end
+  return pieces
+end
+
 -- chat_example(messages, opts): {prompt=, answer=} for training on the last message, which
 -- must be the assistant's: the prompt ends with the assistant's header, the answer is the reply
 -- and the template's end of turn ("<|im_end|>", SmolLM2's EOS too; "<|eot_id|>"). Feed it to

@@ -248,6 +248,24 @@ function T.example_masks_the_prompt()
   check.raises(function() data.example(nil, "a", "b") end, "tokenizer expected")
 end
 
+function T.segments_target_the_train_pieces_only()
+  local tok = fake.tokenizer()
+  -- "ab" (no loss) "cd" (loss) "e" (no loss) "f" (loss)
+  local ex = data.segments(tok, {{text = "ab", train = false}, {text = "cd", train = true},
+                                 {text = "e", train = false}, {text = "f", train = true}})
+  check.eq(ex.input, {97, 98, 99, 100, 101})
+  check.eq(ex.target, {-100, 99, 100, -100, 102})
+  -- two pieces are data.example's prompt and answer
+  local two = data.segments(tok, {{text = "ab"}, {text = "cd", train = true}}, {bos = true, eos = true})
+  check.eq(two, data.example(tok, "ab", "cd"), "as example")
+  local cut = data.segments(tok, {{text = "abcdef"}, {text = "g", train = true}}, {max_len = 3})
+  check.eq(cut, data.example(tok, "abcdef", "g", {bos = false, eos = false, max_len = 3}), "max_len keeps the end")
+  check.raises(function() data.segments(tok, {}) end, "non-empty array")
+  check.raises(function() data.segments(tok, {"ab"}) end, "pieces[1] must be {text =, train =}")
+  check.raises(function() data.segments(tok, {{text = 3}}) end, "pieces[1].text must be a string")
+  check.raises(function() data.segments(fake.tokenizer{bos = false}, {{text = "a"}}, {bos = true}) end, "bos requested")
+end
+
 function T.pad_right_with_ignored_targets_and_truncation()
   local exs = {{input = {1, 2, 3}, target = {2, 3, 4}}, {input = {5}, target = {6}}}
   local tokens, targets = data.pad(exs, {pad_id = 0})

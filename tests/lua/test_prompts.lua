@@ -110,6 +110,34 @@ function T.llama3_template()
   check.raises(function() prompts.template("vicuna") end, "unknown template 'vicuna' (chatml, smollm2, llama3)")
 end
 
+function T.chat_turns_train_every_reply()
+  local msgs = {{role = "system", content = "S"}, {role = "user", content = "q1"}, {role = "assistant", content = "a1"},
+                {role = "user", content = "q2"}, {role = "assistant", content = "a2"}}
+  for _, template in ipairs{"chatml", "smollm2", "llama3"} do
+    local pieces = prompts.chat_turns(msgs, {template = template})
+    local text, trained = {}, {}
+    for _, p in ipairs(pieces) do
+      text[#text + 1] = p.text
+      if p.train then trained[#trained + 1] = p.text end
+    end
+    local t = prompts.template(template)
+    local full = prompts.chat(msgs, {template = template})
+    check.eq(table.concat(text) .. t.sep, full, template .. ": the pieces are the chat")
+    check.eq(trained, {"a1" .. t.close, "a2" .. t.close}, template .. ": the replies are trained")
+  end
+  local last = prompts.chat_turns(msgs, {train = "last"})
+  local n = 0
+  for _, p in ipairs(last) do if p.train then n = n + 1; check.eq(p.text, "a2<|im_end|>") end end
+  check.eq(n, 1, "train = last: one piece")
+  -- one exchange: chat_example's prompt and answer
+  local one = {{role = "user", content = "2+2?"}, {role = "assistant", content = "4"}}
+  local ex = prompts.chat_example(one, {template = "smollm2"})
+  local pieces = prompts.chat_turns(one, {template = "smollm2"})
+  check.eq(pieces, {{text = ex.prompt, train = false}, {text = ex.answer, train = true}}, "as chat_example")
+  check.raises(function() prompts.chat_turns({{role = "user", content = "q"}}) end, "no assistant message")
+  check.raises(function() prompts.chat_turns(one, {train = "first"}) end, "train must be \"all\" or \"last\"")
+end
+
 function T.chat_example_splits_prompt_and_answer()
   local ex = prompts.chat_example({{role = "user", content = "2+2?"}, {role = "assistant", content = "4"}})
   check.eq(ex.prompt, "<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n")

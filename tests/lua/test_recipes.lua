@@ -86,6 +86,27 @@ function T.instruct_refuses_bad_settings_by_name()
           "checkpointing=1", "model=/no/such/model.gguf")
 end
 
+-- instruct on conversations: {"messages": [...]} records, mixed with instruction/response ones;
+-- a record that does not end with the assistant's reply is named by file and line, alone
+function T.instruct_trains_on_conversations()
+  local dir = check.tmpdir()
+  local convo = '{"messages": [{"role": "user", "content": "Define \\"lamp\\"."}, ' ..
+                '{"role": "assistant", "content": "lamp (noun): a device that gives light."}, ' ..
+                '{"role": "user", "content": "Shorter."}, {"role": "assistant", "content": "lamp: a light."}]}\n'
+  local plain = '{"instruction": "Define \\"cup\\".", "response": "cup (noun): a small bowl for drinking."}\n'
+  check.write(dir .. "/good.jsonl", convo .. plain .. convo .. plain)
+  check.write(dir .. "/bad.jsonl", plain .. '{"messages": [{"role": "user", "content": "hi"}]}\n' .. plain)
+  local code, out = run("examples/instruct/recipe.yaml", "data=" .. dir .. "/bad.jsonl", "model=/no/such/model.gguf")
+  check.truthy(code ~= 0 and out:find(dir .. "/bad.jsonl:2: \"messages\" must be a list", 1, true) and
+               not out:find("stack traceback", 1, true), "a bad record:\n" .. out)
+  real_model()
+  code, out = run("examples/instruct/recipe.yaml", "data=" .. dir .. "/good.jsonl", "heldout=1", "steps=1",
+                  "batch=2", "generate.max_new_tokens=2", "progress=off")
+  check.rmtree(dir)
+  check.truthy(code == 0 and out:find("held-out response loss", 1, true) and out:find("1 steps", 1, true),
+               "training on conversations:\n" .. out)
+end
+
 function T.pretrain_refuses_bad_settings_by_name()
   refuses("examples/pretrain/recipe.yaml", "recipe.yaml: model.vocab_size must be 256 (byte tokens)",
           "model.vocab_size=300")
