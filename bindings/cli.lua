@@ -130,8 +130,7 @@ function M.plan(...)
   if opt[2] then error("one model only (got " .. opt[1] .. " and " .. opt[2] .. ")", 0) end
   opt.model, opt.batch, opt.dtype = opt[1], opt.batch or 1, opt.dtype or "f32"
   if opt.checkpointing == true then opt.checkpointing = "blocks" end
-  local known = {off = true, blocks = true, keep_attention = true}
-  if opt.checkpointing and not known[opt.checkpointing] then
+  if opt.checkpointing and not require("lomo.util").CHECKPOINTING_MODES[opt.checkpointing] then
     error("--checkpointing=" .. opt.checkpointing .. ": checkpointing is off, blocks or keep_attention\n" ..
           M.plan_usage, 0)
   end

@@ -129,10 +129,13 @@ function M.path_resolver(file, up)
   end
 end
 
+-- The checkpointing modes by name (lomo.load and lomo.model also take true for "blocks").
+M.CHECKPOINTING_MODES = {off = true, blocks = true, keep_attention = true}
+
 -- checkpointing(v, field): a recipe's checkpointing setting, checked before anything loads: nil,
--- a boolean, "off", "blocks" or "keep_attention" (lomo.load and lomo.model take it as is).
+-- a boolean or a mode's name (lomo.load and lomo.model take it as is).
 function M.checkpointing(v, field)
-  if v == nil or type(v) == "boolean" or v == "off" or v == "blocks" or v == "keep_attention" then return v end
+  if v == nil or type(v) == "boolean" or M.CHECKPOINTING_MODES[v] then return v end
   error(string.format("recipe.yaml: %s must be true, false, off, blocks or keep_attention, got %s", field,
                       tostring(v)), 0)
 end
