@@ -220,7 +220,9 @@ local function timing(n, seconds, why, extra)
 end
 
 M.generate_usage = "usage: lomo generate <model.gguf | hf-folder> [prompt ...] " ..
-                   "[--chat[=chatml|smollm2|llama3]] " .. SAMPLING_USAGE .. "\n  the prompt is the words after the model, or standard input when there are none"
+                   "[--chat[=chatml|smollm2|llama3]] " .. SAMPLING_USAGE ..
+                   "\n  the prompt is the words after the model, or standard input when there are none;" ..
+                   "\n  --chat alone takes the template the tokenizer's special tokens point to"
 
 -- Prints the reply as it is generated, then a line of timing to stderr.
 function M.generate(...)
@@ -230,14 +232,15 @@ function M.generate(...)
   if not path then error(M.generate_usage, 0) end
   local text = table.concat(opt, " ", 2)
   if #opt < 2 then text = io.read("a") or "" end
-  local template = opt.chat == true and "chatml" or opt.chat
+  if opt.chat and opt.chat ~= true then call(prompts.template, opt.chat) end   -- a bad name, before loading
+  if opt.system and not opt.chat then error("--system needs --chat\n" .. M.generate_usage, 0) end
+  local m, tok = load_for_generation(path, opt)
+  -- --chat alone: the template the tokenizer's special tokens point to
+  local template = opt.chat == true and prompts.template_for(tok) or opt.chat
   if template then
     text = call(prompts.chat, {{role = "user", content = text}},
                 {template = template, system = opt.system, add_generation_prompt = true})
-  elseif opt.system then
-    error("--system needs --chat\n" .. M.generate_usage, 0)
   end
-  local m, tok = load_for_generation(path, opt)
   local on_token, finish = streamer(tok)
   local t0 = lomo.clock()
   local reply, why, ids = eval.generate_text(m, tok, text, {
@@ -252,7 +255,8 @@ end
 
 M.chat_usage = "usage: lomo chat <model.gguf | hf-folder> [--template chatml|smollm2|llama3] " ..
                SAMPLING_USAGE ..
-               "\n  a conversation on standard input, a line a turn; /reset starts a new one"
+               "\n  a conversation on standard input, a line a turn; /reset starts a new one;" ..
+               "\n  without --template, the one the tokenizer's special tokens point to (llama3 or chatml)"
 
 -- A conversation: each turn's tokens join the key/value cache after the earlier turns', so a turn
 -- costs its own tokens only. The template's end of turn (ChatML's <|im_end|>, Llama 3's <|eot_id|>)
@@ -262,9 +266,10 @@ function M.chat(...)
   local opt = parse_options({...}, spec_with{template = "string"}, M.chat_usage)
   local path = opt[1]
   if not path or opt[2] then error(M.chat_usage, 0) end
-  local template = opt.template or "chatml"
-  local t = call(prompts.template, template)   -- a bad template, before loading
+  if opt.template then call(prompts.template, opt.template) end   -- a bad template, before loading
   local m, tok = load_for_generation(path, opt)
+  local template = opt.template or prompts.template_for(tok)
+  local t = prompts.template(template)
   local stop = eval.chat_stops(tok, template)
   local r = rng.new(opt.seed or 0)
   local on_token, finish = streamer(tok)

@@ -190,6 +190,13 @@ local function template_of(name, who)
   return t
 end
 
+-- template_for(tok): the template a tokenizer's special tokens point to: "llama3" when it has
+-- Llama 3's header and end-of-turn tokens, else "chatml" (ChatML's, and the default).
+function M.template_for(tok)
+  if tok:token_to_id("<|start_header_id|>") and tok:token_to_id("<|eot_id|>") then return "llama3" end
+  return "chatml"
+end
+
 -- template(name): the template table ({open, close, sep, begin, system, trim}); an error names
 -- the known ones. The end of a turn is t.close .. t.sep.
 function M.template(name) return template_of(name, "lomo.prompts.template") end

@@ -348,6 +348,8 @@ function T.llama3_template_with_a_llama3_tokenizer()
   for _, id in ipairs(ids) do n = n + (id == tok.bos and 1 or 0) end
   eq(n, 1, "one BOS")
   eq(tok:decode(ids, {skip_special = false}), text, "decodes to the text")
+  eq(prompts.template_for(tok), "llama3", "a Llama 3 tokenizer points to its template")
+  eq(prompts.template_for(lomo.tokenizer(fixtures .. "/tok/smollm2.tokenizer.json")), "chatml", "SmolLM2's: ChatML")
   local stops = require("lomo.eval").chat_stops(tok, "llama3")
   eq(stops[#stops], tok:token_to_id("<|eot_id|>"), "a reply stops at the end of its turn")
   truthy(stops[1] == tok.eos and tok.eos ~= stops[#stops], "and at the EOS")

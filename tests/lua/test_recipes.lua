@@ -270,6 +270,11 @@ function T.a_llama3_folder_chats()
   check.eq(held[2], held[1] + 1 + 1 + (#turn - 1) + 2, "the second turn continues the first")
   code, out = run_program(nil, "generate", dir, "--chat=llama3", "--max-new", "2", "Hi")
   check.truthy(code == 0 and out:find("2 tokens in", 1, true), "generate --chat=llama3:\n" .. out)
+  -- without --template the tokenizer's <|start_header_id|> and <|eot_id|> choose llama3
+  local _, again = run_with_input("Hi\nHi\n", nil, "chat", dir, "--max-new", "3")
+  local held_again = {}
+  for n in again:gmatch("(%d+) positions in the cache") do held_again[#held_again + 1] = tonumber(n) end
+  check.eq(held_again, held, "the template from the tokenizer")
   check.rmtree(dir)
 end
 
