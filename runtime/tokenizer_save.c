@@ -137,8 +137,11 @@ static lomo_status model_json(const lomo_tokenizer *t, json_t **out) {
     int n = tok_merges_by_rank(t, &pairs);
     lomo_status st = LOMO_OK;
     if (!vocab || !merges || n < 0) st = lomo_fail(t->ctx, LOMO_ERR_OOM, "%s: out of memory writing the model", t->source);
+    /* JSON holds UTF-8 only: a GGUF token that is not is refused, not dropped */
     for (int i = 0; !st && i < t->n_tokens; i++)
-        if (t->tokens[i]) json_object_set_new(vocab, t->tokens[i], json_integer(i));
+        if (t->tokens[i] && json_object_set_new(vocab, t->tokens[i], json_integer(i)) != 0)
+            st = lomo_fail(t->ctx, LOMO_ERR_FORMAT, "%s: token %d is not valid UTF-8, which tokenizer.json cannot "
+                           "hold", t->source, i);
     for (int r = 0; !st && r < n; r++) {
         const char *a = t->tokens[pairs[2 * r]], *b = t->tokens[pairs[2 * r + 1]];
         /* "left right" splits at the first space after the first byte */

@@ -402,6 +402,20 @@ static void test_spec_by_hand(void) {
     snprintf(dir, sizeof dir, "%s/scores", save_root);
     CHECK(lomo_tokenizer_save_hf(t, dir) == LOMO_ERR_FORMAT && strstr(lomo_last_error(ctx), "by hand: merges by token score"),
           "score mode is not written as tokenizer.json: %s", lomo_last_error(ctx));
+    {
+        /* a token JSON cannot hold (a GGUF may have one) is refused, not dropped */
+        const char *bad[] = {"a", "b", "\xff\xfe"};
+        tokenizer_spec bs = {.kind = TOK_BPE_BYTELEVEL, .n_tokens = 3, .tokens = bad, .bos_id = -1, .eos_id = -1,
+                             .unk_id = -1};
+        lomo_tokenizer *u = NULL;
+        CHECK(tokenizer_create(&u, ctx, &bs, "bad utf-8") == LOMO_OK, "%s", lomo_last_error(ctx));
+        if (u)
+            CHECK(lomo_tokenizer_save_hf(u, dir) == LOMO_ERR_FORMAT &&
+                      strstr(lomo_last_error(ctx), "bad utf-8: token 2 is not valid UTF-8"),
+                  "an invalid token: %s", lomo_last_error(ctx));
+        lomo_tokenizer_destroy(u);
+        rmdir(dir);
+    }
     /* control tokens match in raw text, longest first */
     CHECK(lomo_tokenizer_encode(t, "<s>a</s>", 8, 0, &ids, &n) == LOMO_OK && n == 3 && ids[0] == 1 && ids[1] == 10 &&
               ids[2] == 2,
