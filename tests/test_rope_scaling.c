@@ -7,7 +7,8 @@
  * tensor gives back the parameters); the
  * rotary frequencies equal those transformers computes (float32 there, so to
  * 1e-6); the logits of a forward, and of decoding one token a call through
- * the key/value cache, match transformers' float64 forward. The fixture also
+ * the key/value cache, match transformers' float64 forward, and so do the loss
+ * and the gradients of the q and k projections, which RoPE's backward forms. The fixture also
  * holds the logits of the same weights without scaling, and the test checks
  * that those lie far outside the tolerance: a model that ignored the scaling
  * could not pass.
@@ -27,6 +28,45 @@ static lomo_ctx *ctx;
 /* f32 forward against float64 with float32 RoPE tables: per-op rounding, a few 1e-6 relative */
 #define ATOL 2e-5
 #define RTOL 1e-4
+
+/* The loss and the q and k projections' gradients (RoPE's backward forms them) against transformers'
+ * float64 autograd; each must lie far from the gradient without the scaling. */
+static void check_backward(lomo_model *m, const fixture *fx, const char *kind, const int32_t *tokens, int B, int T) {
+    const int32_t *targets = fx_i32(fx, "targets", (size_t)B * T);
+    float loss = 0;
+    lomo_grads *g = NULL;
+    if (!targets || lomo_grads_create(&g, m) != LOMO_OK) {
+        CHECK(0, "%s: targets or gradients: %s", kind, lomo_last_error(ctx));
+        return;
+    }
+    lomo_grad_hook h = lomo_grads_hook(g);
+    CHECK(lomo_model_forward(m, tokens, targets, B, T, &loss, NULL) == LOMO_OK &&
+              lomo_model_backward(m, 1.0f, &h) == LOMO_OK,
+          "%s: forward and backward: %s", kind, lomo_last_error(ctx));
+    double want_loss = fx_scalar(fx, "loss");
+    CHECK(fabs(loss - want_loss) <= 1e-5 * fabs(want_loss), "%s: loss %.9g, transformers %.9g", kind, loss, want_loss);
+    int checked = 0;
+    for (int p = 0; p < lomo_model_num_params(m); p++) {
+        lomo_param_info info;
+        lomo_model_param(m, p, &info);
+        char name[160], plain[170];
+        snprintf(name, sizeof name, "grad.%s", info.name);
+        snprintf(plain, sizeof plain, "grad_unscaled.%s", info.name);
+        if (!strstr(info.name, ".q_proj.") && !strstr(info.name, ".k_proj.")) continue;
+        const double *want = fx_f64(fx, name, info.numel), *other = fx_f64(fx, plain, info.numel);
+        const float *got = lomo_grads_get(g, p);
+        double big = want ? fx_max_abs(want, info.numel) : 0;
+        /* f32 sums of a few hundred terms against float64: a floor of 1e-5 of the largest element */
+        CHECK(want && fx_compare(name, got, want, info.numel, 1e-5 * big, 1e-4) == 0, "%s: %s", kind, name);
+        size_t moved = 0;
+        for (size_t i = 0; want && other && i < info.numel; i++)
+            moved += fabs(other[i] - want[i]) > 100 * (1e-5 * big + 1e-4 * fabs(want[i]));
+        CHECK(moved > info.numel / 10, "%s: %s: only %zu elements move with the scaling", kind, name, moved);
+        checked++;
+    }
+    CHECK(checked == 2 * lomo_model_config(m)->num_hidden_layers, "%s: %d gradients checked", kind, checked);
+    lomo_grads_destroy(g);
+}
 
 /* kind's reference against the model in file: the folder transformers saved, or a GGUF */
 static void check_kind(const char *kind, int want_type, const char *file) {
@@ -93,6 +133,7 @@ static void check_kind(const char *kind, int want_type, const char *file) {
                 }
         }
         CHECK(bad == 0, "%s: %zu decoded logits outside tolerance", kind, bad);
+        check_backward(m, &fx, kind, tokens, B, T);
     }
     free(logits);
     free(step);
