@@ -50,15 +50,15 @@ lomo_status gguf_rope_freqs_scaling(const gguf_file *f, const gguf_tensor *t, in
         double u = pow(theta, -2.0 * j / hd) / TWO_PI, s = (1 / d[j] - 1 / factor) / (1 - 1 / factor);
         su += u, ss += s, suu += u * u, sus += u * s, n++;
     }
-    double det = n * suu - su * su, A = n >= 2 && det > 0 ? (n * sus - su * ss) / det : 0, B = (A * su - ss) / (n ? n : 1);
+    double det = n * suu - su * su;
+    double A = n >= 2 && det > 0 ? (n * sus - su * ss) / det : 0, B = n ? (A * su - ss) / n : 0;
     if (n < 2 || !(A > 0) || !(B > 0)) {
         why = "fewer than two blended frequencies, or no Llama 3 blend";
     } else {
+        /* high_freq_factor to 4 decimals: the float32 divisors give 4.0000001 for 4 */
         *out = (lomo_rope_scaling){.rope_type = LOMO_ROPE_LLAMA3, .factor = factor, .low_freq_factor = 1,
-                                   .high_freq_factor = 1 + 1 / B, .original_max_position_embeddings = (int)lround(A / B)};
-        /* snap to the float32 the converter computed from (factor, 4.0, ...): 4.0000001 -> 4 */
-        out->factor = (float)out->factor;
-        out->high_freq_factor = round(out->high_freq_factor * 1e4) / 1e4;
+                                   .high_freq_factor = round((1 + 1 / B) * 1e4) / 1e4,
+                                   .original_max_position_embeddings = (int)lround(A / B)};
         /* the parameters must give the divisors back */
         lomo_llama_config c = {.rope_theta = theta, .rope_scaling = *out};
         double inv[512];

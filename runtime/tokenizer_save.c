@@ -136,7 +136,8 @@ static lomo_status model_json(const lomo_tokenizer *t, json_t **out) {
     int32_t *pairs = NULL;
     int n = tok_merges_by_rank(t, &pairs);
     lomo_status st = LOMO_OK;
-    if (!vocab || !merges || n < 0) st = lomo_fail(t->ctx, LOMO_ERR_OOM, "%s: out of memory writing the model", t->source);
+    if (!vocab || !merges || n < 0)
+        st = lomo_fail(t->ctx, LOMO_ERR_OOM, "%s: out of memory writing the model", t->source);
     /* JSON holds UTF-8 only: a GGUF token that is not is refused, not dropped */
     for (int i = 0; !st && i < t->n_tokens; i++)
         if (t->tokens[i] && json_object_set_new(vocab, t->tokens[i], json_integer(i)) != 0)
