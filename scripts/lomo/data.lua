@@ -332,7 +332,8 @@ function M.segments(tok, pieces, opts)
   end
   for i, piece in ipairs(pieces) do
     if type(piece) ~= "table" then fail(who, "pieces[%d] must be {text =, train =}", i) end
-    for _, id in ipairs(encode_text(tok, piece.text, who, ("pieces[%d].text"):format(i))) do add(id, piece.train == true) end
+    local field = ("pieces[%d].text"):format(i)
+    for _, id in ipairs(encode_text(tok, piece.text, who, field)) do add(id, piece.train == true) end
   end
   if opts.eos then
     if tok.eos == nil then fail(who, "eos requested but the tokenizer has none") end
