@@ -307,6 +307,30 @@ function M.chat(...)
   m:close()
 end
 
+-- ---- lomo perplexity <model> <text>: how well the model predicts a text ----
+
+M.perplexity_usage = "usage: lomo perplexity <model.gguf | hf-folder> <text-file | -> [--seq N] [--batch B] " ..
+                     "[--tokenizer PATH] [--dtype f32|bf16|f16] [--device cpu|cuda] [--threads N]\n" ..
+                     "  the text in rows of N tokens (default 512; the last row shorter), each scored from its " ..
+                     "start\n  without the rows before it: every token but the first is predicted once"
+
+function M.perplexity(...)
+  local data, eval = require "lomo.data", require "lomo.eval"
+  local opt = parse_options({...}, {seq = "int", batch = "int", tokenizer = "string", dtype = "string",
+                                    device = "string", threads = "int"}, M.perplexity_usage)
+  if not opt[1] or not opt[2] or opt[3] then error(M.perplexity_usage, 0) end
+  local text = opt[2] == "-" and (io.read("a") or "") or call(data.read_text, opt[2])
+  local m, tok = load_for_generation(opt[1], opt)
+  local T = opt.seq or 512
+  local rows = data.chunk(tok:encode(text, {add_special = false}), T, {tail = true})
+  if #rows == 0 then error(opt[2] .. ": fewer than two tokens: nothing to predict", 0) end
+  local ppl, nll, count = call(eval.perplexity, m, rows, {batch = opt.batch or 4})
+  print(("%s: %d tokens predicted in %d rows of up to %d: loss %.4f, perplexity %.3f"):format(
+    opt[2], count, #rows, T, nll, ppl))
+  m:close()
+  return ppl, nll, count
+end
+
 -- ---- the REPL's view of values ----
 
 local function show(v, depth, seen)

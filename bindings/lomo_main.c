@@ -125,6 +125,8 @@ static void usage(FILE *f) {
             "                (a conversation on stdin, a line a turn)\n"
             "       lomo convert <model.gguf | hf-folder> <out-folder> [--dtype f32|bf16|f16] [--tokenizer PATH]\n"
             "                (a Hugging Face folder: config, safetensors and tokenizer)\n"
+            "       lomo perplexity <model.gguf | hf-folder> <text-file | -> [--seq N] [--batch B]\n"
+            "                (how well the model predicts a text)\n"
             "       lomo --version | --help\n"
             "Without arguments, lomo opens a REPL (help(lomo) lists the API) or runs stdin.\n"
             "Environment: LOMO_DEVICE (cpu | cuda, the default device), LOMO_PATH (the recipe library, for\n"
@@ -181,7 +183,8 @@ static int pmain(lua_State *L) {
         usage(stdout);
         status = LUA_OK;
     } else if (strcmp(argv[1], "run") == 0 || strcmp(argv[1], "plan") == 0 || strcmp(argv[1], "generate") == 0 ||
-               strcmp(argv[1], "chat") == 0 || strcmp(argv[1], "convert") == 0) {
+               strcmp(argv[1], "chat") == 0 || strcmp(argv[1], "convert") == 0 ||
+               strcmp(argv[1], "perplexity") == 0) {
         create_arg_table(L, argv, argc, 2);
         lomo_cli_get(L, argv[1]);
         status = lomo_cli_docall(L, push_args(L, argv, 2, argc), 0);

@@ -432,18 +432,19 @@ function M.pack(examples, opts)
   return rows
 end
 
--- chunk(ids, T): language-modelling rows from one token stream: row r reads
--- ids[(r-1)T+1 .. rT] and predicts ids[(r-1)T+2 .. rT+1]; a short tail is dropped.
-function M.chunk(ids, T)
+-- chunk(ids, T, {tail = false}): language-modelling rows from one token stream: row r reads
+-- ids[(r-1)T+1 .. rT] and predicts ids[(r-1)T+2 .. rT+1]; a short tail is dropped, or with
+-- tail = true kept as a shorter last row (so every token but the first is predicted once).
+function M.chunk(ids, T, opts)
   if math.tointeger(T) == nil or T <= 0 then fail("lomo.data.chunk", "T must be a positive integer") end
+  local tail = opts and opts.tail
   local rows = {}
-  local r = 0
-  while (r + 1) * T + 1 <= #ids do
+  local base = 0
+  while base + (tail and 2 or T + 1) <= #ids do
     local input, target = {}, {}
-    local base = r * T
-    for t = 1, T do input[t], target[t] = ids[base + t], ids[base + t + 1] end
+    for t = 1, math.min(T, #ids - 1 - base) do input[t], target[t] = ids[base + t], ids[base + t + 1] end
     rows[#rows + 1] = {input = input, target = target}
-    r = r + 1
+    base = base + T
   end
   return rows
 end

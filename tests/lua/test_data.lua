@@ -291,6 +291,12 @@ function T.pack_and_chunk()
   check.eq(rows[3], {input = {8, 9, 0}, target = {9, 10, -100}})
   local c = data.chunk({10, 11, 12, 13, 14, 15, 16, 17}, 3)
   check.eq(c, {{input = {10, 11, 12}, target = {11, 12, 13}}, {input = {13, 14, 15}, target = {14, 15, 16}}})
+  -- the tail kept: 17 is predicted from 16 in a row of one
+  local t = data.chunk({10, 11, 12, 13, 14, 15, 16, 17}, 3, {tail = true})
+  check.eq(t[3], {input = {16}, target = {17}})
+  check.eq(#t, 3)
+  check.eq(#data.chunk({10, 11, 12, 13, 14, 15, 16}, 3, {tail = true}), 2, "no tail left: two rows")
+  check.eq(data.chunk({10}, 3, {tail = true}), {}, "one token predicts nothing")
   check.raises(function() data.pack(exs, {}) end, "T must be")
 end
 

@@ -203,6 +203,21 @@ function T.convert_writes_a_complete_folder()
   check.eq(out:match("^(.-)%d+ tokens in"), want:match("^(.-)%d+ tokens in"), "the same reply as from the GGUF")
 end
 
+-- lomo perplexity: the text in rows, against transformers on the same rows (4.44, float64, the
+-- model converted by lomo convert, by hand: 1670 tokens, mean loss 2.927869)
+function T.perplexity_of_a_text()
+  local model = real_model()
+  local code, out = run_program(nil, "perplexity", model, root .. "/examples/pretrain/lighthouse.txt", "--seq", "256")
+  local loss = tonumber(out:match("loss ([%d.]+)"))
+  check.truthy(code == 0 and out:find("1670 tokens predicted in 7 rows of up to 256", 1, true), "perplexity:\n" .. out)
+  check.near(loss, 2.927869, 2e-4, "the loss transformers gives")
+  code, out = run_program(nil, "perplexity", model)
+  check.truthy(code ~= 0 and out:find("usage: lomo perplexity", 1, true), "no text:\n" .. out)
+  code, out = run_program(nil, "perplexity", model, "/no/such/text.txt")
+  check.truthy(code ~= 0 and out:find("/no/such/text.txt", 1, true) and not out:find("traceback", 1, true),
+               "a missing text:\n" .. out)
+end
+
 -- lomo chat: turns from standard input, each continuing the key/value cache (the positions it
 -- holds grow turn by turn), /reset starting again
 function T.chat_continues_the_cache_turn_by_turn()
