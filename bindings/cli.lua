@@ -148,6 +148,8 @@ function M.plan(...)
     for _, c in ipairs(cols) do line[#line + 1] = ("%12s"):format(size(p[name][c])) end
     print(table.concat(line))
   end
+  print(("generation (lomo chat, lomo generate): a key/value cache of %s per 1024 positions, beyond inference's")
+        :format(size(1024 * p.kv_cache_per_position)))
   return p
 end
 

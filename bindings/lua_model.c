@@ -704,6 +704,7 @@ static void push_plan(lua_State *L, const lomo_plan *p) {
     SETP(optimizer);
     SETP(scratch);
     SETP(total);
+    SETP(kv_cache_per_position);
 #undef SETP
 }
 
@@ -762,6 +763,8 @@ static int l_plan(lua_State *L) {
     lua_setfield(L, -2, "scratch");
     lua_pushinteger(L, (lua_Integer)p.total);
     lua_setfield(L, -2, "total");
+    lua_pushinteger(L, (lua_Integer)p.kv_cache_per_position);
+    lua_setfield(L, -2, "kv_cache_per_position");
     push_plan(L, &p);
     lua_setfield(L, -2, "inference");
 

@@ -387,6 +387,9 @@ lomo_status lomo_optim_load(lomo_optim *o, const char *path);
 typedef struct lomo_plan {
     size_t weights, activations, gradients, optimizer, scratch;
     size_t total;              /* the sum: the peak of the accounted memory */
+    /* generation (lomo_model_decode): the key/value cache's bytes per position of all B rows,
+     * activations memory beyond the above; it grows 256 positions at a time, doubling */
+    size_t kv_cache_per_position;
 } lomo_plan;
 /*
  * Bytes by category for batch B x seq T: inference when oo is NULL, else one

@@ -53,6 +53,8 @@ lomo_status lomo_plan_memory(lomo_ctx *ctx, const lomo_llama_config *cfg, const 
         }
     }
     out->total = out->weights + out->activations + out->gradients + out->optimizer + out->scratch;
+    out->kv_cache_per_position = 2 * L * (size_t)B * (size_t)cfg->num_key_value_heads * (C / cfg->num_attention_heads) *
+                                 sizeof(float);
     free(m.params);
     return LOMO_OK;
 }

@@ -129,6 +129,10 @@ static void check_memory(lomo_ctx *ctx, lomo_model *m) {
     size_t want = 2 * (size_t)L * B * 256 * NKV * HD * sizeof(float);
     size_t got = during.current[LOMO_MEM_ACTIVATIONS] - before.current[LOMO_MEM_ACTIVATIONS];
     CHECK(got == want, "the cache holds %zu bytes, expected %zu", got, want);
+    lomo_plan plan;
+    CHECK(lomo_plan_memory(ctx, lomo_model_config(m), NULL, NULL, B, 1, &plan) == LOMO_OK &&
+              plan.kv_cache_per_position * 256 == got,
+          "the plan's %zu bytes a position, 256 positions: %zu", plan.kv_cache_per_position, got);
     lomo_model_decode_reset(m);
     lomo_mem_get_stats(ctx, &after);
     CHECK(after.current[LOMO_MEM_ACTIVATIONS] == before.current[LOMO_MEM_ACTIVATIONS], "reset did not free the cache");
