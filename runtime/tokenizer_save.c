@@ -173,17 +173,29 @@ static lomo_status model_json(const lomo_tokenizer *t, json_t **out) {
     return *out ? LOMO_OK : lomo_fail(t->ctx, LOMO_ERR_OOM, "%s: out of memory writing the model", t->source);
 }
 
+static int by_id(const void *x, const void *y) {
+    const tok_added *a = *(const tok_added *const *)x, *b = *(const tok_added *const *)y;
+    return (a->id > b->id) - (a->id < b->id);
+}
+
 static json_t *added_json(const lomo_tokenizer *t) {
     json_t *list = json_array();
     /* in id order, as HF writes them (the matcher keeps them longest first) */
-    for (int id = 0; list && id < t->n_tokens; id++)
-        for (int i = 0; i < t->n_added; i++) {
-            const tok_added *a = &t->added[i];
-            if (a->id != id) continue;
-            json_array_append_new(list, json_pack("{s:i,s:s,s:b,s:b,s:b,s:b,s:b}", "id", a->id, "content",
-                                                  t->tokens[a->id], "single_word", 0, "lstrip", a->lstrip, "rstrip",
-                                                  a->rstrip, "normalized", 0, "special", a->special));
-        }
+    const tok_added **order = malloc((t->n_added ? t->n_added : 1) * sizeof *order);
+    if (!list || !order) {
+        json_decref(list);
+        free(order);
+        return NULL;
+    }
+    for (int i = 0; i < t->n_added; i++) order[i] = &t->added[i];
+    qsort(order, (size_t)t->n_added, sizeof *order, by_id);
+    for (int i = 0; i < t->n_added; i++) {
+        const tok_added *a = order[i];
+        json_array_append_new(list, json_pack("{s:i,s:s,s:b,s:b,s:b,s:b,s:b}", "id", a->id, "content",
+                                              t->tokens[a->id], "single_word", 0, "lstrip", a->lstrip, "rstrip",
+                                              a->rstrip, "normalized", 0, "special", a->special));
+    }
+    free(order);
     return list;
 }
 
