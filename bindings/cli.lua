@@ -166,10 +166,16 @@ function M.convert(...)
   local ctx = call(lomo.context, {threads = 2, device = "cpu"})
   local m = call(lomo.load, ctx, opt[1], {dtype = opt.dtype or "f32"})
   local tok = call(lomo.tokenizer, ctx, opt.tokenizer or opt[1])
+  -- a tokenizer tokenizer.json cannot express (a GGUF SentencePiece vocabulary that merges by
+  -- score) leaves the weights still worth writing: said first, then the model
+  local ok, err = pcall(tok.save, tok, opt[2])
+  if not ok then
+    io.stderr:write(("lomo: the tokenizer is not written: %s\n  (lomo chat and generate take it with " ..
+                     "--tokenizer %s)\n"):format(without_position(err), opt.tokenizer or opt[1]))
+  end
   call(m.save, m, opt[2])
-  call(tok.save, tok, opt[2])
-  print(("%s -> %s: %d parameters in %s, %d tokens"):format(opt[1], opt[2], m:num_weights(),
-                                                            opt.dtype or "f32", tok:vocab_size()))
+  print(("%s -> %s: %d parameters in %s, %s"):format(opt[1], opt[2], m:num_weights(), opt.dtype or "f32",
+                                                     ok and tok:vocab_size() .. " tokens" or "no tokenizer"))
   tok:close()
   m:close()
   ctx:close()

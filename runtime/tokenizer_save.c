@@ -138,16 +138,22 @@ static lomo_status model_json(const lomo_tokenizer *t, json_t **out) {
     lomo_status st = LOMO_OK;
     if (!vocab || !merges || n < 0)
         st = lomo_fail(t->ctx, LOMO_ERR_OOM, "%s: out of memory writing the model", t->source);
-    /* JSON holds UTF-8 only: a GGUF token that is not is refused, not dropped */
-    for (int i = 0; !st && i < t->n_tokens; i++)
-        if (t->tokens[i] && json_object_set_new(vocab, t->tokens[i], json_integer(i)) != 0)
+    /* JSON holds UTF-8 only, and one id per text: a token that breaks either is refused, not dropped */
+    for (int i = 0; !st && i < t->n_tokens; i++) {
+        if (!t->tokens[i]) continue;
+        const json_t *seen = json_object_get(vocab, t->tokens[i]);
+        if (seen)
+            st = lomo_fail(t->ctx, LOMO_ERR_FORMAT, "%s: tokens %d and %d are both \"%.64s\", which tokenizer.json "
+                           "cannot hold", t->source, (int)json_integer_value(seen), i, t->tokens[i]);
+        else if (json_object_set_new(vocab, t->tokens[i], json_integer(i)) != 0)
             st = lomo_fail(t->ctx, LOMO_ERR_FORMAT, "%s: token %d is not valid UTF-8, which tokenizer.json cannot "
                            "hold", t->source, i);
+    }
     for (int r = 0; !st && r < n; r++) {
         const char *a = t->tokens[pairs[2 * r]], *b = t->tokens[pairs[2 * r + 1]];
-        /* "left right" splits at the first space after the first byte */
-        if (a[0] && strchr(a + 1, ' ')) {
-            st = lomo_fail(t->ctx, LOMO_ERR_FORMAT, "%s: merge of \"%.64s\" and \"%.64s\": a left token with a space "
+        /* HF splits "left right" at its one space: a token with a space cannot be written */
+        if (strchr(a, ' ') || strchr(b, ' ')) {
+            st = lomo_fail(t->ctx, LOMO_ERR_FORMAT, "%s: merge of \"%.64s\" and \"%.64s\": a token with a space "
                            "cannot be written as a tokenizer.json merge", t->source, a, b);
             break;
         }

@@ -414,6 +414,26 @@ static void test_spec_by_hand(void) {
                       strstr(lomo_last_error(ctx), "bad utf-8: token 2 is not valid UTF-8"),
                   "an invalid token: %s", lomo_last_error(ctx));
         lomo_tokenizer_destroy(u);
+        /* one text at two ids: JSON's vocabulary keeps one id a text */
+        const char *twice[] = {"a", "b", "a"};
+        bs.tokens = twice;
+        CHECK(tokenizer_create(&u, ctx, &bs, "twice") == LOMO_OK, "%s", lomo_last_error(ctx));
+        if (u)
+            CHECK(lomo_tokenizer_save_hf(u, dir) == LOMO_ERR_FORMAT &&
+                      strstr(lomo_last_error(ctx), "twice: tokens 0 and 2 are both \"a\""),
+                  "a repeated text: %s", lomo_last_error(ctx));
+        lomo_tokenizer_destroy(u);
+        /* a merge whose token holds a space: HF's "left right" cannot say it */
+        const char *spaced[] = {"a", " b", "a b"}, *merge[] = {"a  b"};
+        bs.tokens = spaced;
+        bs.merges = merge;
+        bs.n_merges = 1;
+        CHECK(tokenizer_create(&u, ctx, &bs, "spaced") == LOMO_OK, "%s", lomo_last_error(ctx));
+        if (u)
+            CHECK(lomo_tokenizer_save_hf(u, dir) == LOMO_ERR_FORMAT &&
+                      strstr(lomo_last_error(ctx), "a token with a space cannot be written"),
+                  "a spaced merge: %s", lomo_last_error(ctx));
+        lomo_tokenizer_destroy(u);
         rmdir(dir);
     }
     /* control tokens match in raw text, longest first */

@@ -119,9 +119,12 @@ return function(cfg)
   if cfg.save_model and out_dir then
     -- weights, config and tokenizer: a folder lomo and transformers load as it is
     m:save(out_dir .. "/model")
-    tok:save(out_dir .. "/model")
+    -- a GGUF SentencePiece vocabulary that merges by score has no tokenizer.json form
+    local saved, why = pcall(tok.save, tok, out_dir .. "/model")
+    if not saved then print("the tokenizer is not saved with it: " .. tostring(why)) end
     print("model saved to " .. out_dir .. "/model; talk to it with")
-    print(string.format("  lomo chat %s/model --template %s", out_dir, template))
+    print(string.format("  lomo chat %s/model%s --template %s", out_dir,
+                        saved and "" or " --tokenizer " .. model_path, template))
   end
   opt:close()
   m:close()

@@ -188,6 +188,13 @@ function T.convert_writes_a_complete_folder()
   check.truthy(code ~= 0 and out:find("/no/such/model.gguf", 1, true), "a missing model:\n" .. out)
   code, out = run_program(nil, "convert", "/no/such/model.gguf", "/tmp/x", "--dtype", "f8")
   check.truthy(code ~= 0 and out:find('dtype must be "f32", "bf16" or "f16", got "f8"', 1, true), "--dtype f8:\n" .. out)
+  -- a SentencePiece GGUF that merges by score: the weights, and why the tokenizer is not there
+  local spm = check.tmpdir() .. "/spm"
+  code, out = run_program(nil, "convert", root .. "/tests/fixtures/gguf/llama_tied.gguf", spm)
+  check.truthy(code == 0 and out:find("no tokenizer", 1, true) and out:find("the tokenizer is not written", 1, true)
+               and out:find("merges by token score", 1, true) and check.read(spm .. "/model.safetensors")
+               and not check.read(spm .. "/tokenizer.json"), "a tokenizer tokenizer.json cannot hold:\n" .. out)
+  check.rmtree(spm)
   local model = real_model()
   local dir = check.tmpdir() .. "/converted"
   code, out = run_program(nil, "convert", model, dir)
