@@ -193,7 +193,7 @@ function T.convert_writes_a_complete_folder()
   code, out = run_program(nil, "convert", root .. "/tests/fixtures/gguf/llama_tied.gguf", spm)
   check.truthy(code == 0 and out:find("no tokenizer", 1, true) and out:find("the tokenizer is not written", 1, true)
                and out:find("merges by token score", 1, true) and check.read(spm .. "/model.safetensors")
-               and not check.read(spm .. "/tokenizer.json"), "a tokenizer tokenizer.json cannot hold:\n" .. out)
+               and not io.open(spm .. "/tokenizer.json"), "a tokenizer tokenizer.json cannot hold:\n" .. out)
   check.rmtree(spm)
   local model = real_model()
   local dir = check.tmpdir() .. "/converted"
