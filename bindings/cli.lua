@@ -252,7 +252,7 @@ function M.generate(...)
   local on_token, finish = streamer(tok)
   local t0 = lomo.clock()
   local reply, why, ids = eval.generate_text(m, tok, text, {
-    bos = not template, stop = template and eval.chat_stops(tok, template) or nil,
+    bos = not template and tok.add_bos, stop = template and eval.chat_stops(tok, template) or nil,
     max_new_tokens = opt["max-new"] or 128, temperature = opt.temperature or 0, top_p = opt["top-p"],
     seed = opt.seed or 0, on_token = on_token})
   finish(ids)
@@ -330,7 +330,8 @@ function M.perplexity(...)
   local text = opt[2] == "-" and (io.read("a") or "") or call(data.read_text, opt[2])
   local m, tok = load_for_generation(opt[1], opt)
   local T = opt.seq or 512
-  local rows = data.chunk(tok:encode(text, {add_special = false}), T, {tail = true})
+  -- as the tokenizer's users read a text: with its BOS first where it adds one (Llama's)
+  local rows = data.chunk(tok:encode(text, {add_special = true}), T, {tail = true})
   if #rows == 0 then error(opt[2] .. ": fewer than two tokens: nothing to predict", 0) end
   local ppl, nll, count = call(eval.perplexity, m, rows, {batch = opt.batch or 4})
   print(("%s: %d tokens predicted in %d rows of up to %d: loss %.4f, perplexity %.3f"):format(

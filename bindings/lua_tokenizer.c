@@ -89,6 +89,10 @@ static int tok_index(lua_State *L) {
         else lua_pushinteger(L, id);
         return 1;
     }
+    if (k && strcmp(k, "add_bos") == 0) {
+        lua_pushboolean(L, lomo_tokenizer_adds_bos(check_tok(L, 1)->t));
+        return 1;
+    }
     lua_pushvalue(L, 2);
     lua_gettable(L, lua_upvalueindex(1));
     return 1;
@@ -197,6 +201,7 @@ static const lomo_lua_reg tok_methods[] = {
 static const lomo_lua_reg tok_fields[] = {
     {"bos", NULL, "the BOS token id, or nil"},
     {"eos", NULL, "the EOS token id, or nil"},
+    {"add_bos", NULL, "whether the tokenizer starts a text with its BOS (encode with add_special does)"},
     {NULL, NULL, NULL},
 };
 

@@ -38,6 +38,9 @@ lomo_status lomo_tokenizer_decode(lomo_tokenizer *t, const int32_t *ids, size_t 
                                   char **text_out, size_t *len_out);
 int lomo_tokenizer_vocab_size(const lomo_tokenizer *t);
 int lomo_tokenizer_bos_id(const lomo_tokenizer *t);   /* -1 if none */
+/* 1 when encoding with add_special puts the BOS first (Llama's rule; SmolLM2 has a BOS it never
+ * adds): what a text should start with to be read as the tokenizer's own users read it */
+int lomo_tokenizer_adds_bos(const lomo_tokenizer *t);
 int lomo_tokenizer_eos_id(const lomo_tokenizer *t);   /* -1 if none */
 int lomo_tokenizer_token_to_id(const lomo_tokenizer *t, const char *token);   /* -1 if absent */
 const char *lomo_tokenizer_id_to_token(const lomo_tokenizer *t, int id);       /* NULL if out of range */

@@ -1266,6 +1266,9 @@ oom:
 
 int lomo_tokenizer_vocab_size(const lomo_tokenizer *t) { return t ? t->n_tokens : 0; }
 int lomo_tokenizer_bos_id(const lomo_tokenizer *t) { return t ? t->bos_id : -1; }
+int lomo_tokenizer_adds_bos(const lomo_tokenizer *t) {
+    return t && t->bos_id >= 0 && t->n_prefix > 0 && t->prefix[0] == t->bos_id;
+}
 int lomo_tokenizer_eos_id(const lomo_tokenizer *t) { return t ? t->eos_id : -1; }
 
 int lomo_tokenizer_token_to_id(const lomo_tokenizer *t, const char *token) {

@@ -464,6 +464,7 @@ static void test_bos_eos(void) {
     if (t) {
         CHECK(lomo_tokenizer_bos_id(t) == 1 && lomo_tokenizer_eos_id(t) == 2, "llama2 bos %d eos %d",
               lomo_tokenizer_bos_id(t), lomo_tokenizer_eos_id(t));
+        CHECK(lomo_tokenizer_adds_bos(t) == 1, "llama2 adds its BOS");
         int32_t *ids = NULL;
         size_t n = 0;
         CHECK(lomo_tokenizer_encode(t, "", 0, 1, &ids, &n) == LOMO_OK && n == 1 && ids[0] == 1, "empty + bos");
@@ -479,6 +480,7 @@ static void test_bos_eos(void) {
               lomo_tokenizer_bos_id(t), lomo_tokenizer_eos_id(t));
         CHECK(lomo_tokenizer_token_to_id(t, "<|im_start|>") == 1 && lomo_tokenizer_vocab_size(t) == 49152,
               "smollm2 vocab");
+        CHECK(lomo_tokenizer_adds_bos(t) == 0, "smollm2 adds no BOS");
         int32_t *ids = NULL;
         size_t n = 0;
         const char *chat = "<|im_start|>user\nHi<|im_end|>";

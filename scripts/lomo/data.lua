@@ -265,9 +265,9 @@ local function encode_text(tok, s, who, field)
 end
 
 -- example(tok, prompt, answer, opts): the example for "prompt then answer" with the loss on
--- the answer only. opts: bos (default: when tok.bos exists), eos (default true: the answer
--- ends with tok.eos), max_len (tokens in input; the prompt is cut from the left so the
--- answer survives), train_on_prompt (default false).
+-- the answer only. opts: bos (default: tok.add_bos, the tokenizer's own rule), eos (default
+-- true: the answer ends with tok.eos), max_len (tokens in input; the prompt is cut from the
+-- left so the answer survives), train_on_prompt (default false).
 -- Without a prompt (prompt nil or ""), every next token is a target: plain language modelling.
 function M.example(tok, prompt, answer, opts)
   local who = "lomo.data.example"
@@ -277,7 +277,7 @@ function M.example(tok, prompt, answer, opts)
   local a = encode_text(tok, answer, who, "answer")
   local full = {}
   local use_bos = opts.bos
-  if use_bos == nil then use_bos = tok.bos ~= nil end
+  if use_bos == nil then use_bos = tok.add_bos == true end
   if use_bos then
     if tok.bos == nil then fail(who, "bos requested but the tokenizer has none") end
     full[1] = tok.bos

@@ -15,7 +15,7 @@ local function fail(who, fmt, ...)
 end
 
 -- choices_example(tok, source, choices, answer, opts): a multiple-choice item whose context
--- and choices are token ids. opts.bos (default: tok.bos exists), opts.eos (default false:
+-- and choices are token ids. opts.bos (default: tok.add_bos), opts.eos (default false:
 -- score the choice's tokens only).
 function M.choices_example(tok, source, choices, answer, opts)
   local who = "lomo.eval.choices_example"
@@ -23,7 +23,7 @@ function M.choices_example(tok, source, choices, answer, opts)
   if type(choices) ~= "table" or #choices < 1 then fail(who, "choices must be a non-empty array") end
   local ctx = {}
   local use_bos = opts.bos
-  if use_bos == nil then use_bos = tok.bos ~= nil end
+  if use_bos == nil then use_bos = tok.add_bos == true end
   if use_bos then ctx[1] = tok.bos end
   for _, id in ipairs(tok:encode(source, {add_special = false})) do ctx[#ctx + 1] = id end
   local ids = {}
@@ -291,11 +291,13 @@ function M.chat_stops(tok, template)
 end
 
 -- generate_text(m, tok, text, opts): generate from a prompt string and decode the reply;
--- stops at tok.eos unless opts.stop is given.
+-- stops at tok.eos unless opts.stop is given. opts.bos (default: tok.add_bos) puts the BOS first.
 function M.generate_text(m, tok, text, opts)
   opts = opts or {}
   local ids = {}
-  if opts.bos ~= false and tok.bos then ids[1] = tok.bos end
+  local use_bos = opts.bos
+  if use_bos == nil then use_bos = tok.add_bos == true end
+  if use_bos and tok.bos then ids[1] = tok.bos end
   for _, id in ipairs(tok:encode(text, {add_special = false})) do ids[#ids + 1] = id end
   local o = {}
   for k, v in pairs(opts) do o[k] = v end

@@ -12,6 +12,7 @@ function M.tokenizer(opts)
   opts = opts or {}
   local t = setmetatable({}, Tok)
   if opts.bos ~= false then t.bos = 256 end
+  t.add_bos = t.bos ~= nil and opts.add_bos ~= false   -- as Llama's: encode(add_special) starts with it
   if opts.eos ~= false then t.eos = 257 end
   return t
 end

@@ -242,6 +242,10 @@ function T.example_masks_the_prompt()
   local ex5 = data.example(tok, "abcdef", "g", {max_len = 3})
   check.eq(ex5.input, {101, 102, 103})
   check.eq(ex5.target, {-100, 103, 257})
+  -- a tokenizer with a BOS it does not add (SmolLM2's): none by default, one when asked
+  local quiet = fake.tokenizer{add_bos = false}
+  check.eq(data.example(quiet, "ab", "cd").input, {97, 98, 99, 100})
+  check.eq(data.example(quiet, "ab", "cd", {bos = true}).input, {256, 97, 98, 99, 100})
   check.raises(function() data.example(fake.tokenizer{bos = false}, "a", "b", {bos = true}) end, "bos requested")
   check.raises(function() data.example(fake.tokenizer{eos = false}, "a", "b") end, "eos requested")
   check.raises(function() data.example(tok, 5, "b") end, "prompt must be a string")
