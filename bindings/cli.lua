@@ -166,8 +166,8 @@ function M.convert(...)
   local ctx = call(lomo.context, {threads = 2, device = "cpu"})
   local m = call(lomo.load, ctx, opt[1], {dtype = opt.dtype or "f32"})
   local tok = call(lomo.tokenizer, ctx, opt.tokenizer or opt[1])
-  -- a tokenizer tokenizer.json cannot express (a GGUF SentencePiece vocabulary that merges by
-  -- score) leaves the weights still worth writing: said first, then the model
+  -- a tokenizer tokenizer.json cannot express (a text at two ids, a token that is not UTF-8)
+  -- leaves the weights still worth writing: said first, then the model
   local ok, err = pcall(tok.save, tok, opt[2])
   if not ok then
     io.stderr:write(("lomo: the tokenizer is not written: %s\n  (lomo chat and generate take it with " ..

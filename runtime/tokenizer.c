@@ -328,8 +328,60 @@ static int rank_cmp(const void *a, const void *b) {
     return (x[0] > y[0]) - (x[0] < y[0]);
 }
 
+typedef struct score_merge {
+    float score;            /* the merged token's */
+    int32_t merged, left, right;
+} score_merge;
+
+static int score_merge_cmp(const void *a, const void *b) {
+    const score_merge *x = a, *y = b;
+    if (x->score != y->score) return x->score > y->score ? -1 : 1;
+    if (x->merged != y->merged) return x->merged < y->merged ? -1 : 1;
+    if (x->left != y->left) return x->left < y->left ? -1 : 1;
+    return (x->right > y->right) - (x->right < y->right);
+}
+
+/* Score mode as merges, as HF converts a SentencePiece model: every split of a token into two
+ * tokens (at character boundaries) is a merge, ranked by the token's score, highest first. */
+static int merges_from_scores(const lomo_tokenizer *t, int32_t **pairs) {
+    size_t n = 0, cap = 1024;
+    score_merge *v = malloc(cap * sizeof *v);
+    if (!v) return -1;
+    for (int id = 0; id < t->n_tokens; id++) {
+        const char *s = t->tokens[id];
+        uint32_t len = t->token_len[id];
+        for (uint32_t i = 0; s && i < len;) {
+            uint32_t cp;
+            size_t cl = tok_utf8_len((const unsigned char *)s + i, len - i, &cp);
+            i += cl ? (uint32_t)cl : 1;
+            if (i >= len) break;
+            int l = strmap_get(t->vocab, s, i), r = strmap_get(t->vocab, s + i, len - i);
+            if (l < 0 || r < 0) continue;
+            if (n == cap) {
+                score_merge *w = realloc(v, 2 * cap * sizeof *v);
+                if (!w) {
+                    free(v);
+                    return -1;
+                }
+                v = w, cap *= 2;
+            }
+            v[n++] = (score_merge){t->scores[id], id, l, r};
+        }
+    }
+    qsort(v, n, sizeof *v, score_merge_cmp);
+    *pairs = malloc((n ? n : 1) * 2 * sizeof **pairs);
+    if (!*pairs) {
+        free(v);
+        return -1;
+    }
+    for (size_t k = 0; k < n; k++) (*pairs)[2 * k] = v[k].left, (*pairs)[2 * k + 1] = v[k].right;
+    free(v);
+    return (int)n;
+}
+
 int tok_merges_by_rank(const lomo_tokenizer *t, int32_t **pairs) {
     *pairs = NULL;
+    if (t->use_scores) return merges_from_scores(t, pairs);
     const tok_pairmap *m = t->merges;
     if (!m) return 0;
     size_t n = 0;

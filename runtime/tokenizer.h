@@ -176,8 +176,9 @@ lomo_status tok_dec_add(lomo_tokenizer *t, tok_dec_step step);
 lomo_status tok_post_add(lomo_tokenizer *t, int prefix, int32_t id);   /* prefix: 1 before, 0 after */
 /* Pre-tokenizer presets: "gpt2", "llama3", "smollm" (regex splits + byte-level map). */
 lomo_status tok_pre_add_preset(lomo_tokenizer *t, const char *name);
-/* The merges in rank order: pairs[2 r], pairs[2 r + 1] are the left and right ids of rank r.
- * Returns the count (0 without merges), or -1 when out of memory; *pairs is malloc'd. */
+/* The merges in rank order: pairs[2 r], pairs[2 r + 1] are the left and right ids of rank r;
+ * in score mode, the merges that rank the same way (each split of a token into two tokens,
+ * by the token's score). Returns the count, or -1 when out of memory; *pairs is malloc'd. */
 int tok_merges_by_rank(const lomo_tokenizer *t, int32_t **pairs);
 /* Sets the strip flags of the added token with this id (HF added_tokens lstrip/rstrip). */
 void tok_added_set_strip(lomo_tokenizer *t, int id, int lstrip, int rstrip);

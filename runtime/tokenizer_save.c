@@ -8,8 +8,10 @@
  * (lomo_tokenizer_load_hf reads them back from it). Added tokens are written
  * "normalized": false, since lomo matches every added token in the raw text.
  *
- * Not writable: a vocabulary that merges by token score (GGUF SentencePiece
- * without merges): tokenizer.json's BPE has merges only.
+ * A vocabulary that merges by token score (a GGUF SentencePiece one, which
+ * has no merges) is written as HF converts a SentencePiece model: each split
+ * of a token into two tokens is a merge, ranked by the token's score, and
+ * unknown characters stay one <unk> each, as score mode leaves them.
  */
 #include <jansson.h>
 #include <stdio.h>
@@ -172,9 +174,11 @@ static lomo_status model_json(const lomo_tokenizer *t, json_t **out) {
         json_decref(merges);
         return st;
     }
+    /* score mode leaves unknown characters one <unk> each */
+    int fuse_unk = t->fuse_unk && !t->use_scores;
     *out = json_pack("{s:s,s:n,s:o,s:n,s:n,s:b,s:b,s:b,s:o,s:o}", "type", "BPE", "dropout", "unk_token",
                      t->unk_id >= 0 ? json_string(t->tokens[t->unk_id]) : json_null(), "continuing_subword_prefix",
-                     "end_of_word_suffix", "fuse_unk", t->fuse_unk, "byte_fallback", t->byte_fallback, "ignore_merges",
+                     "end_of_word_suffix", "fuse_unk", fuse_unk, "byte_fallback", t->byte_fallback, "ignore_merges",
                      t->ignore_merges, "vocab", vocab, "merges", merges);
     return *out ? LOMO_OK : lomo_fail(t->ctx, LOMO_ERR_OOM, "%s: out of memory writing the model", t->source);
 }
@@ -222,9 +226,6 @@ static lomo_status write_json(const lomo_tokenizer *t, const char *dir, const ch
 
 lomo_status lomo_tokenizer_save_hf(const lomo_tokenizer *t, const char *dir) {
     if (!t || !dir) return LOMO_ERR_INVALID_ARG;
-    if (t->use_scores)
-        return lomo_fail(t->ctx, LOMO_ERR_FORMAT, "%s: merges by token score (a SentencePiece vocabulary without "
-                         "merges) cannot be written as tokenizer.json, whose BPE has merges only", t->source);
     lomo_status st = atomic_make_dirs(t->ctx, dir, "lomo_tokenizer_save_hf");
     if (st) return st;
     json_t *model = NULL;

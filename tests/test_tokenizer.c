@@ -355,13 +355,19 @@ static void test_spec_parity(void) {
         json_t *ref = load_json("tok/llama2_spm.ref.json");
         const json_t *lines = json_object_get(ref, "lines");
         CHECK(json_array_size(lines) > 80, "llama2_spm lines: %zu", json_array_size(lines));
-        for (size_t i = 0; t && i < json_array_size(lines); i++) {
-            const json_t *l = json_array_get(lines, i), *tx = json_object_get(l, "text");
-            char what[64];
-            snprintf(what, sizeof what, "llama2 (scores) line %zu", i + 1);
-            check_case(t, what, json_string_value(tx), json_string_length(tx), json_object_get(l, "ids"), NULL, NULL,
-                       NULL, NULL);
+        /* and written as tokenizer.json (merges ranked by score), read back in rank mode */
+        lomo_tokenizer *r = t ? saved_and_loaded(t, "llama2 (scores)") : NULL;
+        for (int again = 0; again < 2; again++) {
+            lomo_tokenizer *u = again ? r : t;
+            for (size_t i = 0; u && i < json_array_size(lines); i++) {
+                const json_t *l = json_array_get(lines, i), *tx = json_object_get(l, "text");
+                char what[64];
+                snprintf(what, sizeof what, "llama2 (scores%s) line %zu", again ? ", saved" : "", i + 1);
+                check_case(u, what, json_string_value(tx), json_string_length(tx), json_object_get(l, "ids"), NULL,
+                           NULL, NULL, NULL);
+            }
         }
+        lomo_tokenizer_destroy(r);
         json_decref(ref);
         lomo_tokenizer_destroy(t);
         free(scores);
@@ -398,10 +404,21 @@ static void test_spec_by_hand(void) {
     CHECK(lomo_tokenizer_decode(t, dec, 4, 0, &out, NULL) == LOMO_OK && strcmp(out, "<s> abc</s>") == 0,
           "decode with specials: %s", out);
     free(out);
+    /* written as merges ranked by score, read back in rank mode: the same ids, the same <unk>s */
+    lomo_tokenizer *saved = saved_and_loaded(t, "by hand (scores)");
+    if (saved) {
+        CHECK(lomo_tokenizer_encode(saved, "abc", 3, 1, &ids, &n) == LOMO_OK && n == 4 && ids[0] == 1 && ids[1] == 3 &&
+                  ids[2] == 9 && ids[3] == 2,
+              "saved score merge: n=%zu", n);
+        free(ids);
+        CHECK(lomo_tokenizer_encode(saved, "a\xE2\x98\x83\xE2\x98\x83" "b", 8, 0, &ids, &n) == LOMO_OK && n == 4 &&
+                  ids[0] == 10 && ids[1] == 0 && ids[2] == 0 && ids[3] == 5,
+              "saved score unk: n=%zu", n);
+        free(ids);
+    }
+    lomo_tokenizer_destroy(saved);
     char dir[256];
     snprintf(dir, sizeof dir, "%s/scores", save_root);
-    CHECK(lomo_tokenizer_save_hf(t, dir) == LOMO_ERR_FORMAT && strstr(lomo_last_error(ctx), "by hand: merges by token score"),
-          "score mode is not written as tokenizer.json: %s", lomo_last_error(ctx));
     {
         /* a token JSON cannot hold (a GGUF may have one) is refused, not dropped */
         const char *bad[] = {"a", "b", "\xff\xfe"};

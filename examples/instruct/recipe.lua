@@ -119,7 +119,7 @@ return function(cfg)
   if cfg.save_model and out_dir then
     -- weights, config and tokenizer: a folder lomo and transformers load as it is
     m:save(out_dir .. "/model")
-    -- a GGUF SentencePiece vocabulary that merges by score has no tokenizer.json form
+    -- a vocabulary tokenizer.json cannot hold (a text at two ids, a token that is not UTF-8)
     local saved, why = pcall(tok.save, tok, out_dir .. "/model")
     if not saved then print("the tokenizer is not saved with it: " .. tostring(why)) end
     print("model saved to " .. out_dir .. "/model; talk to it with")
