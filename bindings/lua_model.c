@@ -177,9 +177,7 @@ static void check_rope_scaling(lua_State *L, int t, const char *where, lomo_rope
         luaL_error(L, "%s: config field 'rope_scaling.rope_type' must be a string, got %s", where,
                    luaL_typename(L, -1));
     const char *type = lua_tostring(L, -1);
-    rs->rope_type = -1;
-    for (int k = LOMO_ROPE_DEFAULT; k <= LOMO_ROPE_LLAMA3; k++)
-        if (strcmp(type, lomo_rope_type_name((lomo_rope_type)k)) == 0) rs->rope_type = k;
+    rs->rope_type = lomo_rope_type_from_name(type);
     if (rs->rope_type < 0)
         luaL_error(L, "%s: config field 'rope_scaling.rope_type': \"%s\" is not one of default, linear, llama3",
                    where, type);

@@ -1,5 +1,6 @@
 /* config.c: validation of a LLaMA config; every error names the HF field. */
 #include <math.h>
+#include <string.h>
 #include "internal.h"
 
 #define REQUIRE(cond, field, ...) \
@@ -67,4 +68,10 @@ const char *lomo_rope_type_name(lomo_rope_type t) {
     case LOMO_ROPE_LLAMA3: return "llama3";
     }
     return "unknown";
+}
+
+int lomo_rope_type_from_name(const char *name) {
+    for (int t = LOMO_ROPE_DEFAULT; t <= LOMO_ROPE_LLAMA3; t++)
+        if (strcmp(name, lomo_rope_type_name((lomo_rope_type)t)) == 0) return t;
+    return -1;
 }

@@ -124,9 +124,8 @@ static lomo_status parse_rope_scaling(lomo_ctx *ctx, const char *path, const jso
     lomo_status st = get_str(ctx, where, rs, json_object_get(rs, "rope_type") ? "rope_type" : "type", &type);
     if (st) return st;
     if (!type) return lomo_fail(ctx, LOMO_ERR_CONFIG, "%s: rope_type: missing", where);
-    for (int t = LOMO_ROPE_DEFAULT; t <= LOMO_ROPE_LLAMA3; t++)
-        if (strcmp(type, lomo_rope_type_name((lomo_rope_type)t)) == 0) out->rope_type = t;
-    if (out->rope_type == LOMO_ROPE_DEFAULT && strcmp(type, "default") != 0)
+    out->rope_type = lomo_rope_type_from_name(type);
+    if (out->rope_type < 0)   /* the caller keeps nothing of a failed parse */
         return lomo_fail(ctx, LOMO_ERR_CONFIG,
                          "%s: rope_type: \"%.40s\" is not supported (default, linear or llama3)", where, type);
     if (out->rope_type == LOMO_ROPE_DEFAULT) return LOMO_OK;

@@ -218,6 +218,7 @@ const char *lomo_op_name(lomo_op op);
 const char *lomo_status_name(lomo_status s);
 const char *lomo_dtype_name(lomo_dtype d);
 const char *lomo_rope_type_name(lomo_rope_type t);  /* "default", "linear", "llama3" as HF spells them */
+int lomo_rope_type_from_name(const char *name);      /* the lomo_rope_type so named, -1 if none is */
 size_t lomo_dtype_size(lomo_dtype d);
 /*
  * What this build runs on, into out (NUL-terminated, cut to n bytes): the
