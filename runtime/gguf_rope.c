@@ -41,13 +41,16 @@ lomo_status gguf_rope_freqs_scaling(const gguf_file *f, const gguf_tensor *t, in
     }
     *out = (lomo_rope_scaling){0};
     if (factor <= 1 + 1e-6) return LOMO_OK;   /* all ones: no scaling */
+    double base[512], inv[512];   /* the unscaled frequencies, and those of the recovered parameters */
+    lomo_llama_config c = {.rope_theta = theta};
+    rope_inv_freq(base, &c, hd);
 
     /* the blended band: a least-squares line through (u, s) */
     double su = 0, ss = 0, suu = 0, sus = 0;
     int n = 0;
     for (int j = 0; j < half; j++) {
         if (d[j] <= 1 + 1e-5 || d[j] >= factor * (1 - 1e-5)) continue;
-        double u = pow(theta, -2.0 * j / hd) / TWO_PI, s = (1 / d[j] - 1 / factor) / (1 - 1 / factor);
+        double u = base[j] / TWO_PI, s = (1 / d[j] - 1 / factor) / (1 - 1 / factor);
         su += u, ss += s, suu += u * u, sus += u * s, n++;
     }
     double det = n * suu - su * su;
@@ -60,11 +63,10 @@ lomo_status gguf_rope_freqs_scaling(const gguf_file *f, const gguf_tensor *t, in
                                    .high_freq_factor = round((1 + 1 / B) * 1e4) / 1e4,
                                    .original_max_position_embeddings = (int)lround(A / B)};
         /* the parameters must give the divisors back */
-        lomo_llama_config c = {.rope_theta = theta, .rope_scaling = *out};
-        double inv[512];
+        c.rope_scaling = *out;
         rope_inv_freq(inv, &c, hd);
         for (int j = 0; j < half && !why; j++) {
-            double want = pow(theta, -2.0 * j / hd) / d[j];
+            double want = base[j] / d[j];
             if (fabs(inv[j] - want) > 1e-5 * want) why = "divisors that Llama 3's scaling does not give";
         }
     }
