@@ -264,6 +264,12 @@ local function encode_text(tok, s, who, field)
   return ids
 end
 
+-- tok.bos or tok.eos (what = "bos" or "eos"), an error when the tokenizer has none
+local function special(tok, what, who)
+  if tok[what] == nil then fail(who, "%s requested but the tokenizer has none", what) end
+  return tok[what]
+end
+
 -- example(tok, prompt, answer, opts): the example for "prompt then answer" with the loss on
 -- the answer only. opts: bos (default: tok.add_bos, the tokenizer's own rule), eos (default
 -- true: the answer ends with tok.eos), max_len (tokens in input; the prompt is cut from the
@@ -278,24 +284,16 @@ function M.example(tok, prompt, answer, opts)
   local full = {}
   local use_bos = opts.bos
   if use_bos == nil then use_bos = tok.add_bos == true end
-  if use_bos then
-    if tok.bos == nil then fail(who, "bos requested but the tokenizer has none") end
-    full[1] = tok.bos
-  end
+  if use_bos then full[1] = special(tok, "bos", who) end
   for i = 1, #p do full[#full + 1] = p[i] end
   local n_prompt = #full
   for i = 1, #a do full[#full + 1] = a[i] end
   local use_eos = opts.eos
   if use_eos == nil then use_eos = true end
-  if use_eos then
-    if tok.eos == nil then fail(who, "eos requested but the tokenizer has none") end
-    full[#full + 1] = tok.eos
-  end
+  if use_eos then full[#full + 1] = special(tok, "eos", who) end
   return M.from_ids(full, opts.train_on_prompt and 0 or n_prompt, opts.max_len)
 end
 
--- from_ids(ids, n_prompt, max_len): the example for a token sequence whose first n_prompt ids
--- carry no loss. input = ids[1..n-1]; target[i] = ids[i+1] when ids[i+1] is past the prompt.
 -- input = ids[first..n-1], target[i] = ids[i+1] where carries(i+1); at most max_len positions,
 -- the start cut (the answer is at the end)
 local function shifted(ids, carries, max_len)
@@ -310,6 +308,8 @@ local function shifted(ids, carries, max_len)
   return {input = input, target = target}
 end
 
+-- from_ids(ids, n_prompt, max_len): the example for a token sequence whose first n_prompt ids
+-- carry no loss. input = ids[1..n-1]; target[i] = ids[i+1] when ids[i+1] is past the prompt.
 function M.from_ids(ids, n_prompt, max_len)
   n_prompt = n_prompt or 0
   return shifted(ids, function(k) return k > n_prompt end, max_len)
@@ -326,19 +326,13 @@ function M.segments(tok, pieces, opts)
   opts = opts or {}
   local ids, train = {}, {}
   local function add(id, t) ids[#ids + 1], train[#train + 1] = id, t end
-  if opts.bos then
-    if tok.bos == nil then fail(who, "bos requested but the tokenizer has none") end
-    add(tok.bos, false)
-  end
+  if opts.bos then add(special(tok, "bos", who), false) end
   for i, piece in ipairs(pieces) do
     if type(piece) ~= "table" then fail(who, "pieces[%d] must be {text =, train =}", i) end
     local field = ("pieces[%d].text"):format(i)
     for _, id in ipairs(encode_text(tok, piece.text, who, field)) do add(id, piece.train == true) end
   end
-  if opts.eos then
-    if tok.eos == nil then fail(who, "eos requested but the tokenizer has none") end
-    add(tok.eos, true)
-  end
+  if opts.eos then add(special(tok, "eos", who), true) end
   return shifted(ids, function(k) return train[k] end, opts.max_len)
 end
 
