@@ -7,14 +7,18 @@ local T = {}
 local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
 local root = here .. "/../.."
 
+-- path when the file is there, else the test is skipped (reported) saying why it is not
+local function present(path, why)
+  local f = io.open(path, "rb")
+  if not f then check.skip("no " .. path .. " (" .. why .. ")") end
+  f:close()
+  return path
+end
+
 -- the lomo program: LOMO_BUILD_DIR (ctest sets it), else the default build folder
 local function program()
   local dir = os.getenv("LOMO_BUILD_DIR") or (root .. "/build")
-  local exe = dir .. "/bindings/lomo"
-  local f = io.open(exe, "rb")
-  if not f then check.skip("no lomo program at " .. exe .. " (build it, or set LOMO_BUILD_DIR)") end
-  f:close()
-  return exe
+  return present(dir .. "/bindings/lomo", "build it, or set LOMO_BUILD_DIR")
 end
 
 local function quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
@@ -37,11 +41,8 @@ local function run_program(traceback, ...) return run_with_input(nil, traceback,
 
 -- the real model's path, or the test is skipped (reported) when it has not been fetched
 local function real_model()
-  local model = root .. "/models/SmolLM2-135M-Instruct.Q4_1.gguf"
-  local f = io.open(model, "rb")
-  if not f then check.skip("no " .. model .. " (tests/run.sh and examples/get_smollm2.sh fetch it)") end
-  f:close()
-  return model
+  return present(root .. "/models/SmolLM2-135M-Instruct.Q4_1.gguf",
+                 "tests/run.sh and examples/get_smollm2.sh fetch it")
 end
 
 -- runs the recipe with overrides
