@@ -29,6 +29,13 @@ static lomo_ctx *ctx;
 #define ATOL 2e-5
 #define RTOL 1e-4
 
+/* The test's power: how many of other's n values lie 100 tolerances (atol + rtol |want|) from want's. */
+static size_t far_from(const double *other, const double *want, size_t n, double atol, double rtol) {
+    size_t moved = 0;
+    for (size_t i = 0; i < n; i++) moved += fabs(other[i] - want[i]) > 100 * (atol + rtol * fabs(want[i]));
+    return moved;
+}
+
 /* The loss and the q and k projections' gradients (RoPE's backward forms them) against transformers'
  * float64 autograd; each must lie far from the gradient without the scaling. */
 static void check_backward(lomo_model *m, const fixture *fx, const char *kind, const int32_t *tokens, int B, int T) {
@@ -58,9 +65,7 @@ static void check_backward(lomo_model *m, const fixture *fx, const char *kind, c
         double big = want ? fx_max_abs(want, info.numel) : 0;
         /* f32 sums of a few hundred terms against float64: a floor of 1e-5 of the largest element */
         CHECK(want && fx_compare(name, got, want, info.numel, 1e-5 * big, 1e-4) == 0, "%s: %s", kind, name);
-        size_t moved = 0;
-        for (size_t i = 0; want && other && i < info.numel; i++)
-            moved += fabs(other[i] - want[i]) > 100 * (1e-5 * big + 1e-4 * fabs(want[i]));
+        size_t moved = want && other ? far_from(other, want, info.numel, 1e-5 * big, 1e-4) : 0;
         CHECK(moved > info.numel / 10, "%s: %s: only %zu elements move with the scaling", kind, name, moved);
         checked++;
     }
@@ -110,8 +115,7 @@ static void check_kind(const char *kind, int want_type, const char *file) {
         CHECK(0, "%s: fixture records or memory", kind);
     } else {
         /* the test's power: the scaling moves some logit by far more than the tolerance */
-        size_t moved = 0;
-        for (size_t i = 0; i < n; i++) moved += fabs(unscaled[i] - want[i]) > 100 * (ATOL + RTOL * fabs(want[i]));
+        size_t moved = far_from(unscaled, want, n, ATOL, RTOL);
         CHECK(moved > n / 10, "%s: only %zu of %zu logits move with the scaling", kind, moved, n);
 
         CHECK(lomo_model_forward(m, tokens, NULL, B, T, NULL, logits) == LOMO_OK, "%s: forward: %s", kind,
