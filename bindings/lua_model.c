@@ -213,38 +213,32 @@ void lomo_lua_check_config(lua_State *L, int t, const char *where, lomo_llama_co
 
 void lomo_lua_push_config(lua_State *L, const lomo_llama_config *c) {
     lua_createtable(L, 0, 12);
-#define SETI(f) (lua_pushinteger(L, c->f), lua_setfield(L, -2, #f))
-    SETI(hidden_size);
-    SETI(intermediate_size);
-    SETI(num_hidden_layers);
-    SETI(num_attention_heads);
-    SETI(num_key_value_heads);
-    SETI(vocab_size);
-    SETI(max_position_embeddings);
-#undef SETI
-    lua_pushboolean(L, c->tie_word_embeddings);
-    lua_setfield(L, -2, "tie_word_embeddings");
-    lua_pushnumber(L, c->rms_norm_eps);
-    lua_setfield(L, -2, "rms_norm_eps");
-    lua_pushnumber(L, c->rope_theta);
-    lua_setfield(L, -2, "rope_theta");
+    /* field f of struct *s, pushed by push, under its own name */
+#define SET(push, s, f) (push(L, (s)->f), lua_setfield(L, -2, #f))
+    SET(lua_pushinteger, c, hidden_size);
+    SET(lua_pushinteger, c, intermediate_size);
+    SET(lua_pushinteger, c, num_hidden_layers);
+    SET(lua_pushinteger, c, num_attention_heads);
+    SET(lua_pushinteger, c, num_key_value_heads);
+    SET(lua_pushinteger, c, vocab_size);
+    SET(lua_pushinteger, c, max_position_embeddings);
+    SET(lua_pushboolean, c, tie_word_embeddings);
+    SET(lua_pushnumber, c, rms_norm_eps);
+    SET(lua_pushnumber, c, rope_theta);
     const lomo_rope_scaling *rs = &c->rope_scaling;
     if (rs->rope_type != LOMO_ROPE_DEFAULT) {
         lua_createtable(L, 0, 5);
         lua_pushstring(L, lomo_rope_type_name((lomo_rope_type)rs->rope_type));
         lua_setfield(L, -2, "rope_type");
-        lua_pushnumber(L, rs->factor);
-        lua_setfield(L, -2, "factor");
+        SET(lua_pushnumber, rs, factor);
         if (rs->rope_type == LOMO_ROPE_LLAMA3) {
-            lua_pushnumber(L, rs->low_freq_factor);
-            lua_setfield(L, -2, "low_freq_factor");
-            lua_pushnumber(L, rs->high_freq_factor);
-            lua_setfield(L, -2, "high_freq_factor");
-            lua_pushinteger(L, rs->original_max_position_embeddings);
-            lua_setfield(L, -2, "original_max_position_embeddings");
+            SET(lua_pushnumber, rs, low_freq_factor);
+            SET(lua_pushnumber, rs, high_freq_factor);
+            SET(lua_pushinteger, rs, original_max_position_embeddings);
         }
         lua_setfield(L, -2, "rope_scaling");
     }
+#undef SET
     lua_pushliteral(L, "llama");
     lua_setfield(L, -2, "model_type");
 }
