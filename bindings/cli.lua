@@ -183,18 +183,19 @@ end
 
 -- ---- lomo generate and lomo chat: replies streamed through the key/value cache ----
 
--- the options both take, and the settings they share
+-- what load_for_generation reads (lomo perplexity takes these too), then the sampling options
+local MODEL_SPEC = {dtype = "string", device = "string", threads = "int", tokenizer = "string"}
 local SAMPLING_SPEC = {system = "string", ["max-new"] = "int", temperature = "number", ["top-p"] = "number",
-                       seed = "int", dtype = "string", device = "string", threads = "int", tokenizer = "string"}
+                       seed = "int"}
 local SAMPLING_USAGE = "[--system TEXT] [--max-new N] [--temperature T] [--top-p P] [--seed S] " ..
                        "[--tokenizer PATH] [--dtype f32|bf16|f16] [--device cpu|cuda] [--threads N]\n" ..
                        "  the tokenizer is the model's own unless --tokenizer names one (a .gguf, a folder or\n" ..
                        "  a tokenizer.json: a fine-tuned model saved from a GGUF has none of its own)"
 
-local function spec_with(extra)
+-- the option specs joined
+local function spec_of(...)
   local spec = {}
-  for k, v in pairs(SAMPLING_SPEC) do spec[k] = v end
-  for k, v in pairs(extra) do spec[k] = v end
+  for _, part in ipairs({...}) do for k, v in pairs(part) do spec[k] = v end end
   return spec
 end
 
@@ -235,7 +236,7 @@ M.generate_usage = "usage: lomo generate <model.gguf | hf-folder> [prompt ...] "
 -- Prints the reply as it is generated, then a line of timing to stderr.
 function M.generate(...)
   local eval, prompts = require "lomo.eval", require "lomo.prompts"
-  local opt = parse_options({...}, spec_with{chat = "flag"}, M.generate_usage)
+  local opt = parse_options({...}, spec_of(MODEL_SPEC, SAMPLING_SPEC, {chat = "flag"}), M.generate_usage)
   local path = opt[1]
   if not path then error(M.generate_usage, 0) end
   local text = table.concat(opt, " ", 2)
@@ -271,7 +272,7 @@ M.chat_usage = "usage: lomo chat <model.gguf | hf-folder> [--template chatml|smo
 -- stops a reply; the next turn feeds it first, since a stop token never enters the cache.
 function M.chat(...)
   local eval, prompts, rng = require "lomo.eval", require "lomo.prompts", require "lomo.rng"
-  local opt = parse_options({...}, spec_with{template = "string"}, M.chat_usage)
+  local opt = parse_options({...}, spec_of(MODEL_SPEC, SAMPLING_SPEC, {template = "string"}), M.chat_usage)
   local path = opt[1]
   if not path or opt[2] then error(M.chat_usage, 0) end
   if opt.template then call(prompts.template, opt.template) end   -- a bad template, before loading
@@ -324,8 +325,7 @@ M.perplexity_usage = "usage: lomo perplexity <model.gguf | hf-folder> <text-file
 
 function M.perplexity(...)
   local data, eval = require "lomo.data", require "lomo.eval"
-  local opt = parse_options({...}, {seq = "int", batch = "int", tokenizer = "string", dtype = "string",
-                                    device = "string", threads = "int"}, M.perplexity_usage)
+  local opt = parse_options({...}, spec_of(MODEL_SPEC, {seq = "int", batch = "int"}), M.perplexity_usage)
   if not opt[1] or not opt[2] or opt[3] then error(M.perplexity_usage, 0) end
   local text = opt[2] == "-" and (io.read("a") or "") or call(data.read_text, opt[2])
   local m, tok = load_for_generation(opt[1], opt)
