@@ -48,6 +48,22 @@ int main(void) {
     BAD(c.rms_norm_eps = NAN, "rms_norm_eps");
     BAD(c.rope_theta = -1, "rope_theta");
     BAD(c.rope_theta = INFINITY, "rope_theta");
+    /* RoPE scaling: each field of its kind */
+    const lomo_rope_scaling llama3 = {LOMO_ROPE_LLAMA3, 8.0, 1.0, 4.0, 8192};
+    BAD(c.rope_scaling.rope_type = 3, "rope_scaling.rope_type");
+    BAD(c.rope_scaling.rope_type = -1, "rope_scaling.rope_type");
+    BAD((c.rope_scaling.rope_type = LOMO_ROPE_LINEAR, c.rope_scaling.factor = 0), "rope_scaling.factor");
+    BAD((c.rope_scaling.rope_type = LOMO_ROPE_LINEAR, c.rope_scaling.factor = NAN), "rope_scaling.factor");
+    BAD((c.rope_scaling = llama3, c.rope_scaling.low_freq_factor = 0), "rope_scaling.low_freq_factor");
+    BAD((c.rope_scaling = llama3, c.rope_scaling.high_freq_factor = 1.0), "rope_scaling.high_freq_factor");
+    BAD((c.rope_scaling = llama3, c.rope_scaling.high_freq_factor = INFINITY), "rope_scaling.high_freq_factor");
+    BAD((c.rope_scaling = llama3, c.rope_scaling.original_max_position_embeddings = 0),
+        "rope_scaling.original_max_position_embeddings");
+    ok.rope_scaling = llama3;
+    CHECK(lomo_config_validate(ctx, &ok) == LOMO_OK, "llama3 scaling rejected: %s", lomo_last_error(ctx));
+    ok.rope_scaling = (lomo_rope_scaling){LOMO_ROPE_LINEAR, 2.0, 0, 0, 0};
+    CHECK(lomo_config_validate(ctx, &ok) == LOMO_OK, "linear scaling rejected: %s", lomo_last_error(ctx));
+    ok.rope_scaling = (lomo_rope_scaling){0};
     BAD((c.hidden_size = 1 << 20, c.num_attention_heads = 1, c.num_key_value_heads = 1,
          c.vocab_size = 1 << 30, c.num_hidden_layers = 1000), "hidden_size");  /* size overflow */
 

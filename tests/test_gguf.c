@@ -638,6 +638,7 @@ typedef struct variant {
     int no_head_kv, tied, tokens, no_embd;
     const char *extra_u32_key;
     uint32_t extra_u32;
+    int extra_n;               /* extra_tensor's values: 2 unless given */
     const char *rope_scaling;  /* llama.rope.scaling.type, with llama.rope.scaling.factor when rope_factor != 0 */
     float rope_factor;
 } variant;
@@ -686,7 +687,7 @@ static uint8_t *build_llama(const variant *v, size_t *n) {
         tensor(&b, nm, ts[i].nd, ne, type);
     }
     if (v->extra_tensor) {
-        int64_t ne[1] = {2};
+        int64_t ne[1] = {v->extra_n ? v->extra_n : 2};
         tensor(&b, v->extra_tensor, 1, ne, GGML_TYPE_F32);
     }
     return b_finish(&b, n);
@@ -784,6 +785,8 @@ static void test_llama_errors(void) {
     expect_llama_error(&v, "unsupported type", "tensor blk.0.attn_norm.weight: unsupported tensor type I8");
     v = (variant){.extra_tensor = "rope_freqs.weight"};
     expect_llama_error(&v, "rope divisors below 1", "tensor rope_freqs.weight: [0] = ");
+    v = (variant){.extra_tensor = "rope_freqs.weight", .extra_n = 3};
+    expect_llama_error(&v, "rope divisors of another size", "tensor rope_freqs.weight: expected 2 F32 values");
     v = (variant){.extra_tensor = "rope_freqs.weight", .rope_scaling = "linear", .rope_factor = 2};
     expect_llama_error(&v, "two scalings", "tensor rope_freqs.weight and key llama.rope.scaling.type");
     v = (variant){.extra_tensor = "blk.0.attn_q.bias"};

@@ -551,6 +551,8 @@ function T.rope_scaling_config()
   fails(function() lomo.model(ctx, cfg) end, "rope_scaling.factor")
   cfg.rope_scaling = "linear"
   fails(function() lomo.model(ctx, cfg) end, "'rope_scaling' must be a table")
+  cfg.rope_scaling = {factor = 2}
+  fails(function() lomo.model(ctx, cfg) end, "'rope_scaling.rope_type' must be a string, got nil")
   m:close()
   plain:close()
 end

@@ -226,6 +226,8 @@ function T.perplexity_of_a_text()
   check.near(loss, 2.927869, 2e-4, "the loss transformers gives")
   code, out = run_program(nil, "perplexity", model)
   check.truthy(code ~= 0 and out:find("usage: lomo perplexity", 1, true), "no text:\n" .. out)
+  code, out = run_with_input("", nil, "perplexity", model, "-")
+  check.truthy(code ~= 0 and out:find("-: fewer than two tokens: nothing to predict", 1, true), "no text:\n" .. out)
   code, out = run_program(nil, "perplexity", model, "/no/such/text.txt")
   check.truthy(code ~= 0 and out:find("/no/such/text.txt", 1, true) and not out:find("traceback", 1, true),
                "a missing text:\n" .. out)
