@@ -15,6 +15,7 @@
  */
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include "gguf.h"
 #include "gguf_dequant.h"
 #include "model.h"
@@ -25,8 +26,6 @@ lomo_status gguf_rope_freqs_scaling(const gguf_file *f, const gguf_tensor *t, in
                                     lomo_rope_scaling *out) {
     int half = hd / 2;
     const char *why = NULL;
-    if (half > 512) return lomo_fail(f->ctx, LOMO_ERR_FORMAT, "%s: tensor rope_freqs.weight: head size %d is over "
-                                     "1024", f->name, hd);
     if (t->type != GGML_TYPE_F32 || t->nelem != (size_t)half || t->ne[0] != half)
         return lomo_fail(f->ctx, LOMO_ERR_FORMAT, "%s: tensor rope_freqs.weight: expected %d F32 values (one per "
                          "rotary frequency)", f->name, half);
@@ -41,7 +40,9 @@ lomo_status gguf_rope_freqs_scaling(const gguf_file *f, const gguf_tensor *t, in
     }
     *out = (lomo_rope_scaling){0};
     if (factor <= 1 + 1e-6) return LOMO_OK;   /* all ones: no scaling */
-    double base[512], inv[512];   /* the unscaled frequencies, and those of the recovered parameters */
+    /* the unscaled frequencies [half], and those of the recovered parameters [half] */
+    double *base = malloc(2 * (size_t)half * sizeof *base), *inv = base + half;
+    if (!base) return lomo_fail(f->ctx, LOMO_ERR_OOM, "%s: out of memory reading rope_freqs.weight", f->name);
     lomo_llama_config c = {.rope_theta = theta};
     rope_inv_freq(base, &c, hd);
 
@@ -70,6 +71,7 @@ lomo_status gguf_rope_freqs_scaling(const gguf_file *f, const gguf_tensor *t, in
             if (fabs(inv[j] - want) > 1e-5 * want) why = "divisors that Llama 3's scaling does not give";
         }
     }
+    free(base);
     if (why) {
         *out = (lomo_rope_scaling){0};
         return lomo_fail(f->ctx, LOMO_ERR_FORMAT, "%s: tensor rope_freqs.weight: %s (lomo reads llama.cpp's Llama 3.1 "
