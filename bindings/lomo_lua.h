@@ -81,7 +81,7 @@ int lomo_lua_fail(lua_State *L, lomo_ctx *ctx, lomo_status st, const char *where
  * choice (LOMO_DEVICE, else cuda when usable, else cpu). Raises "<where>: ..."
  * naming the device when it cannot be had.
  */
-lomo_ctx *lomo_lua_new_ctx(lua_State *L, int threads, const char *device, const char *where);
+lomo_ctx *lomo_lua_new_ctx(lua_State *L, int threads, const char *device, size_t memory_limit, const char *where);
 /* The optional field 'device' of the table at t: NULL when absent or "", else "cpu" or "cuda". */
 const char *lomo_lua_opt_device(lua_State *L, int t, const char *where);
 

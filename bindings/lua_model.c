@@ -30,7 +30,7 @@ lomo_ctx_ref *lomo_lua_check_context(lua_State *L, int i) {
 }
 
 static int l_context(lua_State *L) {
-    static const char *const known[] = {"threads", "device", NULL};
+    static const char *const known[] = {"threads", "device", "memory_limit", NULL};
     if (!lua_isnoneornil(L, 1)) {
         luaL_checktype(L, 1, LUA_TTABLE);
         lomo_lua_check_keys(L, 1, "lomo.context", known);
@@ -38,10 +38,12 @@ static int l_context(lua_State *L) {
     lua_Integer threads = lomo_lua_opt_int(L, 1, "threads", 0, "lomo.context");
     if (threads < 0 || threads > 4096) return luaL_error(L, "lomo.context: threads must be in [0, 4096]");
     const char *device = lomo_lua_opt_device(L, 1, "lomo.context");
+    lua_Integer limit = lomo_lua_opt_int(L, 1, "memory_limit", 0, "lomo.context");
+    if (limit < 0) return luaL_error(L, "lomo.context: memory_limit must be 0 (none) or a number of bytes");
     context_handle *h = lua_newuserdatauv(L, sizeof *h, 0);
     h->r = NULL;   /* closed until the context exists */
     luaL_setmetatable(L, LOMO_T_CONTEXT);
-    lomo_ctx *ctx = lomo_lua_new_ctx(L, (int)threads, device, "lomo.context");
+    lomo_ctx *ctx = lomo_lua_new_ctx(L, (int)threads, device, (size_t)limit, "lomo.context");
     h->r = lomo_lua_ctx_ref_new(ctx);
     if (!h->r) {
         lomo_ctx_destroy(ctx);
@@ -718,7 +720,7 @@ static int l_plan(lua_State *L) {
     context_handle *h = lua_newuserdatauv(L, sizeof *h, 0);
     h->r = NULL;
     luaL_setmetatable(L, LOMO_T_CONTEXT);
-    lomo_ctx *ctx = lomo_lua_new_ctx(L, 0, device, where);
+    lomo_ctx *ctx = lomo_lua_new_ctx(L, 0, device, 0, where);
     h->r = lomo_lua_ctx_ref_new(ctx);
     if (!h->r) {
         lomo_ctx_destroy(ctx);
@@ -812,7 +814,7 @@ static const lomo_lua_reg model_methods[] = {
 };
 
 static const lomo_lua_reg model_funcs[] = {
-    {"context", l_context, "{threads=, device=\"cpu\"|\"cuda\"} -> a context (runtime, device, memory accounting)"},
+    {"context", l_context, "{threads=, device=\"cpu\"|\"cuda\", memory_limit=bytes} -> a context (runtime, device, memory accounting)"},
     {"load", l_load, "(ctx, path, {dtype=, checkpointing=}) -> model from a .gguf file or an HF folder; "
                      "checkpointing = false | true | \"blocks\" | \"keep_attention\""},
     {"model", l_model, "(ctx, cfg, {dtype=, checkpointing=, seed=}) -> randomly initialized model"},

@@ -126,9 +126,10 @@ const char *lomo_lua_opt_device(lua_State *L, int t, const char *where) {
     return d;
 }
 
-lomo_ctx *lomo_lua_new_ctx(lua_State *L, int threads, const char *device, const char *where) {
+lomo_ctx *lomo_lua_new_ctx(lua_State *L, int threads, const char *device, size_t memory_limit, const char *where) {
     char why[512] = "";
-    lomo_ctx_options o = {.num_threads = threads, .device = device, .why = why, .why_len = sizeof why};
+    lomo_ctx_options o = {.num_threads = threads, .device = device, .why = why, .why_len = sizeof why,
+                          .memory_limit = memory_limit};
     lomo_ctx *ctx = NULL;
     lomo_status st = lomo_ctx_create(&ctx, &o);
     if (st == LOMO_OK) return ctx;

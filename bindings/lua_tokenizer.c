@@ -47,7 +47,7 @@ static int l_tokenizer(lua_State *L) {
     if (cr) {
         cr->refs++;
     } else {   /* a private context, for the error text; the tokenizer never needs a GPU */
-        lomo_ctx *ctx = lomo_lua_new_ctx(L, 0, "cpu", w);
+        lomo_ctx *ctx = lomo_lua_new_ctx(L, 0, "cpu", 0, w);
         cr = lomo_lua_ctx_ref_new(ctx);
         if (!cr) {
             lomo_ctx_destroy(ctx);

@@ -63,6 +63,8 @@ typedef struct lomo_backend {
                               int BT, int C);
     /* dwte [V, C] += scatter of dout [BT, C] by tokens */
     void (*embedding_backward)(float *dwte, const float *dout, const int32_t *tokens, int BT, int C);
+    /* out [N, n] = in [N, V] at columns cols [n]: the tied head's gradient rows of the embedding's tokens */
+    void (*gather_cols)(float *out, const float *in, const int32_t *cols, int N, int V, int n);
 
     /* out [BT, C] = inp * rstd * w ; rstd [BT] saved for backward; w f32 [C] */
     void (*rmsnorm_forward)(float *out, float *rstd, const float *inp, const float *w,

@@ -196,7 +196,10 @@ lomo_status model_backward(lomo_model *m, float loss_scale, const lomo_grad_hook
         return lomo_fail(m->ctx, LOMO_ERR_STATE, "backward: needs a forward with targets first");
     if (mode == BWD_REPLAY && !(m->rec_valid && m->rec_scale == loss_scale))
         return lomo_fail(m->ctx, LOMO_ERR_STATE, "backward: no recorded pass at this loss scale to replay");
-    int sparse = hook->on_rows && !m->cfg.tie_word_embeddings;
+    /* the embedding's gradient as its touched rows: untied through on_rows; tied through on_tied,
+     * which takes the head's part as its two factors */
+    int tied = m->cfg.tie_word_embeddings, split = tied && hook->on_tied;
+    int sparse = tied ? split : hook->on_rows != NULL;
     if (model_reserve_gradbuf(m, !sparse)) return LOMO_ERR_OOM;
     if (mode == BWD_RECORD && reserve_record(m)) return LOMO_ERR_OOM;
     lomo_ctx_apply_threads(m->ctx);
@@ -222,11 +225,11 @@ lomo_status model_backward(lomo_model *m, float loss_scale, const lomo_grad_hook
         /* LM head: dlnf = dlogits @ W; gathered rows wait in dres to be spread to their positions */
         model_linear_dinp_rows(m, gathered ? m->g.dres : m->g.dln, dlogits, param_head(m), 0.0f, N, C, V);
     }
-    /* the tied head's dW waits in gradbuf for the embedding's part */
-    if (c->tie_word_embeddings)
+    /* a dense tied head's dW waits in gradbuf for the embedding's part; a split one goes to on_tied last */
+    if (tied && !split)
         LOMO_TIMED(m->ctx, LOMO_OP_WEIGHT_GRAD, 2.0 * N * C * V,
                    be->matmul_backward_weight(m->gradbuf, dlogits, m->lnf, 1.0f, 0.0f, N, C, V));
-    else if (linear_grad_rows(&b, param_head(m), dlogits, m->lnf, N))
+    else if (!tied && linear_grad_rows(&b, param_head(m), dlogits, m->lnf, N))
         goto hook_failed;
     /* dX's rows to their positions, zero where there was no target: a gather through head_from,
      * whose rows without a target read the zeroed row N; after the head's update, which may reuse
@@ -265,12 +268,14 @@ lomo_status model_backward(lomo_model *m, float loss_scale, const lomo_grad_hook
         if (nrows < 0) return lomo_fail(m->ctx, LOMO_ERR_OOM, "out of memory: embedding rows");
         LOMO_TIMED(m->ctx, LOMO_OP_COPY, 0, be->memset0(m->gradbuf, (size_t)nrows * C * sizeof(float)));
         LOMO_TIMED(m->ctx, LOMO_OP_EMBEDDING, 0, be->embedding_backward(m->gradbuf, dx0, m->emap, BT, C));
-        if (!b.failed && hook->on_rows(hook->user, 0, m->erows, nrows, m->gradbuf)) b.failed = 1;
+        /* dlogits and lnf are as the head left them: nothing after it writes either */
+        if (!b.failed && (split ? hook->on_tied(hook->user, 0, dlogits, m->lnf, N, m->erows, nrows, m->gradbuf)
+                                : hook->on_rows(hook->user, 0, m->erows, nrows, m->gradbuf)))
+            b.failed = 1;
         if (b.failed) goto hook_failed;
         return lomo_device_check(m->ctx);
     }
-    if (!c->tie_word_embeddings)
-        LOMO_TIMED(m->ctx, LOMO_OP_COPY, 0, be->memset0(m->gradbuf, (size_t)V * C * sizeof(float)));
+    if (!tied) LOMO_TIMED(m->ctx, LOMO_OP_COPY, 0, be->memset0(m->gradbuf, (size_t)V * C * sizeof(float)));
     LOMO_TIMED(m->ctx, LOMO_OP_EMBEDDING, 0, be->embedding_backward(m->gradbuf, dx0, m->tokens, BT, C));
     if (dense_grad(&b, 0, m->gradbuf)) goto hook_failed;
     return lomo_device_check(m->ctx);

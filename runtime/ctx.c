@@ -42,6 +42,7 @@ lomo_status lomo_ctx_create(lomo_ctx **out, const lomo_ctx_options *opts) {
     lomo_ctx *ctx = calloc(1, sizeof *ctx);
     if (!ctx) return LOMO_ERR_OOM;
     ctx->num_threads = opts ? opts->num_threads : 0;
+    ctx->memory_limit = opts ? opts->memory_limit : 0;
     lomo_status st = LOMO_OK;
     if (ctx->num_threads < 0)
         st = lomo_fail(ctx, LOMO_ERR_INVALID_ARG, "num_threads is %d; it must be 0 (the defaults) or more",
@@ -93,13 +94,17 @@ void lomo_ctx_apply_threads(const lomo_ctx *ctx) {
 }
 
 void *lomo_dev_alloc(lomo_ctx *ctx, lomo_mem_category cat, size_t bytes, const char *what) {
-    void *p = ctx->be->alloc(bytes);
+    size_t held = ctx->mem.current_total, cap = ctx->memory_limit;
+    int over = cap && (held > cap || bytes > cap - held);
+    void *p = over ? NULL : ctx->be->alloc(bytes);
     if (!p) {
         const lomo_mem_stats *m = &ctx->mem;
+        char limit[96] = "";
+        if (over) snprintf(limit, sizeof limit, " (the context's memory_limit of %.1f MiB)", ctx->memory_limit / 1048576.0);
         lomo_fail(ctx, LOMO_ERR_OOM,
-                  "out of %s memory: %s needs %.1f MiB (%s); already held: weights %.1f, activations %.1f, "
+                  "out of %s memory%s: %s needs %.1f MiB (%s); already held: weights %.1f, activations %.1f, "
                   "gradients %.1f, optimizer %.1f, scratch %.1f MiB (`lomo plan` shows the whole plan)",
-                  ctx->be->name, what, bytes / 1048576.0, lomo_mem_category_name(cat),
+                  ctx->be->name, limit, what, bytes / 1048576.0, lomo_mem_category_name(cat),
                   m->current[LOMO_MEM_WEIGHTS] / 1048576.0, m->current[LOMO_MEM_ACTIVATIONS] / 1048576.0,
                   m->current[LOMO_MEM_GRADIENTS] / 1048576.0, m->current[LOMO_MEM_OPTIMIZER] / 1048576.0,
                   m->current[LOMO_MEM_SCRATCH] / 1048576.0);

@@ -68,6 +68,13 @@ static int on_rows(void *user, int p, const int32_t *rows, int nrows, float *gra
     return 0;
 }
 
+/* a tied weight's two parts, summed: no different from the head's and the embedding's arriving apart */
+static int on_tied(void *user, int p, const float *dout, const float *inp, int N, const int32_t *rows, int nrows,
+                   float *grad) {
+    return on_linear(user, p, dout, inp, N) || on_rows(user, p, rows, nrows, grad);
+}
+
 lomo_grad_hook lomo_grads_hook(lomo_grads *g) {
-    return (lomo_grad_hook){.user = g, .on_linear = on_linear, .on_dense = on_dense, .on_rows = on_rows};
+    return (lomo_grad_hook){.user = g, .on_linear = on_linear, .on_dense = on_dense, .on_rows = on_rows,
+                            .on_tied = on_tied};
 }

@@ -15,6 +15,7 @@ struct lomo_ctx {
     int num_threads;
     char err[LOMO_ERR_MAX];
     lomo_mem_stats mem;
+    size_t memory_limit;    /* 0: none (lomo_ctx_options) */
     int profiling;
     lomo_op_stats prof;
 };

@@ -67,6 +67,13 @@ typedef struct lomo_ctx_options {
      */
     char *why;
     size_t why_len;
+    /*
+     * 0: no limit. Else the most bytes of device memory the context's models
+     * and optimizers may hold together (every category of lomo_mem_stats):
+     * an allocation past it fails as out of memory, as the device's own would,
+     * so a plan can be tried against a smaller device.
+     */
+    size_t memory_limit;
 } lomo_ctx_options;
 
 /*
@@ -192,6 +199,13 @@ typedef struct lomo_param_info {
  *   f32 (device, the hook may overwrite). The untied embedding uses it, so
  *   its gradient costs B*T rows instead of the vocabulary. When NULL, the
  *   model hands over the dense gradient through on_dense instead.
+ * on_tied (optional): the gradient of the weight a tied LM head shares with
+ *   the embedding [V, C], in its two parts, once, after every other
+ *   parameter's: the head's as on_linear's factors (dout [N, V], inp [N, C],
+ *   N the positions the head ran on) and the embedding's as on_rows's rows
+ *   (rows [nrows] sorted ascending, grad [nrows, C], the hook may overwrite
+ *   grad); dW = dout^T inp + those rows. No [V, C] gradient is ever formed.
+ *   When NULL, a tied model forms the dense gradient and calls on_dense.
  * Return 0 to continue; non-zero aborts backward with LOMO_ERR_CALLBACK.
  */
 typedef struct lomo_grad_hook {
@@ -199,6 +213,8 @@ typedef struct lomo_grad_hook {
     int (*on_linear)(void *user, int param, const float *dout, const float *inp, int BT);
     int (*on_dense)(void *user, int param, float *grad);
     int (*on_rows)(void *user, int param, const int32_t *rows, int nrows, float *grad);
+    int (*on_tied)(void *user, int param, const float *dout, const float *inp, int N, const int32_t *rows, int nrows,
+                   float *grad);
 } lomo_grad_hook;
 
 /* ---- context ---- */

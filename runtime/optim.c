@@ -85,6 +85,7 @@ lomo_status lomo_optim_create(lomo_optim **out, lomo_model *m, const lomo_optim_
     o->scaling = oo->loss_scaling == -1 ? m->dtype == LOMO_F16 : oo->loss_scaling;
     o->scale = o->scaling ? oo->loss_scale_init : 1.0f;
     o->inject = -1;
+    o->tied_chunk = TIED_CHUNK;
     o->norm_choice = calloc((size_t)m->nparams, sizeof *o->norm_choice);
     o->state_off = calloc((size_t)m->nparams, sizeof *o->state_off);
     if (!o->norm_choice || !o->state_off) goto oom;
@@ -115,6 +116,7 @@ void lomo_optim_destroy(lomo_optim *o) {
     lomo_dev_free(o->ctx, LOMO_MEM_OPTIMIZER, o->state, o->state_bytes);
     lomo_dev_free(o->ctx, LOMO_MEM_GRADIENTS, o->gscratch, o->gscratch_bytes);
     lomo_dev_free(o->ctx, LOMO_MEM_SCRATCH, o->gram, o->gram_bytes);
+    lomo_dev_free(o->ctx, LOMO_MEM_SCRATCH, o->tied, o->tied_bytes);
     free(o->norm_choice);
     free(o->state_off);
     free(o);
@@ -123,6 +125,11 @@ void lomo_optim_destroy(lomo_optim *o) {
 float lomo_optim_loss_scale(const lomo_optim *o) { return o->scale; }
 int64_t lomo_optim_steps(const lomo_optim *o) { return o->t; }
 void lomo_optim_inject_nonfinite(lomo_optim *o, int param) { o->inject = param; }
+
+/* AdaLomo's moments and clipping by value need every element of the summed gradient */
+int optim_splits_tied(const lomo_optim *o) {
+    return o->m->cfg.tie_word_embeddings && o->o.kind == LOMO_OPTIM_LOMO && o->o.clip_grad_value <= 0;
+}
 
 lomo_status optim_reserve_gscratch(lomo_optim *o) {
     if (o->gscratch) return LOMO_OK;
@@ -182,7 +189,9 @@ static lomo_status backward_pass(lomo_optim *o, bwd_mode mode, lomo_grad_hook h)
     o->sumsq = 0.0;
     o->gram_inp = NULL;
     o->nonfinite_param = -1;
+    o->oom = 0;
     lomo_status st = model_backward(o->m, o->scale, &h, mode);
+    if (st == LOMO_ERR_CALLBACK && o->oom) return lomo_fail(o->ctx, LOMO_ERR_OOM, "step: %s", o->oom_why);
     /* the hook stopped backward on a non-finite gradient: that is a finding, not a failure */
     if (st == LOMO_ERR_CALLBACK && o->nonfinite_param >= 0) return LOMO_OK;
     return st;

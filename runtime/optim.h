@@ -24,6 +24,9 @@ struct lomo_optim {
     double sumsq;
     int nonfinite_param;        /* first parameter found non-finite, or -1 */
     int inject;                 /* testing: parameter to treat as non-finite, or -1 */
+    /* an allocation in a hook failed: backward stopped for that, not for a finding; its message */
+    int oom;
+    char oom_why[LOMO_ERR_MAX];
 
     /* one scratch gradient for a linear weight, when a gradient must exist */
     float *gscratch;
@@ -33,6 +36,13 @@ struct lomo_optim {
     size_t gram_bytes;
     int gram_BT;
     const float *gram_inp;
+    /* a tied weight's norm, k = tied_chunk rows at a time: dout's columns [BT, k] at tied, their
+     * gradient rows [k, C] at tied_rows, the column numbers 0..k-1 at tied_iota */
+    float *tied, *tied_rows;
+    int32_t *tied_iota;
+    size_t tied_bytes;
+    int tied_k;
+    int tied_chunk;             /* TIED_CHUNK; tests make it small to cross chunk edges */
     /* per parameter: LOMO_NORM_FORM_GRAD or LOMO_NORM_GRAM once measured, for norm_BT */
     lomo_norm_method *norm_choice;
     int norm_BT;
@@ -52,6 +62,10 @@ int optim_gate_raised(lomo_optim *o);
 void optim_apply_full(lomo_optim *o);
 /* Seed for stochastic rounding of parameter p this step; 0 when off. */
 uint64_t optim_sr_seed(const lomo_optim *o, int p);
+/* Rows of a tied weight's gradient formed at once when measuring its norm. */
+#define TIED_CHUNK 512
+/* 1 if the engine takes a tied head's gradient in parts (on_tied): not when it needs the whole gradient */
+int optim_splits_tied(const lomo_optim *o);
 /* Makes the linear-gradient scratch exist; LOMO_OK or LOMO_ERR_OOM. */
 lomo_status optim_reserve_gscratch(lomo_optim *o);
 

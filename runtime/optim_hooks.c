@@ -4,6 +4,8 @@
  * the baselines, apply full gradients after backward.
  */
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include "optim.h"
 
 /* Stops backward at the first non-finite gradient (a finding the step reports). */
@@ -13,6 +15,14 @@ static int found_nonfinite(lomo_optim *o, int p) {
 }
 
 static int injected(const lomo_optim *o, int p) { return p == o->inject; }
+
+/* A scratch the hook needed did not fit: stops backward as a failure with the allocation's message
+ * (backward_pass reports it), never as a non-finite gradient, which would only skip the step. */
+static int out_of_memory(lomo_optim *o) {
+    o->oom = 1;
+    snprintf(o->oom_why, sizeof o->oom_why, "%s", lomo_last_error(o->ctx));
+    return 1;
+}
 
 /*
  * The update pass's finiteness checks go through the model's gate
@@ -63,7 +73,7 @@ static double gram_sumsq(lomo_optim *o, const param_desc *d, const float *dout, 
         lomo_dev_free(o->ctx, LOMO_MEM_SCRATCH, o->gram, o->gram_bytes);
         o->gram_bytes = 0;
         o->gram = lomo_dev_alloc(o->ctx, LOMO_MEM_SCRATCH, need, "Gram matrices of the norm pass");
-        if (!o->gram) return NAN;
+        if (!o->gram) return out_of_memory(o), NAN;
         o->gram_bytes = need;
         o->gram_inp = NULL;
     }
@@ -76,6 +86,84 @@ static double gram_sumsq(lomo_optim *o, const param_desc *d, const float *dout, 
     o->gram_inp = inp;
     o->gram_BT = BT;
     return s;
+}
+
+/* The tied weight's scratch (optim.h), for this step's B*T rows; kept, and made anew only to grow. */
+static int reserve_tied(lomo_optim *o) {
+    lomo_model *m = o->m;
+    size_t BT = (size_t)m->B * m->T, C = (size_t)m->cfg.hidden_size, V = (size_t)m->cfg.vocab_size;
+    size_t k = V < (size_t)o->tied_chunk ? V : (size_t)o->tied_chunk;
+    size_t need = (BT + C) * k * sizeof(float) + k * sizeof(int32_t);
+    if (o->tied && o->tied_bytes >= need && (size_t)o->tied_k == k) return 0;
+    lomo_dev_free(o->ctx, LOMO_MEM_SCRATCH, o->tied, o->tied_bytes);
+    o->tied_bytes = need;
+    o->tied = lomo_dev_alloc(o->ctx, LOMO_MEM_SCRATCH, need, "tied head gradient rows");
+    int32_t *iota = malloc(k * sizeof *iota);
+    if (!o->tied || !iota) {
+        free(iota);
+        lomo_dev_free(o->ctx, LOMO_MEM_SCRATCH, o->tied, o->tied_bytes);
+        o->tied = NULL;
+        o->tied_bytes = 0;
+        return 1;
+    }
+    o->tied_rows = o->tied + BT * k;
+    o->tied_iota = (int32_t *)(o->tied_rows + C * k);
+    for (size_t i = 0; i < k; i++) iota[i] = (int32_t)i;
+    LOMO_TIMED(o->ctx, LOMO_OP_COPY, 0, o->be->to_device(o->tied_iota, iota, k * sizeof *iota));
+    free(iota);
+    o->tied_k = (int)k;
+    return 0;
+}
+
+/*
+ * The rows cols [n] of dout^T inp [V, C] into tied_rows [n, C], through dout's
+ * columns gathered into the scratch; dout [N, V], inp [N, C].
+ */
+static float *tied_grad_rows(lomo_optim *o, const float *dout, const float *inp, int N, const int32_t *cols, int n) {
+    int V = o->m->cfg.vocab_size, C = o->m->cfg.hidden_size;
+    LOMO_TIMED(o->ctx, LOMO_OP_COPY, 0, o->be->gather_cols(o->tied, dout, cols, N, V, n));
+    LOMO_TIMED(o->ctx, LOMO_OP_NORM_GRAM, 2.0 * N * n * C,
+               o->be->matmul_backward_weight(o->tied_rows, o->tied, inp, 1.0f, 0.0f, N, C, n));
+    return o->tied_rows;
+}
+
+/* ||dout^T inp||^2 of the tied head [V, C], its rows formed k at a time: never the whole gradient */
+static double tied_formed_sumsq(lomo_optim *o, const float *dout, const float *inp, int N) {
+    int V = o->m->cfg.vocab_size, C = o->m->cfg.hidden_size, k = o->tied_k;
+    double s = 0.0;
+    for (int v0 = 0; v0 < V; v0 += k) {
+        int n = V - v0 < k ? V - v0 : k;
+        s += grad_sumsq(o, tied_grad_rows(o, dout + v0, inp, N, o->tied_iota, n), (size_t)n * C);
+    }
+    return s;
+}
+
+/*
+ * What the embedding's rows E add to the head's ||H||^2: the sum over those
+ * rows r of ||H_r + E_r||^2 - ||H_r||^2, H_r the head's gradient row r.
+ * rows [nrows] (device), grad [nrows, C] = E, overwritten.
+ */
+static double tied_rows_sumsq(lomo_optim *o, const float *dout, const float *inp, int N, const int32_t *rows,
+                              int nrows, float *grad) {
+    int C = o->m->cfg.hidden_size, k = o->tied_k;
+    double s = 0.0;
+    for (int i0 = 0; i0 < nrows; i0 += k) {
+        int n = nrows - i0 < k ? nrows - i0 : k;
+        size_t len = (size_t)n * C;
+        float *h = tied_grad_rows(o, dout, inp, N, rows + i0, n), *e = grad + (size_t)i0 * C;
+        double hh = grad_sumsq(o, h, len);
+        LOMO_TIMED(o->ctx, LOMO_OP_GRAD_CHECK, 0, o->be->add_inplace(e, h, len));
+        s += grad_sumsq(o, e, len) - hh;
+    }
+    return s;
+}
+
+/* ||dW||^2 formed: in the linear scratch, or for the tied head a chunk at a time */
+static double formed_sumsq(lomo_optim *o, int p, const float *dout, const float *inp, int BT) {
+    const param_desc *d = &o->m->params[p];
+    if (d->kind != LOMO_PARAM_LINEAR) return tied_formed_sumsq(o, dout, inp, BT);
+    if (optim_reserve_gscratch(o)) return out_of_memory(o), NAN;
+    return grad_sumsq(o, form_linear_grad(o, d, dout, inp, BT), d->numel);
 }
 
 /*
@@ -92,21 +180,18 @@ static double linear_sumsq(lomo_optim *o, int p, const float *dout, const float 
                 how = o->norm_choice[q];
     }
     if (how == LOMO_NORM_AUTO) {
-        if (optim_reserve_gscratch(o)) return NAN;
         o->gram_inp = NULL;   /* time the full Gram cost, input Gram included */
         double t0 = lomo_now();
         double sg = gram_sumsq(o, d, dout, inp, BT);
         double t1 = lomo_now();
-        double sf = grad_sumsq(o, form_linear_grad(o, d, dout, inp, BT), d->numel);
+        double sf = formed_sumsq(o, p, dout, inp, BT);
         double t2 = lomo_now();
         how = (t1 - t0) < (t2 - t1) ? LOMO_NORM_GRAM : LOMO_NORM_FORM_GRAD;
         o->norm_choice[p] = how;
         return how == LOMO_NORM_GRAM ? sg : sf;
     }
     o->norm_choice[p] = how;
-    if (how == LOMO_NORM_GRAM) return gram_sumsq(o, d, dout, inp, BT);
-    if (optim_reserve_gscratch(o)) return NAN;
-    return grad_sumsq(o, form_linear_grad(o, d, dout, inp, BT), d->numel);
+    return how == LOMO_NORM_GRAM ? gram_sumsq(o, d, dout, inp, BT) : formed_sumsq(o, p, dout, inp, BT);
 }
 
 /* ---- pass one: the norm, and a vetting of every gradient ---- */
@@ -114,6 +199,7 @@ static double linear_sumsq(lomo_optim *o, int p, const float *dout, const float 
 static int measure_linear(void *user, int p, const float *dout, const float *inp, int BT) {
     lomo_optim *o = user;
     double s = linear_sumsq(o, p, dout, inp, BT);
+    if (o->oom) return 1;
     if (!isfinite(s) || injected(o, p)) return found_nonfinite(o, p);
     o->sumsq += s * (double)o->gscale * o->gscale;
     return 0;
@@ -137,9 +223,21 @@ static int measure_rows(void *user, int p, const int32_t *rows, int nrows, float
     return 0;
 }
 
+static int measure_tied(void *user, int p, const float *dout, const float *inp, int N, const int32_t *rows, int nrows,
+                        float *grad) {
+    lomo_optim *o = user;
+    if (reserve_tied(o)) return out_of_memory(o);
+    double s = linear_sumsq(o, p, dout, inp, N);
+    if (o->oom) return 1;
+    s += tied_rows_sumsq(o, dout, inp, N, rows, nrows, grad);
+    if (!isfinite(s) || injected(o, p)) return found_nonfinite(o, p);
+    o->sumsq += s * (double)o->gscale * o->gscale;
+    return 0;
+}
+
 lomo_grad_hook optim_measure_hook(lomo_optim *o) {
     return (lomo_grad_hook){.user = o, .on_linear = measure_linear, .on_dense = measure_dense,
-                            .on_rows = measure_rows};
+                            .on_rows = measure_rows, .on_tied = optim_splits_tied(o) ? measure_tied : NULL};
 }
 
 /* ---- pass two: apply ---- */
@@ -181,7 +279,7 @@ static int update_linear(void *user, int p, const float *dout, const float *inp,
     }
     void *w = param_ptr(m, p);
     if (o->o.kind == LOMO_OPTIM_ADALOMO || o->o.clip_grad_value > 0) {
-        if (optim_reserve_gscratch(o)) return 1;
+        if (optim_reserve_gscratch(o)) return out_of_memory(o);
         return apply_grad(o, p, form_linear_grad(o, d, dout, inp, BT));
     }
     /* the fused update: W <- (1 - lr*wd) W - (lr*coef/scale) dout^T inp, no gradient ever formed */
@@ -200,8 +298,8 @@ static int update_dense(void *user, int p, float *grad) {
     return apply_grad(o, p, grad);
 }
 
-static int update_rows(void *user, int p, const int32_t *rows, int nrows, float *grad) {
-    lomo_optim *o = user;
+/* the rows' update with decay wd, once every gradient so far is known finite */
+static int rows_update(lomo_optim *o, int p, const int32_t *rows, int nrows, float *grad, float wd) {
     const param_desc *d = &o->m->params[p];
     int C = (int)d->shape[1];
     if (!o->checked) {
@@ -210,15 +308,33 @@ static int update_rows(void *user, int p, const int32_t *rows, int nrows, float 
     }
     LOMO_TIMED(o->ctx, LOMO_OP_OPTIMIZER, 0,
                o->be->sgd_update_rows(param_ptr(o->m, p), o->m->dtype, grad, rows, nrows, (int)d->shape[0], C,
-                                      o->lr, o->o.weight_decay, o->gscale, o->o.clip_grad_value, o->coef,
-                                      optim_sr_seed(o, p)));
+                                      o->lr, wd, o->gscale, o->o.clip_grad_value, o->coef, optim_sr_seed(o, p)));
     return 0;
+}
+
+static int update_rows(void *user, int p, const int32_t *rows, int nrows, float *grad) {
+    lomo_optim *o = user;
+    return rows_update(o, p, rows, nrows, grad, o->o.weight_decay);
+}
+
+/*
+ * The tied weight: decay and the head's part in the fused GEMM update, then the
+ * embedding's rows on top without decay (it was applied once, to every row).
+ * The rows are checked first, so the gate covers both parts.
+ */
+static int update_tied(void *user, int p, const float *dout, const float *inp, int N, const int32_t *rows, int nrows,
+                       float *grad) {
+    lomo_optim *o = user;
+    if (!o->checked) check_finite(o, p, grad, (size_t)nrows * o->m->params[p].shape[1]);
+    if (update_linear(o, p, dout, inp, N)) return 1;
+    return rows_update(o, p, rows, nrows, grad, 0.0f);
 }
 
 /* AdaLomo's factored moments need every row of the embedding gradient: it takes it dense. */
 lomo_grad_hook optim_update_hook(lomo_optim *o) {
     return (lomo_grad_hook){.user = o, .on_linear = update_linear, .on_dense = update_dense,
-                            .on_rows = o->o.kind == LOMO_OPTIM_ADALOMO ? NULL : update_rows};
+                            .on_rows = o->o.kind == LOMO_OPTIM_ADALOMO ? NULL : update_rows,
+                            .on_tied = optim_splits_tied(o) ? update_tied : NULL};
 }
 
 /* ---- baselines: full gradients, applied after backward ---- */

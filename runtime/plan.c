@@ -4,7 +4,7 @@
  * loading whether a model fits (`lomo plan`).
  */
 #include <stdlib.h>
-#include "model.h"
+#include "optim.h"
 
 static size_t round_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
 
@@ -31,8 +31,10 @@ lomo_status lomo_plan_memory(lomo_ctx *ctx, const lomo_llama_config *cfg, const 
         int full = oo->kind == LOMO_OPTIM_SGD || oo->kind == LOMO_OPTIM_ADAMW;
         int scaling = oo->loss_scaling == -1 ? o.dtype == LOMO_F16 : oo->loss_scaling;
         int measuring = !full && (oo->clip_grad_norm > 0 || scaling || oo->guard_nonfinite);
-        /* the model's gradient buffer: the embedding's rows, or dense when tied or for adalomo */
-        int dense = cfg->tie_word_embeddings || oo->kind == LOMO_OPTIM_ADALOMO;
+        /* the model's gradient buffer: the embedding's rows (a tied head's part stays factored:
+         * optim_splits_tied), or dense for adalomo, and for a tied head clipped by value */
+        int split_tied = oo->kind == LOMO_OPTIM_LOMO ? oo->clip_grad_value <= 0 : full;
+        int dense = oo->kind == LOMO_OPTIM_ADALOMO || (cfg->tie_word_embeddings && !split_tied);
         size_t Cp = round_up(C, 16);
         out->gradients = dense ? (Cp + V * C) * sizeof(float) : (Cp + BT * C) * sizeof(float) + 2 * BT * sizeof(int32_t);
         if (oo->kind == LOMO_OPTIM_ADALOMO || oo->clip_grad_value > 0 ||
@@ -50,6 +52,10 @@ lomo_status lomo_plan_memory(lomo_ctx *ctx, const lomo_llama_config *cfg, const 
             /* the recorded pass, and the Gram matrices of the norm */
             out->activations += (2 * L + 1) * (BT * C + C) * sizeof(float);
             if (oo->norm_method != LOMO_NORM_FORM_GRAD) out->scratch += 2 * BT * BT * sizeof(float);
+            /* a tied head's norm, TIED_CHUNK gradient rows at a time (optim_hooks.c reserve_tied) */
+            size_t k = V < TIED_CHUNK ? V : TIED_CHUNK;
+            if (cfg->tie_word_embeddings && split_tied)
+                out->scratch += (BT + C) * k * sizeof(float) + k * sizeof(int32_t);
         }
     }
     out->total = out->weights + out->activations + out->gradients + out->optimizer + out->scratch;

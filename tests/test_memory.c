@@ -45,7 +45,7 @@ int main(void) {
             lomo_mem_get_stats(ctx, &s);
             CHECK(s.peak[LOMO_MEM_GRADIENTS] == 0, "inference must not allocate gradient memory");
             /* backward adds the one dense gradient buffer: embedding plus one norm, nothing else */
-            lomo_grad_hook nop = {NULL, nop_linear, nop_dense, NULL};
+            lomo_grad_hook nop = {.on_linear = nop_linear, .on_dense = nop_dense};
             CHECK(lomo_model_backward(m, 1.0f, &nop) == LOMO_OK, "backward");
             lomo_mem_get_stats(ctx, &s);
             CHECK(s.peak[LOMO_MEM_GRADIENTS] == (100 * 64 + 64) * sizeof(float), "gradient buffer %zu",

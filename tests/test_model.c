@@ -117,6 +117,14 @@ static int rec_linear(void *u, int p, const float *d, const float *x, int BT) {
     return 0;
 }
 static int rec_dense(void *u, int p, float *g) { return rec_linear(u, p, g, NULL, 0); }
+static int rec_rows(void *u, int p, const int32_t *rows, int n, float *g) {
+    (void)rows; (void)n;
+    return rec_linear(u, p, g, NULL, 0);
+}
+static int rec_tied(void *u, int p, const float *d, const float *x, int N, const int32_t *rows, int n, float *g) {
+    (void)d; (void)x; (void)N; (void)rows; (void)n;
+    return rec_linear(u, p, g, NULL, 0);
+}
 static int fail_on_6(void *u, int p, float *g) { (void)u; (void)g; return p == 6; }
 static int ok_linear(void *u, int p, const float *d, const float *x, int BT) {
     (void)u; (void)p; (void)d; (void)x; (void)BT;
@@ -191,7 +199,7 @@ static void test_fixture(const char *file) {
         lengths[0] = 0;
         CHECK(lomo_model_next_logits(m, s.tokens, s.B, s.T, lengths, next) == LOMO_ERR_INVALID_ARG, "length 0");
         free(lengths);
-        lomo_grad_hook h = {NULL, ok_linear, fail_on_6, NULL};   /* touches no user data */
+        lomo_grad_hook h = {.on_linear = ok_linear, .on_dense = fail_on_6};   /* touches no user data */
         CHECK(lomo_model_backward(m, 1.0f, &h) == LOMO_ERR_STATE, "backward after next_logits must be refused");
         float one;
         CHECK(lomo_model_token_logprobs(m, &one, 1) == LOMO_ERR_STATE, "token_logprobs after next_logits");
@@ -242,17 +250,40 @@ static void test_fixture(const char *file) {
     g = g2;
     loss = loss2;
 
-    /* two backward passes after one forward (the LOMO norm pass) give exactly 2x */
+    /* a hook without on_rows and on_tied gets the embedding's gradient dense (a tied one summed in
+     * one [V, C] buffer): the same gradients */
     {
-        lomo_grads *g3;
+        lomo_grads *gd;
+        lomo_grads_create(&gd, m);
+        lomo_grad_hook h = lomo_grads_hook(gd);
+        h.on_rows = NULL;
+        h.on_tied = NULL;
+        float ld;
+        lomo_model_forward(m, s.tokens, s.targets, s.B, s.T, &ld, NULL);
+        CHECK(lomo_model_backward(m, 1.0f, &h) == LOMO_OK, "dense backward");
+        for (int p = 0; p < np; p++) {
+            lomo_param_info info;
+            lomo_model_param(m, p, &info);
+            CHECK(compare_grad(m, &s, p, lomo_grads_get(gd, p)) == 0, "%s: dense embedding: gradient of %s differs",
+                  file, info.name);
+        }
+        lomo_grads_destroy(gd);
+    }
+
+    /* two backward passes after one forward (the LOMO norm pass) give the same gradients, bit for bit */
+    {
+        lomo_grads *g3, *g4;
         lomo_grads_create(&g3, m);
-        lomo_grad_hook h = lomo_grads_hook(g3);
+        lomo_grads_create(&g4, m);
+        lomo_grad_hook h3 = lomo_grads_hook(g3), h4 = lomo_grads_hook(g4);
         float l3;
         lomo_model_forward(m, s.tokens, s.targets, s.B, s.T, &l3, NULL);
-        CHECK(lomo_model_backward(m, 1.0f, &h) == LOMO_OK, "first backward");
-        CHECK(lomo_model_backward(m, 1.0f, &h) == LOMO_OK, "second backward");
-        CHECK(bitwise_equal_grads(m, g, g3, 2.0f), "%s: second backward differs from the first", file);
+        CHECK(lomo_model_backward(m, 1.0f, &h3) == LOMO_OK, "first backward");
+        CHECK(lomo_model_backward(m, 1.0f, &h4) == LOMO_OK, "second backward");
+        CHECK(bitwise_equal_grads(m, g, g3, 1.0f) && bitwise_equal_grads(m, g, g4, 1.0f),
+              "%s: second backward differs from the first", file);
         lomo_grads_destroy(g3);
+        lomo_grads_destroy(g4);
     }
 
     /* a recorded backward, then its replay: both give exactly the plain gradients, with and
@@ -303,16 +334,18 @@ static void test_fixture(const char *file) {
         lomo_grads_destroy(gs);
     }
 
-    /* hook order: each parameter once, blocks last to first, embedding last */
-    {
+    /* hook order: each parameter once, blocks last to first, embedding last; the embedding dense,
+     * as rows, and a tied one in its two parts */
+    for (int parts = 0; parts < 2; parts++) {
         order_rec *r = calloc(1, sizeof *r);
-        lomo_grad_hook h = {r, rec_linear, rec_dense, NULL};
+        lomo_grad_hook h = {.user = r, .on_linear = rec_linear, .on_dense = rec_dense,
+                            .on_rows = parts ? rec_rows : NULL, .on_tied = parts ? rec_tied : NULL};
         float l;
         lomo_model_forward(m, s.tokens, s.targets, s.B, s.T, &l, NULL);
         lomo_model_backward(m, 1.0f, &h);
         int once = r->n == np;
         for (int p = 0; p < np; p++) once &= r->calls[p] == 1;
-        CHECK(once, "%s: hook must see each of %d parameters once (saw %d calls)", file, np, r->n);
+        CHECK(once, "%s: hook must see each of %d parameters once (saw %d calls, parts %d)", file, np, r->n, parts);
         int ordered = r->seen[r->n - 1] == 0;
         int L = c->num_hidden_layers, last_layer = L;
         for (int i = 0; i < r->n; i++) {
@@ -322,13 +355,13 @@ static void test_fixture(const char *file) {
             if (layer > last_layer) ordered = 0;
             last_layer = layer;
         }
-        CHECK(ordered, "%s: hook order is not last block to first, embedding last", file);
+        CHECK(ordered, "%s: hook order is not last block to first, embedding last (parts %d)", file, parts);
         free(r);
     }
 
     /* a failing hook stops backward with a status naming the parameter */
     {
-        lomo_grad_hook h = {NULL, ok_linear, fail_on_6, NULL};
+        lomo_grad_hook h = {.on_linear = ok_linear, .on_dense = fail_on_6};
         float l;
         lomo_model_forward(m, s.tokens, s.targets, s.B, s.T, &l, NULL);
         lomo_param_info info;
@@ -394,7 +427,7 @@ static void test_errors(void) {
     /* inference only (no targets) then backward: refused */
     CHECK(lomo_model_forward(m, tok, NULL, 1, 4, NULL, NULL) == LOMO_OK, "inference forward");
     CHECK(lomo_model_backward(m, 1.0f, &h) == LOMO_ERR_STATE, "backward after inference forward");
-    lomo_grad_hook half = {NULL, NULL, NULL, NULL};
+    lomo_grad_hook half = {0};
     CHECK(lomo_model_backward(m, 1.0f, &half) == LOMO_ERR_INVALID_ARG, "hook without callbacks");
     /* all targets ignored: loss 0, zero gradients, no NaN */
     int32_t none[4] = {-100, -100, -100, -100};

@@ -12,6 +12,7 @@
 #include <unistd.h>
 #include "fixture.h"
 #include "runtime/lomo.h"
+#include "runtime/optim.h"   /* tied_chunk */
 
 /*
  * Five f32 steps against float64: per-step losses within rtol 1e-5, weights
@@ -111,6 +112,9 @@ static void compare_series(run *r, const char *name, const float *got) {
     CHECK(want && fx_compare(name, got, want, (size_t)r->steps, 1e-6, RTOL) == 0, "%s differs", name);
 }
 
+/* Rows of a tied head's gradient formed at once in the norm pass; 0: the engine's own (TIED_CHUNK) */
+static int tied_chunk;
+
 /* One scenario with one optimizer kind (and options tweak) against the fixture. */
 static void scenario(run *r, const char *file, const char *s, lomo_optim_kind kind, lomo_norm_method nm, int ckpt) {
     lomo_ctx *ctx;
@@ -121,6 +125,7 @@ static void scenario(run *r, const char *file, const char *s, lomo_optim_kind ki
     o.norm_method = nm;
     lomo_optim *opt;
     CHECK(lomo_optim_create(&opt, m, &o) == LOMO_OK, "optim_create: %s", lomo_last_error(ctx));
+    if (tied_chunk) opt->tied_chunk = tied_chunk;
     float losses[16], norms[16];
     int ok = train(r, m, opt, lr, losses, norms) == 0;
     CHECK(ok, "%s %s (%s): training failed: %s", file, s, lomo_optim_kind_name(kind), lomo_last_error(ctx));
@@ -423,10 +428,10 @@ static void gradient_memory(run *r) {
             lomo_model_param(m, p, &info);
             if (info.kind == LOMO_PARAM_LINEAR && info.numel > largest_linear) largest_linear = info.numel;
         }
-        /* the untied embedding's gradient is its touched rows (at most B*T) for lomo; adalomo,
-         * and any tied head, need it dense */
+        /* the embedding's gradient is its touched rows (at most B*T) for lomo, a tied head's part
+         * kept as its two factors; adalomo needs it dense */
         size_t BT = (size_t)r->B * r->T, Cp = (C + 15) / 16 * 16;
-        int sparse = mode < 2 && !r->cfg.tie_word_embeddings;
+        int sparse = mode < 2;
         size_t dense = sparse ? (Cp + BT * C) * sizeof(float) + 2 * BT * sizeof(int32_t) : (Cp + V * C) * sizeof(float);
         size_t expect = dense + (mode == 2 ? largest_linear * sizeof(float) : 0);
         printf("gradient memory, %s: peak %zu bytes (embedding+norm buffer %zu), optimizer state %zu, weights %zu\n",
@@ -435,6 +440,55 @@ static void gradient_memory(run *r) {
         CHECK(st.peak[LOMO_MEM_GRADIENTS] == expect, "mode %d: gradient peak %zu, expected %zu", mode,
               st.peak[LOMO_MEM_GRADIENTS], expect);
         if (mode < 2) CHECK(st.peak[LOMO_MEM_OPTIMIZER] == 0, "lomo keeps no optimizer state");
+        lomo_optim_destroy(opt);
+        lomo_model_destroy(m);
+        lomo_ctx_destroy(ctx);
+    }
+}
+
+/*
+ * Out of memory inside a step: with the context's memory_limit one byte below
+ * what a clipped LOMO step was measured to hold at its peak, the last scratch
+ * (the norm pass's) does not fit. The step fails with LOMO_ERR_OOM naming it
+ * and the limit, rather than passing as a skipped overflow, and changes no
+ * weight; at the measured peak it runs.
+ */
+static void out_of_memory(run *r) {
+    lomo_optim_options o;
+    lomo_optim_options_default(&o, LOMO_OPTIM_LOMO);
+    o.clip_grad_norm = 1.0f;
+    o.norm_method = LOMO_NORM_GRAM;
+    const int32_t *tok = fx_i32(&r->fx, "tokens", 0), *tgt = fx_i32(&r->fx, "targets", 0);
+    size_t peak = 0;
+    for (int k = 0; k < 3; k++) {
+        lomo_ctx *ctx;
+        lomo_ctx_options co = {.memory_limit = k == 0 ? 0 : k == 1 ? peak - 1 : peak};
+        lomo_ctx_create(&ctx, &co);
+        lomo_model *m = model_from(ctx, r, LOMO_F32, 1);
+        lomo_optim *opt;
+        lomo_optim_create(&opt, m, &o);
+        unsigned char *before, *after;
+        size_t n1, n2;
+        weights_snapshot(m, &before, &n1);
+        lomo_step_result res = {0};
+        lomo_status st = lomo_optim_step(opt, tok, tgt, r->B, r->T, 0.01f, &res);
+        weights_snapshot(m, &after, &n2);
+        if (k == 1) {
+            const char *e = lomo_last_error(ctx);
+            printf("memory_limit %zu (peak - 1): %s\n", co.memory_limit, e);
+            CHECK(st == LOMO_ERR_OOM && strstr(e, "memory_limit") &&
+                      (strstr(e, "Gram matrices") || strstr(e, "tied head gradient rows")),
+                  "one byte short of the peak: status %d, %s", st, e);
+            CHECK(n1 == n2 && memcmp(before, after, n1) == 0, "a step out of memory changed weights");
+            CHECK(lomo_optim_step(opt, tok, tgt, r->B, r->T, 0.01f, &res) == LOMO_ERR_OOM, "and again");
+        } else {
+            CHECK(st == LOMO_OK && !res.skipped, "memory_limit %zu: %s", co.memory_limit, lomo_last_error(ctx));
+        }
+        lomo_mem_stats ms;
+        lomo_mem_get_stats(ctx, &ms);
+        if (k == 0) peak = ms.peak_total;
+        free(before);
+        free(after);
         lomo_optim_destroy(opt);
         lomo_model_destroy(m);
         lomo_ctx_destroy(ctx);
@@ -575,6 +629,12 @@ static void test_file(const char *file) {
     scenario(&r, file, "clip_norm", LOMO_OPTIM_LOMO, LOMO_NORM_FORM_GRAD, 1);
     scenario(&r, file, "clip_norm", LOMO_OPTIM_LOMO, LOMO_NORM_AUTO, 1);
     scenario(&r, file, "clip_norm", LOMO_OPTIM_SGD, LOMO_NORM_AUTO, 0);
+    /* a tied head's norm in chunks of 7 rows: several, the last one short, for the vocabulary and
+     * for the embedding's rows */
+    tied_chunk = 7;
+    scenario(&r, file, "clip_norm", LOMO_OPTIM_LOMO, LOMO_NORM_GRAM, 0);
+    scenario(&r, file, "clip_norm", LOMO_OPTIM_LOMO, LOMO_NORM_FORM_GRAD, 1);
+    tied_chunk = 0;
     scenario(&r, file, "clip_value", LOMO_OPTIM_LOMO, LOMO_NORM_AUTO, 0);
     scenario(&r, file, "adalomo", LOMO_OPTIM_ADALOMO, LOMO_NORM_AUTO, 0);
     scenario(&r, file, "adalomo", LOMO_OPTIM_ADALOMO, LOMO_NORM_AUTO, 1);
@@ -583,6 +643,7 @@ static void test_file(const char *file) {
     loss_scaler(&r);
     stop_midway(&r);
     gradient_memory(&r);
+    out_of_memory(&r);
     bad_options(&r);
     resume(&r);
     fx_free(&r.fx);

@@ -35,6 +35,7 @@ static const lomo_backend cpu_backend = {
     .download_f32 = cpu_to_f32,
     .embedding_forward = cpu_embedding_forward,
     .embedding_backward = cpu_embedding_backward,
+    .gather_cols = cpu_gather_cols,
     .rmsnorm_forward = cpu_rmsnorm_forward,
     .rmsnorm_backward = cpu_rmsnorm_backward,
     .matmul_forward = cpu_matmul_forward,

@@ -23,6 +23,7 @@ void cpu_from_f32(void *out, lomo_dtype dt, const float *src, size_t n);
 void cpu_embedding_forward(float *out, const int32_t *tokens, const void *wte, lomo_dtype dt,
                            int BT, int C);
 void cpu_embedding_backward(float *dwte, const float *dout, const int32_t *tokens, int BT, int C);
+void cpu_gather_cols(float *out, const float *in, const int32_t *cols, int N, int V, int n);
 
 void cpu_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *w,
                          int BT, int C, float eps);

@@ -1,4 +1,4 @@
-/* embedding.c: token embedding lookup and its scatter-add backward. */
+/* embedding.c: token embedding lookup, its scatter-add backward, and the column gather of a tied head. */
 #include "cpu_ops.h"
 #include "../../runtime/dtype.h"
 
@@ -23,5 +23,14 @@ void cpu_embedding_backward(float *dwte, const float *dout, const int32_t *token
             const float *g = dout + (size_t)i * C;
             for (int c = c0; c < c1; c++) d[c] += g[c];
         }
+    }
+}
+
+void cpu_gather_cols(float *out, const float *in, const int32_t *cols, int N, int V, int n) {
+#pragma omp parallel for if (CPU_PARALLEL((size_t)N * n)) schedule(static)
+    for (int i = 0; i < N; i++) {
+        const float *src = in + (size_t)i * V;
+        float *dst = out + (size_t)i * n;
+        for (int j = 0; j < n; j++) dst[j] = src[cols[j]];
     }
 }

@@ -225,6 +225,7 @@ static const lomo_backend cuda_backend = {
     .download_f32 = cuda_download_f32,
     .embedding_forward = WRITES(cuda_embedding_forward),
     .embedding_backward = WRITES(cuda_embedding_backward),
+    .gather_cols = WRITES(cuda_gather_cols),
     .rmsnorm_forward = WRITES(cuda_rmsnorm_forward),
     .rmsnorm_backward = WRITES(cuda_rmsnorm_backward),
     .matmul_forward = cuda_matmul_forward,

@@ -45,6 +45,7 @@ static inline unsigned cuda_blocks(size_t n, unsigned threads) {
 /* ---- ops.cu ---- */
 void cuda_embedding_forward(float *out, const int32_t *tokens, const void *wte, lomo_dtype dt, int BT, int C);
 void cuda_embedding_backward(float *dwte, const float *dout, const int32_t *tokens, int BT, int C);
+void cuda_gather_cols(float *out, const float *in, const int32_t *cols, int N, int V, int n);
 void cuda_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *w, int BT, int C, float eps);
 void cuda_rmsnorm_backward(float *dinp, float *dw, const float *dout, const float *inp, const float *w,
                            const float *rstd, int BT, int C);

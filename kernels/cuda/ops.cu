@@ -79,6 +79,21 @@ void cuda_embedding_backward(float *dwte, const float *dout, const int32_t *toke
     CUDA_LAUNCHED("embedding backward");
 }
 
+/* out [N, n] = in [N, V] at columns cols: a thread per output element, consecutive threads along a row */
+__global__ void gather_cols_kernel(float *out, const float *in, const int32_t *cols, int V, int n, size_t total) {
+    CUDA_GRID_STRIDE(e, total) {
+        size_t i = e / (size_t)n, j = e % (size_t)n;
+        out[e] = in[i * V + cols[j]];
+    }
+}
+
+void cuda_gather_cols(float *out, const float *in, const int32_t *cols, int N, int V, int n) {
+    size_t total = (size_t)N * n;
+    if (!total) return;
+    gather_cols_kernel<<<cuda_blocks(total, 256), 256, 0, cuda_stream()>>>(out, in, cols, V, n, total);
+    CUDA_LAUNCHED("gather columns");
+}
+
 /* ---- RMSNorm: one block per row ---- */
 
 __global__ void rmsnorm_forward_kernel(float *out, float *rstd, const float *inp, const float *w, int C, float eps) {

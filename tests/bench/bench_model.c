@@ -12,7 +12,7 @@
  * adalomo, sgd, adamw.
  *
  *   bench_model [--hidden 768 --layers 12 --heads 12 --kv-heads 12 --ffn 2048
- *                --vocab 32000 --seq 256 --batch 2 --threads 2 --steps 5
+ *                --vocab 32000 --tied 0 --seq 256 --batch 2 --threads 2 --steps 5
  *                --dtypes f32,bf16 --ckpt 0,1
  *                --modes forward,fwdbwd,lomo,lomo-clip,adalomo,sgd,adamw --profile 0]
  *
@@ -208,6 +208,7 @@ int main(int argc, char **argv) {
     c->num_key_value_heads = arg_int(argc, argv, "--kv-heads", c->num_attention_heads);
     c->intermediate_size = arg_int(argc, argv, "--ffn", 2048);
     c->vocab_size = arg_int(argc, argv, "--vocab", 32000);
+    c->tie_word_embeddings = arg_int(argc, argv, "--tied", 0);   /* the LM head shares the embedding */
     c->rms_norm_eps = 1e-5;
     c->rope_theta = 10000.0;
     o.T = arg_int(argc, argv, "--seq", 256);
@@ -231,11 +232,11 @@ int main(int argc, char **argv) {
     size_t C = c->hidden_size, F = c->intermediate_size, V = c->vocab_size;
     size_t hd = C / c->num_attention_heads, kvd = hd * c->num_key_value_heads;
     size_t matmul_w = c->num_hidden_layers * (2 * C * C + 2 * C * kvd + 3 * C * F) + V * C;
-    size_t all_w = matmul_w + V * C + (2 * c->num_hidden_layers + 1) * C;
+    size_t all_w = matmul_w + (c->tie_word_embeddings ? 0 : V * C) + (2 * c->num_hidden_layers + 1) * C;
     double ff = forward_flops(&o, matmul_w);
-    printf("shape: hidden %d, layers %d, heads %d/%d kv, ffn %d, vocab %d, seq %d, batch %d, %d threads\n",
+    printf("shape: hidden %d, layers %d, heads %d/%d kv, ffn %d, vocab %d%s, seq %d, batch %d, %d threads\n",
            c->hidden_size, c->num_hidden_layers, c->num_attention_heads, c->num_key_value_heads,
-           c->intermediate_size, c->vocab_size, o.T, o.B, o.threads);
+           c->intermediate_size, c->vocab_size, c->tie_word_embeddings ? " (tied)" : "", o.T, o.B, o.threads);
     printf("parameters: %zu; forward %.2f GFLOP per step (training rows count 3x)\n", all_w, ff / 1e9);
     printf("%-9s %-4s %4s %8s %8s %8s %8s %8s %9s %9s %8s %9s %8s %8s\n", "mode", "dtype", "ckpt", "weights", "activ",
            "grads", "optim", "scratch", "acct-peak", "peak-RSS", "step-ms", "tokens/s", "GFLOP/s", "loss");

@@ -179,6 +179,22 @@ static void test_rows_ops(void) {
     CPU->rows_add(dw, src, rows, 5, C);
     GPU->rows_add(ddw, dsrc, drows, 5, C);
     compare_dev("rows_add", ddw, dw, (size_t)V * C, 1e-6);
+    /* gather_cols (a tied head's gradient columns): g as [BT, C] at the rows' columns, then at
+     * columns 40..44 through an offset base */
+    {
+        int32_t iota[5] = {0, 1, 2, 3, 4};
+        int32_t *diota = dup_dev(iota, sizeof iota);
+        float *gg = malloc(5 * (size_t)BT * 4), *dgg = GPU->alloc(5 * (size_t)BT * 4);
+        CPU->gather_cols(gg, g, rows, BT, C, 5);
+        GPU->gather_cols(dgg, dg, drows, BT, C, 5);
+        compare_dev("gather_cols", dgg, gg, 5 * (size_t)BT, 0);
+        CPU->gather_cols(gg, g + 40, iota, BT, C, 5);
+        GPU->gather_cols(dgg, dg + 40, diota, BT, C, 5);
+        compare_dev("gather_cols (offset base)", dgg, gg, 5 * (size_t)BT, 0);
+        free(gg);
+        GPU->free(dgg);
+        GPU->free(diota);
+    }
     for (int d = 0; d <= 2; d++) {
         lomo_dtype dt = (lomo_dtype)d;
         size_t es = lomo_dtype_size(dt);
@@ -528,6 +544,7 @@ typedef struct step_case {
     float clip_norm;
     int checkpointing;
     float lr;
+    int tied;               /* the LM head shares the embedding (its gradient in two parts, on_tied) */
 } step_case;
 
 /* The small model of the step cases. */
@@ -557,8 +574,10 @@ static int train_on(const char *device, const step_case *sc, float *losses, floa
     lomo_optim_options oo;
     lomo_optim_options_default(&oo, sc->kind);
     oo.clip_grad_norm = sc->clip_norm;
-    oo.norm_method = LOMO_NORM_FORM_GRAD;
-    if (lomo_model_create(&m, ctx, &STEP_CFG, &mo) || lomo_optim_create(&o, m, &oo)) {
+    oo.norm_method = LOMO_NORM_FORM_GRAD;   /* a tied head's: formed 512 rows at a time, two chunks */
+    lomo_llama_config cfg = STEP_CFG;
+    cfg.tie_word_embeddings = sc->tied;
+    if (lomo_model_create(&m, ctx, &cfg, &mo) || lomo_optim_create(&o, m, &oo)) {
         snprintf(err, errn, "%s", lomo_last_error(ctx));
     } else {
         for (int s = 0; s < STEPS; s++) {
@@ -621,7 +640,7 @@ static void run_steps(const step_case *sc) {
 /* On the GPU too, keeping attention outputs changes nothing: the same losses and weights, bit for bit,
  * as recomputing attention (the kernels are deterministic, and the skipped forward wrote the same). */
 static void test_keep_attention_same(void) {
-    step_case sc = {"keep attention", LOMO_OPTIM_LOMO, LOMO_BF16, 1.0f, LOMO_CHECKPOINT_BLOCKS, 0.05f};
+    step_case sc = {"keep attention", LOMO_OPTIM_LOMO, LOMO_BF16, 1.0f, LOMO_CHECKPOINT_BLOCKS, 0.05f, 0};
     float losses[2][STEPS];
     float *weights[2] = {0};
     size_t nw[2] = {0, 0};
@@ -804,16 +823,20 @@ int main(void) {
     test_optimizer_ops();
     check_device_error("optimizer ops");
     const step_case cases[] = {
-        {"lomo f32", LOMO_OPTIM_LOMO, LOMO_F32, 0, 0, 0.05f},
-        {"lomo f32 checkpointing", LOMO_OPTIM_LOMO, LOMO_F32, 0, 1, 0.05f},
-        {"lomo f32 clip-norm 1", LOMO_OPTIM_LOMO, LOMO_F32, 1.0f, 0, 0.05f},
-        {"adalomo f32", LOMO_OPTIM_ADALOMO, LOMO_F32, 0, 0, 1e-3f},
-        {"lomo bf16", LOMO_OPTIM_LOMO, LOMO_BF16, 0, 1, 0.05f},
-        {"lomo bf16 clip-norm 1", LOMO_OPTIM_LOMO, LOMO_BF16, 1.0f, 1, 0.05f},
-        {"adalomo bf16", LOMO_OPTIM_ADALOMO, LOMO_BF16, 0, 1, 1e-3f},
-        {"lomo f16 loss scaling", LOMO_OPTIM_LOMO, LOMO_F16, 0, 1, 0.05f},
+        {"lomo f32", LOMO_OPTIM_LOMO, LOMO_F32, 0, 0, 0.05f, 0},
+        {"lomo f32 checkpointing", LOMO_OPTIM_LOMO, LOMO_F32, 0, 1, 0.05f, 0},
+        {"lomo f32 clip-norm 1", LOMO_OPTIM_LOMO, LOMO_F32, 1.0f, 0, 0.05f, 0},
+        {"adalomo f32", LOMO_OPTIM_ADALOMO, LOMO_F32, 0, 0, 1e-3f, 0},
+        {"lomo bf16", LOMO_OPTIM_LOMO, LOMO_BF16, 0, 1, 0.05f, 0},
+        {"lomo bf16 clip-norm 1", LOMO_OPTIM_LOMO, LOMO_BF16, 1.0f, 1, 0.05f, 0},
+        {"adalomo bf16", LOMO_OPTIM_ADALOMO, LOMO_BF16, 0, 1, 1e-3f, 0},
+        {"lomo f16 loss scaling", LOMO_OPTIM_LOMO, LOMO_F16, 0, 1, 0.05f, 0},
         {"lomo bf16 clip-norm 1 keep-attention", LOMO_OPTIM_LOMO, LOMO_BF16, 1.0f, LOMO_CHECKPOINT_KEEP_ATTENTION,
-         0.05f},
+         0.05f, 0},
+        {"lomo f32 tied", LOMO_OPTIM_LOMO, LOMO_F32, 0, 0, 0.05f, 1},
+        {"lomo f32 tied clip-norm 1", LOMO_OPTIM_LOMO, LOMO_F32, 1.0f, 1, 0.05f, 1},
+        {"lomo bf16 tied clip-norm 1", LOMO_OPTIM_LOMO, LOMO_BF16, 1.0f, 1, 0.05f, 1},
+        {"adalomo bf16 tied (dense)", LOMO_OPTIM_ADALOMO, LOMO_BF16, 0, 1, 1e-3f, 1},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) run_steps(&cases[i]);
     test_keep_attention_same();

@@ -90,6 +90,19 @@ function T.bad_context_arguments()
   fails(lomo.context, "threads", {threads = -1})
   fails(lomo.context, "unknown option 'thread'", {thread = 2})
   fails(lomo.context, "'threads' must be an integer", {threads = "two"})
+  fails(lomo.context, "memory_limit must be 0", {memory_limit = -1})
+end
+
+-- a context's memory_limit: a model that does not fit is refused by name, and one that fits runs
+function T.context_memory_limit()
+  local small = lomo.context{memory_limit = 1000}
+  fails(lomo.model, "memory_limit of 0.0 MiB", small, CFG)
+  small:close()
+  local ctx = lomo.context{memory_limit = 1 << 30}
+  local m = lomo.model(ctx, CFG)
+  truthy(ctx:memory().current.total > 0, "a model within the limit")
+  m:close()
+  ctx:close()
 end
 
 function T.bad_model_arguments()
