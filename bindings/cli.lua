@@ -137,8 +137,8 @@ function M.plan(...)
   if not opt.model or not opt.seq then error(M.plan_usage, 0) end
   local p = call(lomo.plan, {model = opt.model, seq = opt.seq, batch = opt.batch, dtype = opt.dtype,
                              checkpointing = opt.checkpointing, device = opt.device})
-  print(("memory plan for %s: batch %d x seq %d, %s weights, checkpointing %s"):format(
-    opt.model, opt.batch, opt.seq, opt.dtype, opt.checkpointing or "off"))
+  print(("memory plan for %s: batch %d x seq %d, %s weights, checkpointing %s, on %s"):format(
+    opt.model, opt.batch, opt.seq, opt.dtype, opt.checkpointing or "off", p.device))
   local cols = {"weights", "activations", "gradients", "optimizer", "scratch", "total"}
   local line = {("%-10s"):format("")}
   for _, c in ipairs(cols) do line[#line + 1] = ("%12s"):format(c) end

@@ -714,13 +714,15 @@ static int l_plan(lua_State *L) {
     lomo_model_options mo = {.dtype = LOMO_F32};
     lomo_lua_parse_dtype(L, lomo_lua_opt_str(L, 1, "dtype", "f32", where), where, &mo.dtype);
     mo.checkpointing = lomo_lua_opt_checkpointing(L, 1, where);
-    const char *device = lomo_lua_opt_device(L, 1, where);   /* plans differ by backend */
+    /* plans differ by backend; one for a named device needs none (a context on the CPU plans it) */
+    const char *device = lomo_lua_opt_device(L, 1, where);
 
     /* the context lives in a closed-safe userdata so an error below cannot leak it */
     context_handle *h = lua_newuserdatauv(L, sizeof *h, 0);
     h->r = NULL;
     luaL_setmetatable(L, LOMO_T_CONTEXT);
-    lomo_ctx *ctx = lomo_lua_new_ctx(L, 0, device, 0, where);
+    lomo_ctx *ctx = lomo_lua_new_ctx(L, 0, device ? "cpu" : NULL, 0, where);
+    if (!device) device = lomo_ctx_device(ctx);
     h->r = lomo_lua_ctx_ref_new(ctx);
     if (!h->r) {
         lomo_ctx_destroy(ctx);
@@ -742,13 +744,12 @@ static int l_plan(lua_State *L) {
     } else {
         return luaL_error(L, "%s: needs 'config' (a table) or 'model' (a path)", where);
     }
-    st = lomo_config_validate(ctx, &cfg);
-    if (st != LOMO_OK) return lomo_lua_fail(L, ctx, st, "lomo.plan: config");
-
     lomo_plan p;
-    st = lomo_plan_memory(ctx, &cfg, &mo, NULL, (int)B, (int)T, &p);
+    st = lomo_plan_memory_for(ctx, device, &cfg, &mo, NULL, (int)B, (int)T, &p);
     if (st != LOMO_OK) return lomo_lua_fail(L, ctx, st, where);
-    lua_createtable(L, 0, 12);
+    lua_createtable(L, 0, 13);
+    lua_pushstring(L, device);
+    lua_setfield(L, -2, "device");
     lua_pushinteger(L, (lua_Integer)p.weights);
     lua_setfield(L, -2, "weights");
     lua_pushinteger(L, (lua_Integer)p.activations);
@@ -771,7 +772,7 @@ static int l_plan(lua_State *L) {
         lomo_optim_options oo;
         lomo_optim_options_default(&oo, kinds[k].kind);
         oo.clip_grad_norm = kinds[k].clip;
-        st = lomo_plan_memory(ctx, &cfg, &mo, &oo, (int)B, (int)T, &p);
+        st = lomo_plan_memory_for(ctx, device, &cfg, &mo, &oo, (int)B, (int)T, &p);
         if (st != LOMO_OK) return lomo_lua_fail(L, ctx, st, where);
         push_plan(L, &p);
         lua_setfield(L, -2, kinds[k].name);
@@ -818,7 +819,7 @@ static const lomo_lua_reg model_funcs[] = {
     {"load", l_load, "(ctx, path, {dtype=, checkpointing=}) -> model from a .gguf file or an HF folder; "
                      "checkpointing = false | true | \"blocks\" | \"keep_attention\""},
     {"model", l_model, "(ctx, cfg, {dtype=, checkpointing=, seed=}) -> randomly initialized model"},
-    {"plan", l_plan, "{config= | model=, seq=, batch=, dtype=, checkpointing=, device=} -> memory plan in bytes"},
+    {"plan", l_plan, "{config= | model=, seq=, batch=, dtype=, checkpointing=, device=} -> memory plan in bytes (no device needed)"},
     {NULL, NULL, NULL},
 };
 

@@ -7,6 +7,11 @@
     do { if (!(cond)) return lomo_fail(ctx, LOMO_ERR_CONFIG, "config: " field ": " __VA_ARGS__); } while (0)
 
 lomo_status lomo_config_validate(lomo_ctx *ctx, const lomo_llama_config *c) {
+    return config_validate_for(ctx, ctx ? ctx->be : NULL, c);
+}
+
+/* be: the backend the model is for (its head size limit), NULL for none */
+lomo_status config_validate_for(lomo_ctx *ctx, const lomo_backend *be, const lomo_llama_config *c) {
     if (!c) return lomo_fail(ctx, LOMO_ERR_INVALID_ARG, "config: NULL");
     REQUIRE(c->hidden_size > 0, "hidden_size", "must be positive, got %d", c->hidden_size);
     REQUIRE(c->intermediate_size > 0, "intermediate_size", "must be positive, got %d",
@@ -29,10 +34,10 @@ lomo_status lomo_config_validate(lomo_ctx *ctx, const lomo_llama_config *c) {
             "head size %d (hidden_size / num_attention_heads) must be even for RoPE",
             c->hidden_size / c->num_attention_heads);
     /* a limit of the device's kernels, found here rather than as a device fault mid-forward */
-    int max_hd = ctx ? ctx->be->max_head_dim : 0;
+    int max_hd = be ? be->max_head_dim : 0;
     REQUIRE(max_hd == 0 || c->hidden_size / c->num_attention_heads <= max_hd, "num_attention_heads",
             "head size %d (hidden_size / num_attention_heads) exceeds the %s backend's %d",
-            c->hidden_size / c->num_attention_heads, ctx ? ctx->be->name : "", max_hd);
+            c->hidden_size / c->num_attention_heads, be ? be->name : "", max_hd);
     REQUIRE(c->tie_word_embeddings == 0 || c->tie_word_embeddings == 1, "tie_word_embeddings",
             "must be 0 or 1, got %d", c->tie_word_embeddings);
     REQUIRE(isfinite(c->rms_norm_eps) && c->rms_norm_eps > 0, "rms_norm_eps",

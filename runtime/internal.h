@@ -24,6 +24,9 @@ struct lomo_ctx {
 lomo_status lomo_fail(lomo_ctx *ctx, lomo_status s, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* lomo_config_validate against backend be's limits (NULL: none), which need not be ctx's. */
+lomo_status config_validate_for(lomo_ctx *ctx, const lomo_backend *be, const lomo_llama_config *c);
+
 /* Device allocations, accounted by category. Size is needed again to free. */
 void *lomo_dev_alloc(lomo_ctx *ctx, lomo_mem_category cat, size_t bytes, const char *what);
 void lomo_dev_free(lomo_ctx *ctx, lomo_mem_category cat, void *p, size_t bytes);

@@ -415,6 +415,16 @@ typedef struct lomo_plan {
  */
 lomo_status lomo_plan_memory(lomo_ctx *ctx, const lomo_llama_config *cfg, const lomo_model_options *mo,
                              const lomo_optim_options *oo, int B, int T, lomo_plan *out);
+/*
+ * The same plan for device "cpu" or "cuda" (NULL: ctx's), whatever ctx runs
+ * on: a GPU's plan on a machine without one, or from a build without CUDA.
+ * The backends differ in what they keep (CUDA: no f32 widening buffer for
+ * 16-bit weights, a head size limit of 256, attention statistics of B*NH*T
+ * floats rather than the CPU's B*NH*T*T probabilities).
+ */
+lomo_status lomo_plan_memory_for(lomo_ctx *ctx, const char *device, const lomo_llama_config *cfg,
+                                 const lomo_model_options *mo, const lomo_optim_options *oo, int B, int T,
+                                 lomo_plan *out);
 
 /* Testing aid: the next step's gradient of `param` is treated as non-finite. */
 void lomo_optim_inject_nonfinite(lomo_optim *o, int param);

@@ -313,12 +313,13 @@ size_t model_const_bytes(const lomo_model *m) {
            sizeof(float);
 }
 
-lomo_status model_shape(lomo_model *m, lomo_ctx *ctx, const lomo_llama_config *cfg, lomo_dtype dtype, int checkpointing) {
+lomo_status model_shape(lomo_model *m, lomo_ctx *ctx, const lomo_backend *be, const lomo_llama_config *cfg,
+                        lomo_dtype dtype, int checkpointing) {
     memset(m, 0, sizeof *m);
-    lomo_status st = lomo_config_validate(ctx, cfg);
+    lomo_status st = config_validate_for(ctx, be, cfg);
     if (st) return st;
     m->ctx = ctx;
-    m->be = ctx->be;
+    m->be = be;
     m->cfg = *cfg;
     m->dtype = dtype;
     if ((st = check_checkpointing(ctx, checkpointing, "plan"))) return st;

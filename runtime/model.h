@@ -182,9 +182,11 @@ void rope_inv_freq(double *inv_freq, const lomo_llama_config *c, int hd);
 size_t model_rope_floats(const lomo_model *m);
 size_t model_wbuf_floats(const lomo_model *m);
 size_t model_const_bytes(const lomo_model *m);
-/* Fills m's shape (config, parameter table, weights_bytes) without allocating
- * anything on the device; free(m->params) when done. For planning. */
-lomo_status model_shape(lomo_model *m, lomo_ctx *ctx, const lomo_llama_config *cfg, lomo_dtype dtype, int checkpointing);
+/* Fills m's shape (config, parameter table, weights_bytes) for backend be
+ * (whose rules size the buffers; not necessarily ctx's) without allocating
+ * anything on a device; free(m->params) when done. For planning. */
+lomo_status model_shape(lomo_model *m, lomo_ctx *ctx, const lomo_backend *be, const lomo_llama_config *cfg,
+                        lomo_dtype dtype, int checkpointing);
 /* Bytes of the activation allocation for (B, T). */
 size_t model_activation_bytes(lomo_model *m, int B, int T);
 

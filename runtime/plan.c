@@ -4,20 +4,51 @@
  * loading whether a model fits (`lomo plan`).
  */
 #include <stdlib.h>
+#include <string.h>
 #include "optim.h"
+#include "../kernels/cuda/cuda_shape.h"
 
 static size_t round_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
 
+/* The CUDA backend's planning rules, for a context that is not on one (this machine may have no GPU,
+ * or this build no CUDA): only what model_shape and the plan read. */
+static const lomo_backend cuda_rules = {
+    .name = "cuda",
+    .needs_wbuf = 0,
+    .max_head_dim = CUDA_MAX_HEAD_DIM,
+    .attention_saved_floats = cuda_attention_saved_floats,
+    .attention_scratch_floats = cuda_attention_scratch_floats,
+};
+
+static lomo_status plan_on(lomo_ctx *ctx, const lomo_backend *be, const lomo_llama_config *cfg,
+                           const lomo_model_options *mo, const lomo_optim_options *oo, int B, int T, lomo_plan *out);
+
 lomo_status lomo_plan_memory(lomo_ctx *ctx, const lomo_llama_config *cfg, const lomo_model_options *mo,
                              const lomo_optim_options *oo, int B, int T, lomo_plan *out) {
-    if (!ctx || !cfg || !out) return lomo_fail(ctx, LOMO_ERR_INVALID_ARG, "plan: NULL argument");
+    if (!ctx) return LOMO_ERR_INVALID_ARG;
+    return plan_on(ctx, ctx->be, cfg, mo, oo, B, T, out);
+}
+
+lomo_status lomo_plan_memory_for(lomo_ctx *ctx, const char *device, const lomo_llama_config *cfg,
+                                 const lomo_model_options *mo, const lomo_optim_options *oo, int B, int T,
+                                 lomo_plan *out) {
+    if (!ctx) return LOMO_ERR_INVALID_ARG;
+    if (!device || strcmp(device, ctx->be->name) == 0) return plan_on(ctx, ctx->be, cfg, mo, oo, B, T, out);
+    if (strcmp(device, "cpu") == 0) return plan_on(ctx, lomo_backend_cpu(), cfg, mo, oo, B, T, out);
+    if (strcmp(device, "cuda") == 0) return plan_on(ctx, &cuda_rules, cfg, mo, oo, B, T, out);
+    return lomo_fail(ctx, LOMO_ERR_INVALID_ARG, "plan: device must be \"cpu\" or \"cuda\", got \"%s\"", device);
+}
+
+static lomo_status plan_on(lomo_ctx *ctx, const lomo_backend *be, const lomo_llama_config *cfg,
+                           const lomo_model_options *mo, const lomo_optim_options *oo, int B, int T, lomo_plan *out) {
+    if (!cfg || !out) return lomo_fail(ctx, LOMO_ERR_INVALID_ARG, "plan: NULL argument");
     if (B <= 0 || T <= 0) return lomo_fail(ctx, LOMO_ERR_INVALID_ARG, "plan: batch %d x seq %d must be positive", B, T);
     if (T > cfg->max_position_embeddings)
         return lomo_fail(ctx, LOMO_ERR_INVALID_ARG, "plan: seq %d exceeds max_position_embeddings %d", T,
                          cfg->max_position_embeddings);
     lomo_model_options o = mo ? *mo : (lomo_model_options){0};
     lomo_model m;
-    lomo_status st = model_shape(&m, ctx, cfg, o.dtype, o.checkpointing);
+    lomo_status st = model_shape(&m, ctx, be, cfg, o.dtype, o.checkpointing);
     if (st) return st;
     *out = (lomo_plan){0};
     size_t C = (size_t)cfg->hidden_size, V = (size_t)cfg->vocab_size, BT = (size_t)B * T, L = (size_t)cfg->num_hidden_layers;

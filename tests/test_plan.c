@@ -1,7 +1,8 @@
 /*
  * test_plan.c: the memory plan equals what a real step accounts, category by
  * category, for inference and every optimizer, f32 and bf16, for each
- * checkpointing mode, tied and untied; an unknown mode is refused.
+ * checkpointing mode, tied and untied; an unknown mode is refused; a CUDA plan
+ * made without a GPU.
  */
 #include <stdio.h>
 #include <string.h>
@@ -41,6 +42,49 @@ static void check(lomo_ctx *ctx, const lomo_llama_config *c, lomo_dtype dt, int 
     lomo_optim_destroy(opt);
     lomo_model_destroy(m);
     lomo_mem_reset_peak(ctx);
+}
+
+/*
+ * A CUDA plan from this CPU context (lomo_plan_memory_for): the same weights,
+ * gradients and optimizer state; no f32 widening buffer for 16-bit weights
+ * (the scratch is smaller by exactly the largest matrix in f32); attention
+ * statistics of B*NH*T floats, so the activations equal the CPU's at T = 1
+ * (B*NH*T*T there too) and are smaller beyond; CUDA's head size limit.
+ */
+static void plan_for_cuda(lomo_ctx *ctx, lomo_llama_config c) {
+    lomo_plan self, cpu, gpu;
+    lomo_optim_options o;
+    lomo_optim_options_default(&o, LOMO_OPTIM_LOMO);
+    o.clip_grad_norm = 1.0f;
+    size_t largest = (size_t)c.vocab_size * c.hidden_size;   /* the embedding (and head) here */
+    for (int dt = LOMO_F32; dt <= LOMO_BF16; dt++) {
+        lomo_model_options mo = {.dtype = (lomo_dtype)dt, .checkpointing = LOMO_CHECKPOINT_KEEP_ATTENTION};
+        for (int T = 1; T <= 12; T += 11) {
+            CHECK(lomo_plan_memory(ctx, &c, &mo, &o, 2, T, &self) == LOMO_OK &&
+                      lomo_plan_memory_for(ctx, "cpu", &c, &mo, &o, 2, T, &cpu) == LOMO_OK &&
+                      lomo_plan_memory_for(ctx, "cuda", &c, &mo, &o, 2, T, &gpu) == LOMO_OK,
+                  "plans: %s", lomo_last_error(ctx));
+            CHECK(memcmp(&self, &cpu, sizeof self) == 0, "the context's own device named");
+            CHECK(gpu.weights == cpu.weights && gpu.gradients == cpu.gradients && gpu.optimizer == cpu.optimizer,
+                  "cuda plan: weights, gradients and optimizer as the cpu's");
+            size_t wbuf = dt == LOMO_F32 ? 0 : largest * sizeof(float);
+            CHECK(cpu.scratch - gpu.scratch == wbuf, "%s: cuda scratch %zu, cpu %zu: differ by %zu, want %zu",
+                  lomo_dtype_name((lomo_dtype)dt), gpu.scratch, cpu.scratch, cpu.scratch - gpu.scratch, wbuf);
+            CHECK(T == 1 ? gpu.activations == cpu.activations : gpu.activations < cpu.activations,
+                  "seq %d: cuda activations %zu, cpu %zu", T, gpu.activations, cpu.activations);
+        }
+    }
+    lomo_llama_config wide = c;
+    wide.hidden_size = 1024;
+    wide.num_attention_heads = 2;   /* head size 512 */
+    wide.num_key_value_heads = 1;
+    CHECK(lomo_plan_memory_for(ctx, "cpu", &wide, NULL, NULL, 1, 8, &cpu) == LOMO_OK, "cpu: head size 512");
+    CHECK(lomo_plan_memory_for(ctx, "cuda", &wide, NULL, NULL, 1, 8, &gpu) == LOMO_ERR_CONFIG &&
+              strstr(lomo_last_error(ctx), "exceeds the cuda backend's 256"),
+          "cuda: head size 512: %s", lomo_last_error(ctx));
+    CHECK(lomo_plan_memory_for(ctx, "tpu", &c, NULL, NULL, 1, 8, &cpu) == LOMO_ERR_INVALID_ARG &&
+              strstr(lomo_last_error(ctx), "\"tpu\""),
+          "unknown device: %s", lomo_last_error(ctx));
 }
 
 int main(void) {
@@ -84,6 +128,7 @@ int main(void) {
     CHECK(lomo_model_create(&m, ctx, &c, NULL) == LOMO_OK, "create");
     CHECK(lomo_model_set_checkpointing(m, -1) == LOMO_ERR_INVALID_ARG, "set_checkpointing(-1)");
     lomo_model_destroy(m);
+    plan_for_cuda(ctx, c);
     c.hidden_size = 0;
     CHECK(lomo_plan_memory(ctx, &c, NULL, NULL, 1, 8, &p) == LOMO_ERR_CONFIG, "bad config");
     lomo_ctx_destroy(ctx);

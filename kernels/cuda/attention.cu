@@ -397,7 +397,7 @@ static int att_check(int NH, int NKV, int hd) {
         cuda_ok(cudaErrorInvalidValue, "attention: NH must be a multiple of NKV");
         return 0;
     }
-    if (hd < 1 || hd > 256) {
+    if (hd < 1 || hd > CUDA_MAX_HEAD_DIM) {
         static char msg[64];   /* cuda_ok may keep the pointer */
         snprintf(msg, sizeof msg, "attention: head_dim %d unsupported", hd);
         cuda_ok(cudaErrorInvalidValue, msg);
@@ -444,8 +444,5 @@ void cuda_attention_backward(float *dq, float *dk, float *dv, float *scratch, co
     ATT_DISPATCH(hd, BWD)
 #undef BWD
 }
-
-size_t cuda_attention_saved_floats(int B, int T, int NH) { return (size_t)B * NH * T; }
-size_t cuda_attention_scratch_floats(int B, int T, int NH) { return (size_t)B * NH * T; }
 
 }   /* extern "C" */

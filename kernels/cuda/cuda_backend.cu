@@ -208,7 +208,7 @@ template <typename R, typename... A, R (*F)(A...)> struct writes<F> {
 static const lomo_backend cuda_backend = {
     .name = "cuda",
     .needs_wbuf = 0,
-    .max_head_dim = 256,   /* attention.cu's kernels */
+    .max_head_dim = CUDA_MAX_HEAD_DIM,   /* attention.cu's kernels */
     .prefill_with_forward = 1,
     .error = cu_error,
     .sync = cu_sync,

@@ -11,6 +11,7 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 #include "../../runtime/backend.h"
+#include "cuda_shape.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -99,8 +100,7 @@ void cuda_attention_forward(float *out, float *lse, const float *q, const float 
 void cuda_attention_backward(float *dq, float *dk, float *dv, float *scratch, const float *dout, const float *out,
                              const float *lse, const float *q, const float *k, const float *v, int B, int T, int NH,
                              int NKV, int hd);
-size_t cuda_attention_saved_floats(int B, int T, int NH);     /* B*NH*T: log-sum-exp per row */
-size_t cuda_attention_scratch_floats(int B, int T, int NH);   /* B*NH*T: rowsum(dout * out) */
+/* the sizes of its saved statistics and scratch: cuda_shape.h */
 
 /* ---- attention_cached.cu: new queries against a key/value cache (incremental decoding; f32, hd <= 256) ---- */
 void cuda_attention_cached(float *out, const float *q, const float *kc, const float *vc, int B, int n, int pos,

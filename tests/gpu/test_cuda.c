@@ -637,6 +637,30 @@ static void run_steps(const step_case *sc) {
     free(weights[1]);
 }
 
+/* A CUDA plan made from a CPU context (lomo_plan_memory_for, what `lomo plan --device cuda` prints on a
+ * machine without a GPU) is the plan of a context on the GPU, for every optimizer and checkpointing mode. */
+static void test_plan_without_gpu(void) {
+    lomo_ctx *gc = NULL, *cc = NULL;
+    lomo_ctx_options go = {.device = "cuda"}, co = {.device = "cpu"};
+    int ok = lomo_ctx_create(&gc, &go) == LOMO_OK && lomo_ctx_create(&cc, &co) == LOMO_OK;
+    for (int k = LOMO_OPTIM_LOMO; ok && k <= LOMO_OPTIM_ADAMW; k++)
+        for (int ckpt = 0; ok && ckpt <= LOMO_CHECKPOINT_KEEP_ATTENTION; ckpt++) {
+            lomo_optim_options oo;
+            lomo_optim_options_default(&oo, (lomo_optim_kind)k);
+            oo.clip_grad_norm = 1.0f;
+            lomo_model_options mo = {.dtype = LOMO_BF16, .checkpointing = ckpt};
+            lomo_llama_config cfg = STEP_CFG;
+            cfg.tie_word_embeddings = k == LOMO_OPTIM_LOMO;
+            lomo_plan a, b;
+            ok = lomo_plan_memory(gc, &cfg, &mo, &oo, 4, 200, &a) == LOMO_OK &&
+                 lomo_plan_memory_for(cc, "cuda", &cfg, &mo, &oo, 4, 200, &b) == LOMO_OK &&
+                 memcmp(&a, &b, sizeof a) == 0;
+        }
+    check("a cuda plan from a cpu context is the gpu context's", ok, "");
+    lomo_ctx_destroy(gc);
+    lomo_ctx_destroy(cc);
+}
+
 /* On the GPU too, keeping attention outputs changes nothing: the same losses and weights, bit for bit,
  * as recomputing attention (the kernels are deterministic, and the skipped forward wrote the same). */
 static void test_keep_attention_same(void) {
@@ -840,6 +864,7 @@ int main(void) {
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) run_steps(&cases[i]);
     test_keep_attention_same();
+    test_plan_without_gpu();
     test_next_logits();
     test_decode();
     check_device_error("training steps");

@@ -609,6 +609,12 @@ function T.plan_from_config()
   truthy(blocks < keep and keep < off, ("activations: blocks %d < keep_attention %d < off %d"):format(blocks, keep, off))
   eq(lomo.plan{config = CFG, seq = 8, batch = 2, checkpointing = "blocks"}.lomo.activations, blocks, "\"blocks\" = true")
   eq(lomo.plan{config = CFG, seq = 8, batch = 2, checkpointing = "off"}.lomo.activations, off, "\"off\" = false")
+  -- a GPU's plan needs no GPU: the same weights, smaller attention statistics (test_plan checks each category)
+  local gpu = lomo.plan{config = CFG, seq = 8, batch = 2, device = "cuda"}
+  eq(gpu.device, "cuda", "planned for cuda")
+  eq(lomo.plan{config = CFG, seq = 8, batch = 2, device = "cpu"}.device, "cpu", "planned for cpu")
+  eq(gpu.weights, p.weights, "cuda weights")
+  truthy(gpu.activations < p.activations, ("cuda activations %d < cpu %d"):format(gpu.activations, p.activations))
 end
 
 -- Each checkpointing mode gives the same loss and weights, bit for bit, and can be switched on a live model.

@@ -122,13 +122,15 @@ function T.overrides_that_cannot_be_applied_are_named()
 end
 
 -- lomo plan: --checkpointing alone is blocks, =keep_attention is taken, any other mode is one line
--- naming the option (what each mode plans: test_bindings.lua's plan_from_config)
+-- naming the option; --device cuda plans for a GPU on any machine (what each mode plans: test_bindings.lua's plan_from_config)
 function T.plan_takes_checkpointing_modes_and_refuses_others()
   local config = root .. "/tests/fixtures/st/tiny/config.json"
   local code, out = run_program(nil, "plan", config, "--seq", "8", "--checkpointing")
   check.truthy(code == 0 and out:find("checkpointing blocks", 1, true), "plan --checkpointing:\n" .. out)
   code, out = run_program(nil, "plan", config, "--seq", "8", "--checkpointing=keep_attention")
   check.truthy(code == 0 and out:find("checkpointing keep_attention", 1, true), "plan keep_attention:\n" .. out)
+  code, out = run_program(nil, "plan", config, "--seq", "8", "--device", "cuda")
+  check.truthy(code == 0 and out:find(", on cuda", 1, true), "plan --device cuda, GPU or not:\n" .. out)
   code, out = run_program(nil, "plan", config, "--seq", "8", "--checkpointing=sometimes")
   check.truthy(code ~= 0 and out:find("--checkpointing=sometimes: checkpointing is off, blocks or keep_attention", 1,
                true) and not out:find("stack traceback", 1, true), "an unknown mode:\n" .. out)
