@@ -18,8 +18,13 @@ extern "C" {
 
 typedef struct lomo_backend {
     const char *name;
-    /* 1 if 16-bit weights must be widened into an f32 buffer (wbuf) for GEMMs */
-    int needs_wbuf;
+    /*
+     * 0 if GEMMs take 16-bit weights as they are. Else they are widened into
+     * an f32 buffer (wbuf) a block of rows at a time, blocks of at most this
+     * many floats (one row where a row is longer): the runtime allocates
+     * min(the largest matrix, max(this, the longest row)) floats for it.
+     */
+    size_t wbuf_floats;
     /* the largest head size its attention takes (config validation checks it); 0: any */
     int max_head_dim;
     /*
@@ -75,7 +80,7 @@ typedef struct lomo_backend {
 
     /*
      * out [BT, OC] = inp [BT, IC] @ w^T, w [OC, IC] of dtype dt. A non-f32 w
-     * is first widened into wbuf (f32, >= OC*IC floats; unused for f32).
+     * is widened into wbuf (wbuf_floats above; unused for f32).
      */
     void (*matmul_forward)(float *out, const float *inp, const void *w, lomo_dtype dt,
                            float *wbuf, int BT, int IC, int OC);

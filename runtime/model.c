@@ -300,12 +300,17 @@ size_t model_rope_floats(const lomo_model *m) {
     return (size_t)m->cfg.max_position_embeddings * (size_t)(m->head_dim / 2);
 }
 
+/* backend.h wbuf_floats: a block of rows of any matrix, never more than the largest one */
 size_t model_wbuf_floats(const lomo_model *m) {
-    if (m->dtype == LOMO_F32 || !m->be->needs_wbuf) return 0;
-    size_t n = 0;
-    for (int p = 0; p < m->nparams; p++)
-        if (m->params[p].kind != LOMO_PARAM_NORM && m->params[p].numel > n) n = m->params[p].numel;
-    return n;
+    if (m->dtype == LOMO_F32 || !m->be->wbuf_floats) return 0;
+    size_t largest = 0, block = m->be->wbuf_floats;
+    for (int p = 0; p < m->nparams; p++) {
+        const param_desc *d = &m->params[p];
+        if (d->kind == LOMO_PARAM_NORM) continue;
+        if (d->numel > largest) largest = d->numel;
+        if ((size_t)d->shape[1] > block) block = (size_t)d->shape[1];
+    }
+    return block < largest ? block : largest;
 }
 
 size_t model_const_bytes(const lomo_model *m) {

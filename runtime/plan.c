@@ -14,7 +14,7 @@ static size_t round_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
  * or this build no CUDA): only what model_shape and the plan read. */
 static const lomo_backend cuda_rules = {
     .name = "cuda",
-    .needs_wbuf = 0,
+    .wbuf_floats = 0,
     .max_head_dim = CUDA_MAX_HEAD_DIM,
     .attention_saved_floats = cuda_attention_saved_floats,
     .attention_scratch_floats = cuda_attention_scratch_floats,

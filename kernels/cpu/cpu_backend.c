@@ -17,7 +17,7 @@ static void cpu_release_scratch(void) {}
 
 static const lomo_backend cpu_backend = {
     .name = "cpu",
-    .needs_wbuf = 1,
+    .wbuf_floats = CPU_WBUF_FLOATS,
     .max_head_dim = 0,
     .prefill_with_forward = 0,
     .error = cpu_error,

@@ -30,6 +30,14 @@ void cpu_rmsnorm_forward(float *out, float *rstd, const float *inp, const float 
 void cpu_rmsnorm_backward(float *dinp, float *dw, const float *dout, const float *inp,
                           const float *w, const float *rstd, int BT, int C);
 
+/* 16-bit weights are widened for OpenBLAS this many floats (16 MiB) at most at a time */
+#define CPU_WBUF_FLOATS ((size_t)1 << 22)
+/* the rows of a [OC, IC] matrix widened at once: as many as fit, at least one */
+static inline int cpu_wbuf_rows(int IC, int OC) {
+    size_t r = CPU_WBUF_FLOATS / (size_t)IC;
+    return r < 1 ? 1 : r > (size_t)OC ? OC : (int)r;
+}
+
 void cpu_matmul_forward(float *out, const float *inp, const void *w, lomo_dtype dt,
                         float *wbuf, int BT, int IC, int OC);
 void cpu_matmul_backward_input(float *dinp, const float *dout, const void *w, lomo_dtype dt,

@@ -54,13 +54,18 @@ static inline float load(const void *w, lomo_dtype dt, size_t i) {
     return lomo_f16_to_f32(((const uint16_t *)w)[i]);
 }
 
-void cpu_round_from_f32(void *out, lomo_dtype dt, const float *src, size_t n, uint64_t sr_seed) {
+/* out[first .. first+n) from src [n]; stochastic rounding draws by the element's index in out */
+static void round_at(void *out, lomo_dtype dt, size_t first, const float *src, size_t n, uint64_t sr_seed) {
     if (!sr_seed || dt == LOMO_F32) {
-        cpu_from_f32(out, dt, src, n);
+        cpu_from_f32((char *)out + first * lomo_dtype_size(dt), dt, src, n);
         return;
     }
 #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) store(out, dt, i, src[i], sr_seed);
+    for (size_t i = 0; i < n; i++) store(out, dt, first + i, src[i], sr_seed);
+}
+
+void cpu_round_from_f32(void *out, lomo_dtype dt, const float *src, size_t n, uint64_t sr_seed) {
+    round_at(out, dt, 0, src, n, sr_seed);
 }
 
 static int cmp_row(const void *a, const void *b) {
@@ -153,10 +158,17 @@ void cpu_linear_update(void *w, lomo_dtype dt, float *wbuf, const float *dout, c
         cpu_matmul_backward_weight(w, dout, inp, alpha, beta, BT, IC, OC);
         return;
     }
-    /* 16-bit storage: widen, update in f32, round back once */
-    cpu_to_f32(wbuf, w, dt, (size_t)OC * IC);
-    cpu_matmul_backward_weight(wbuf, dout, inp, alpha, beta, BT, IC, OC);
-    cpu_round_from_f32(w, dt, wbuf, (size_t)OC * IC, sr_seed);
+    /* 16-bit storage: a block of rows at a time widened, updated in f32 and rounded back once (the
+     * stochastic rounding indexed by the element's place in w, as if whole) */
+    int R = cpu_wbuf_rows(IC, OC);
+    for (int o0 = 0; o0 < OC; o0 += R) {
+        int n = OC - o0 < R ? OC - o0 : R;
+        size_t first = (size_t)o0 * IC, len = (size_t)n * IC;
+        cpu_to_f32(wbuf, (const char *)w + first * lomo_dtype_size(dt), dt, len);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, IC, BT, alpha, dout + o0, OC, inp, IC, beta, wbuf,
+                    IC);
+        round_at(w, dt, first, wbuf, len, sr_seed);
+    }
 }
 
 void cpu_fill_uniform(void *w, lomo_dtype dt, size_t n, uint64_t seed, float scale) {

@@ -207,7 +207,7 @@ template <typename R, typename... A, R (*F)(A...)> struct writes<F> {
 
 static const lomo_backend cuda_backend = {
     .name = "cuda",
-    .needs_wbuf = 0,
+    .wbuf_floats = 0,
     .max_head_dim = CUDA_MAX_HEAD_DIM,   /* attention.cu's kernels */
     .prefill_with_forward = 1,
     .error = cu_error,
