@@ -93,18 +93,26 @@ void lomo_ctx_apply_threads(const lomo_ctx *ctx) {
     openblas_set_num_threads(ctx->num_threads);
 }
 
+/* bytes for a message: MiB, or KiB or bytes where MiB would read 0.0 */
+static const char *size_text(char *buf, size_t len, size_t bytes) {
+    if (bytes >= 1048576) snprintf(buf, len, "%.1f MiB", bytes / 1048576.0);
+    else if (bytes >= 1024) snprintf(buf, len, "%.1f KiB", bytes / 1024.0);
+    else snprintf(buf, len, "%zu bytes", bytes);
+    return buf;
+}
+
 void *lomo_dev_alloc(lomo_ctx *ctx, lomo_mem_category cat, size_t bytes, const char *what) {
     size_t held = ctx->mem.current_total, cap = ctx->memory_limit;
     int over = cap && (held > cap || bytes > cap - held);
     void *p = over ? NULL : ctx->be->alloc(bytes);
     if (!p) {
         const lomo_mem_stats *m = &ctx->mem;
-        char limit[96] = "";
-        if (over) snprintf(limit, sizeof limit, " (the context's memory_limit of %.1f MiB)", ctx->memory_limit / 1048576.0);
+        char limit[96] = "", need[32], capb[32];
+        if (over) snprintf(limit, sizeof limit, " (the context's memory_limit of %s)", size_text(capb, sizeof capb, cap));
         lomo_fail(ctx, LOMO_ERR_OOM,
-                  "out of %s memory%s: %s needs %.1f MiB (%s); already held: weights %.1f, activations %.1f, "
+                  "out of %s memory%s: %s needs %s (%s); already held: weights %.1f, activations %.1f, "
                   "gradients %.1f, optimizer %.1f, scratch %.1f MiB (`lomo plan` shows the whole plan)",
-                  ctx->be->name, limit, what, bytes / 1048576.0, lomo_mem_category_name(cat),
+                  ctx->be->name, limit, what, size_text(need, sizeof need, bytes), lomo_mem_category_name(cat),
                   m->current[LOMO_MEM_WEIGHTS] / 1048576.0, m->current[LOMO_MEM_ACTIVATIONS] / 1048576.0,
                   m->current[LOMO_MEM_GRADIENTS] / 1048576.0, m->current[LOMO_MEM_OPTIMIZER] / 1048576.0,
                   m->current[LOMO_MEM_SCRATCH] / 1048576.0);

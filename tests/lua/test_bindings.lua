@@ -96,7 +96,7 @@ end
 -- a context's memory_limit: a model that does not fit is refused by name, and one that fits runs
 function T.context_memory_limit()
   local small = lomo.context{memory_limit = 1000}
-  fails(lomo.model, "memory_limit of 0.0 MiB", small, CFG)
+  fails(lomo.model, "memory_limit of 1000 bytes", small, CFG)
   small:close()
   local ctx = lomo.context{memory_limit = 1 << 30}
   local m = lomo.model(ctx, CFG)
