@@ -21,7 +21,11 @@
 
 #include "lomo.h"
 
-#define LOMO_LUA_VERSION "0.1.0"
+/* the project's version, which CMakeLists.txt defines for every file it builds */
+#ifndef LOMO_VERSION
+#define LOMO_VERSION "unknown"
+#endif
+#define LOMO_LUA_VERSION LOMO_VERSION
 
 /* type names: the metatable names and the text of every error about a handle */
 #define LOMO_T_CONTEXT "lomo.context"

@@ -197,7 +197,7 @@ lomo_status model_backward(lomo_model *m, float loss_scale, const lomo_grad_hook
     if (mode == BWD_REPLAY && !(m->rec_valid && m->rec_scale == loss_scale))
         return lomo_fail(m->ctx, LOMO_ERR_STATE, "backward: no recorded pass at this loss scale to replay");
     /* the embedding's gradient as its touched rows: untied through on_rows; tied through on_tied,
-     * which takes the head's part as its two factors */
+     * after the head's part went to on_linear */
     int tied = m->cfg.tie_word_embeddings, split = tied && hook->on_tied;
     int sparse = tied ? split : hook->on_rows != NULL;
     if (model_reserve_gradbuf(m, !sparse)) return LOMO_ERR_OOM;
@@ -225,11 +225,12 @@ lomo_status model_backward(lomo_model *m, float loss_scale, const lomo_grad_hook
         /* LM head: dlnf = dlogits @ W; gathered rows wait in dres to be spread to their positions */
         model_linear_dinp_rows(m, gathered ? m->g.dres : m->g.dln, dlogits, param_head(m), 0.0f, N, C, V);
     }
-    /* a dense tied head's dW waits in gradbuf for the embedding's part; a split one goes to on_tied last */
+    /* a dense tied head's dW waits in gradbuf for the embedding's part; a split one is the head's
+     * part of on_tied's weight (nothing in backward reads the embedding's weights after this) */
     if (tied && !split)
         LOMO_TIMED(m->ctx, LOMO_OP_WEIGHT_GRAD, 2.0 * N * C * V,
                    be->matmul_backward_weight(m->gradbuf, dlogits, m->lnf, 1.0f, 0.0f, N, C, V));
-    else if (!tied && linear_grad_rows(&b, param_head(m), dlogits, m->lnf, N))
+    else if (linear_grad_rows(&b, param_head(m), dlogits, m->lnf, N))
         goto hook_failed;
     /* dX's rows to their positions, zero where there was no target: a gather through head_from,
      * whose rows without a target read the zeroed row N; after the head's update, which may reuse
@@ -268,7 +269,8 @@ lomo_status model_backward(lomo_model *m, float loss_scale, const lomo_grad_hook
         if (nrows < 0) return lomo_fail(m->ctx, LOMO_ERR_OOM, "out of memory: embedding rows");
         LOMO_TIMED(m->ctx, LOMO_OP_COPY, 0, be->memset0(m->gradbuf, (size_t)nrows * C * sizeof(float)));
         LOMO_TIMED(m->ctx, LOMO_OP_EMBEDDING, 0, be->embedding_backward(m->gradbuf, dx0, m->emap, BT, C));
-        /* dlogits and lnf are as the head left them: nothing after it writes either */
+        /* dlogits and lnf are as the head left them (nothing after it writes either): on_tied may
+         * want the head's gradient at these rows */
         if (!b.failed && (split ? hook->on_tied(hook->user, 0, dlogits, m->lnf, N, m->erows, nrows, m->gradbuf)
                                 : hook->on_rows(hook->user, 0, m->erows, nrows, m->gradbuf)))
             b.failed = 1;

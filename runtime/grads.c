@@ -68,10 +68,11 @@ static int on_rows(void *user, int p, const int32_t *rows, int nrows, float *gra
     return 0;
 }
 
-/* a tied weight's two parts, summed: no different from the head's and the embedding's arriving apart */
+/* a tied weight's second part: its rows, added to the head's part on_linear accumulated */
 static int on_tied(void *user, int p, const float *dout, const float *inp, int N, const int32_t *rows, int nrows,
                    float *grad) {
-    return on_linear(user, p, dout, inp, N) || on_rows(user, p, rows, nrows, grad);
+    (void)dout, (void)inp, (void)N;
+    return on_rows(user, p, rows, nrows, grad);
 }
 
 lomo_grad_hook lomo_grads_hook(lomo_grads *g) {

@@ -199,13 +199,16 @@ typedef struct lomo_param_info {
  *   f32 (device, the hook may overwrite). The untied embedding uses it, so
  *   its gradient costs B*T rows instead of the vocabulary. When NULL, the
  *   model hands over the dense gradient through on_dense instead.
- * on_tied (optional): the gradient of the weight a tied LM head shares with
- *   the embedding [V, C], in its two parts, once, after every other
- *   parameter's: the head's as on_linear's factors (dout [N, V], inp [N, C],
- *   N the positions the head ran on) and the embedding's as on_rows's rows
- *   (rows [nrows] sorted ascending, grad [nrows, C], the hook may overwrite
- *   grad); dW = dout^T inp + those rows. No [V, C] gradient is ever formed.
- *   When NULL, a tied model forms the dense gradient and calls on_dense.
+ * on_tied (optional): a tied LM head shares the embedding's weight [V, C],
+ *   whose gradient then comes in two parts and no [V, C] gradient is ever
+ *   formed: first the head's, through on_linear (param 0, in the head's turn,
+ *   first of all), then, after every other parameter's, the embedding's
+ *   through on_tied, as on_rows's rows (rows [nrows] sorted ascending, grad
+ *   [nrows, C], the hook may overwrite grad); dW is the sum. on_tied also
+ *   gets the head's factors again (dout [N, V], inp [N, C], N the positions
+ *   the head ran on), for what needs both parts at once, such as the
+ *   gradient's norm (the head's gradient at the rows). When NULL, a tied
+ *   model forms the dense gradient and calls on_dense once instead.
  * Return 0 to continue; non-zero aborts backward with LOMO_ERR_CALLBACK.
  */
 typedef struct lomo_grad_hook {

@@ -99,6 +99,7 @@ static int reserve_tied(lomo_optim *o) {
     o->tied_bytes = need;
     o->tied = lomo_dev_alloc(o->ctx, LOMO_MEM_SCRATCH, need, "tied head gradient rows");
     int32_t *iota = malloc(k * sizeof *iota);
+    if (o->tied && !iota) lomo_fail(o->ctx, LOMO_ERR_OOM, "out of host memory: %zu column numbers", k);
     if (!o->tied || !iota) {
         free(iota);
         lomo_dev_free(o->ctx, LOMO_MEM_SCRATCH, o->tied, o->tied_bytes);
@@ -161,7 +162,7 @@ static double tied_rows_sumsq(lomo_optim *o, const float *dout, const float *inp
 /* ||dW||^2 formed: in the linear scratch, or for the tied head a chunk at a time */
 static double formed_sumsq(lomo_optim *o, int p, const float *dout, const float *inp, int BT) {
     const param_desc *d = &o->m->params[p];
-    if (d->kind != LOMO_PARAM_LINEAR) return tied_formed_sumsq(o, dout, inp, BT);
+    if (d->kind != LOMO_PARAM_LINEAR) return reserve_tied(o) ? out_of_memory(o), NAN : tied_formed_sumsq(o, dout, inp, BT);
     if (optim_reserve_gscratch(o)) return out_of_memory(o), NAN;
     return grad_sumsq(o, form_linear_grad(o, d, dout, inp, BT), d->numel);
 }
@@ -223,13 +224,12 @@ static int measure_rows(void *user, int p, const int32_t *rows, int nrows, float
     return 0;
 }
 
+/* the tied weight's rows: what they add to the head's part, which measure_linear took */
 static int measure_tied(void *user, int p, const float *dout, const float *inp, int N, const int32_t *rows, int nrows,
                         float *grad) {
     lomo_optim *o = user;
     if (reserve_tied(o)) return out_of_memory(o);
-    double s = linear_sumsq(o, p, dout, inp, N);
-    if (o->oom) return 1;
-    s += tied_rows_sumsq(o, dout, inp, N, rows, nrows, grad);
+    double s = tied_rows_sumsq(o, dout, inp, N, rows, nrows, grad);
     if (!isfinite(s) || injected(o, p)) return found_nonfinite(o, p);
     o->sumsq += s * (double)o->gscale * o->gscale;
     return 0;
@@ -282,11 +282,18 @@ static int update_linear(void *user, int p, const float *dout, const float *inp,
         if (optim_reserve_gscratch(o)) return out_of_memory(o);
         return apply_grad(o, p, form_linear_grad(o, d, dout, inp, BT));
     }
+    /* The head comes first, with only its own checks queued: reading the gate now costs one wait,
+     * and an ungated update reads its [N, V] dout in place, where a gated one would copy it. */
+    const int *gate = update_gate(o);
+    if (gate && p == param_head(m)) {
+        if (optim_gate_raised(o)) return 1;
+        gate = NULL;
+    }
     /* the fused update: W <- (1 - lr*wd) W - (lr*coef/scale) dout^T inp, no gradient ever formed */
     float alpha = -o->lr * o->coef * o->gscale, beta = 1.0f - o->lr * o->o.weight_decay;
     LOMO_TIMED(o->ctx, LOMO_OP_LINEAR_UPDATE, 2.0 * BT * IC * OC,
                o->be->linear_update(w, m->dtype, m->wbuf, dout, inp, alpha, beta, BT, IC, OC, optim_sr_seed(o, p),
-                                    update_gate(o)));
+                                    gate));
     return 0;
 }
 
@@ -298,8 +305,9 @@ static int update_dense(void *user, int p, float *grad) {
     return apply_grad(o, p, grad);
 }
 
-/* the rows' update with decay wd, once every gradient so far is known finite */
-static int rows_update(lomo_optim *o, int p, const int32_t *rows, int nrows, float *grad, float wd) {
+/* the rows' update with decay wd and rounding seed sr_seed, once every gradient so far is known finite */
+static int rows_update(lomo_optim *o, int p, const int32_t *rows, int nrows, float *grad, float wd,
+                       uint64_t sr_seed) {
     const param_desc *d = &o->m->params[p];
     int C = (int)d->shape[1];
     if (!o->checked) {
@@ -308,26 +316,26 @@ static int rows_update(lomo_optim *o, int p, const int32_t *rows, int nrows, flo
     }
     LOMO_TIMED(o->ctx, LOMO_OP_OPTIMIZER, 0,
                o->be->sgd_update_rows(param_ptr(o->m, p), o->m->dtype, grad, rows, nrows, (int)d->shape[0], C,
-                                      o->lr, wd, o->gscale, o->o.clip_grad_value, o->coef, optim_sr_seed(o, p)));
+                                      o->lr, wd, o->gscale, o->o.clip_grad_value, o->coef, sr_seed));
     return 0;
 }
 
 static int update_rows(void *user, int p, const int32_t *rows, int nrows, float *grad) {
     lomo_optim *o = user;
-    return rows_update(o, p, rows, nrows, grad, o->o.weight_decay);
+    return rows_update(o, p, rows, nrows, grad, o->o.weight_decay, optim_sr_seed(o, p));
 }
 
 /*
- * The tied weight: decay and the head's part in the fused GEMM update, then the
- * embedding's rows on top without decay (it was applied once, to every row).
- * The rows are checked first, so the gate covers both parts.
+ * The tied weight's rows, after update_linear applied decay and the head's
+ * part: added without decay (it was applied once, to every row), rounded with
+ * draws of their own (the head's rounding used the parameter's seed).
  */
 static int update_tied(void *user, int p, const float *dout, const float *inp, int N, const int32_t *rows, int nrows,
                        float *grad) {
     lomo_optim *o = user;
-    if (!o->checked) check_finite(o, p, grad, (size_t)nrows * o->m->params[p].shape[1]);
-    if (update_linear(o, p, dout, inp, N)) return 1;
-    return rows_update(o, p, rows, nrows, grad, 0.0f);
+    (void)dout, (void)inp, (void)N;
+    uint64_t seed = optim_sr_seed(o, p);
+    return rows_update(o, p, rows, nrows, grad, 0.0f, seed ? seed ^ 0x5bd1e9955bd1e994ull : 0);
 }
 
 /* AdaLomo's factored moments need every row of the embedding gradient: it takes it dense. */

@@ -345,12 +345,35 @@ static int before_o_proj(const char *name) {
 }
 
 /*
+ * A tied embedding whose update stopped between its two parts (LOMO's split
+ * path): the head's part (and decay) came first, the rows' last. Rows no token
+ * of the batch touched have only the head's part: the clean step's values;
+ * the batch's rows lack their embedding part: none is the clean step's row.
+ * 0 if so.
+ */
+static int tied_head_part_only(run *r, const lomo_param_info *a, const lomo_param_info *c) {
+    int C = (int)a->shape[1], V = (int)a->shape[0], bad = 0;
+    const int32_t *tok = fx_i32(&r->fx, "tokens", 0);
+    size_t es = lomo_dtype_size(a->dtype);
+    char *touched = calloc((size_t)V, 1);
+    for (int i = 0; i < r->B * r->T; i++) touched[tok[i]] = 1;
+    for (int v = 0; v < V; v++) {
+        int same = memcmp((const char *)a->data + (size_t)v * C * es, (const char *)c->data + (size_t)v * C * es,
+                          (size_t)C * es) == 0;
+        bad += touched[v] ? same : !same;
+    }
+    free(touched);
+    return bad;
+}
+
+/*
  * Without a measuring pass the update pass checks gradients as it goes (on a
  * GPU through a gate the device does not wait on): a non-finite gradient at
  * layer 0's o-projection leaves it and everything after it in backward order
  * untouched bit for bit, while everything before it got the clean step's
  * update, for each update path (fused LOMO GEMM, clip-by-value's formed
- * gradient, AdaLomo) and storage dtype.
+ * gradient, AdaLomo) and storage dtype. A tied embedding is both: its head's
+ * part comes first on LOMO's split path (tied_head_part_only).
  */
 static void stop_midway(run *r) {
     lomo_optim_kind kinds[3] = {LOMO_OPTIM_LOMO, LOMO_OPTIM_LOMO, LOMO_OPTIM_ADALOMO};
@@ -387,7 +410,12 @@ static void stop_midway(run *r) {
                 lomo_model_param(clean, p, &c);
                 size_t bytes = a.numel * lomo_dtype_size(a.dtype);
                 const void *want = before_o_proj(a.name) ? c.data : (const void *)(before + off);
-                if (memcmp(a.data, want, bytes)) {
+                if (p == 0 && r->cfg.tie_word_embeddings && k == 0) {
+                    if (tied_head_part_only(r, &a, &c)) {
+                        wrong++;
+                        printf("  %s: %s is not the head's part alone\n", lomo_optim_kind_name(kinds[k]), a.name);
+                    }
+                } else if (memcmp(a.data, want, bytes)) {
                     wrong++;
                     printf("  %s: %s is not %s\n", lomo_optim_kind_name(kinds[k]), a.name,
                            before_o_proj(a.name) ? "the clean step's" : "untouched");
