@@ -162,7 +162,10 @@ static double tied_rows_sumsq(lomo_optim *o, const float *dout, const float *inp
 /* ||dW||^2 formed: in the linear scratch, or for the tied head a chunk at a time */
 static double formed_sumsq(lomo_optim *o, int p, const float *dout, const float *inp, int BT) {
     const param_desc *d = &o->m->params[p];
-    if (d->kind != LOMO_PARAM_LINEAR) return reserve_tied(o) ? out_of_memory(o), NAN : tied_formed_sumsq(o, dout, inp, BT);
+    if (d->kind != LOMO_PARAM_LINEAR) {   /* the tied head */
+        if (reserve_tied(o)) return out_of_memory(o), NAN;
+        return tied_formed_sumsq(o, dout, inp, BT);
+    }
     if (optim_reserve_gscratch(o)) return out_of_memory(o), NAN;
     return grad_sumsq(o, form_linear_grad(o, d, dout, inp, BT), d->numel);
 }
