@@ -64,7 +64,7 @@ return function(cfg)
   end
   local train_rows, held_rows = data.split(records, {eval = n_held, seed = seed})
 
-  local ctx = lomo.context{threads = int_field(cfg, "threads", 2), device = cfg.device}
+  local ctx = util.context(cfg)
   local m = lomo.load(ctx, model_path, {dtype = cfg.dtype or "f32", checkpointing = checkpointing})
   local tok = lomo.tokenizer(model_path)
 

@@ -64,7 +64,7 @@ return function(cfg)
   local train = rows_of(train_ids, T, 4)
   local held = data.chunk(held_ids, T)
 
-  local ctx = lomo.context{threads = math.tointeger(cfg.threads) or 2, device = cfg.device}
+  local ctx = util.context(cfg)
   local m = lomo.model(ctx, cfg.model, {dtype = cfg.dtype or "f32", checkpointing = checkpointing, seed = seed})
   local n_params = 0
   for _, p in ipairs(m:params()) do n_params = n_params + p.numel end

@@ -121,7 +121,7 @@ return function(cfg)
   local train_rows = read_balanced(path_of(need(cfg, "data.train", "string")), n_train)
   local eval_rows = read_balanced(path_of(need(cfg, "data.heldout", "string")), n_eval)
 
-  local ctx = lomo.context{threads = math.tointeger(cfg.threads) or 2, device = cfg.device}
+  local ctx = util.context(cfg)
   local m = lomo.load(ctx, model_path, {dtype = cfg.model.dtype or "f32", checkpointing = checkpointing})
   local tok = lomo.tokenizer(model_path)
   for i, c in ipairs(choices) do

@@ -140,6 +140,38 @@ function M.checkpointing(v, field)
                       tostring(v)), 0)
 end
 
+local UNITS = {[""] = 1, B = 1, KB = 1e3, MB = 1e6, GB = 1e9, TB = 1e12,
+               KiB = 2^10, MiB = 2^20, GiB = 2^30, TiB = 2^40}
+
+-- bytes(v, field): a recipe's size, a whole number of bytes or a string such as "16GiB", "512 MiB"
+-- or "2.5GB"; the bytes as an integer. field names the setting in the error.
+function M.bytes(v, field)
+  local n = math.tointeger(v)
+  if n == nil and type(v) == "string" then
+    local num, unit = v:match("^%s*([%d%.]+)%s*(%a*)%s*$")
+    if num and tonumber(num) and UNITS[unit] then n = math.tointeger(math.floor(tonumber(num) * UNITS[unit])) end
+  end
+  if n == nil or n < 0 then
+    error(string.format("recipe.yaml: %s must be a number of bytes or a size such as 16GiB or 512MB, got %s",
+                        field, tostring(v)), 0)
+  end
+  return n
+end
+
+-- context(cfg): the context a recipe runs in, from its threads (default 2), device and memory_limit
+-- (a size: bytes() above; the device memory the run may hold, past which it stops with an
+-- out-of-memory error naming what did not fit).
+function M.context(cfg)
+  local threads = cfg.threads == nil and 2 or math.tointeger(cfg.threads)
+  if threads == nil or threads < 0 then
+    error("recipe.yaml: threads must be a whole number, got " .. tostring(cfg.threads), 0)
+  end
+  local limit = cfg.memory_limit ~= nil and M.bytes(cfg.memory_limit, "memory_limit") or nil
+  local lomo, why = M.bindings()
+  if not lomo then error("recipe: the lomo bindings are not loaded: " .. tostring(why), 0) end
+  return lomo.context{threads = threads, device = cfg.device, memory_limit = limit}
+end
+
 -- check(cond, who, fmt, ...): argument checking with messages that name the caller.
 function M.fail(who, fmt, ...)
   error(who .. ": " .. string.format(fmt, ...), 3)
