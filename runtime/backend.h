@@ -148,18 +148,23 @@ typedef struct lomo_backend {
     void (*add_inplace)(float *a, const float *b, size_t n);
 
     /*
-     * Cross-entropy per row of logits [N, V] against targets [N] (-100 =
-     * ignored): losses [N] (0 for ignored rows), lse [N] saved for backward.
+     * Cross-entropy per row against targets [N] (-100 = ignored), over the
+     * vocabulary [0, V) in chunks: logits [N, n] are its columns v0..v0+n-1.
+     * The first chunk (v0 = 0) starts lse [N] and losses [N]; each folds its
+     * log-sum-exp into lse (saved for backward) and, where a row's target
+     * falls in it, subtracts that logit from losses; the last (v0 + n = V)
+     * leaves losses = lse - z[target], 0 for ignored rows. One call with
+     * v0 = 0, n = V is the whole vocabulary at once.
      */
-    void (*crossentropy_forward)(float *losses, float *lse, const float *logits,
-                                 const int32_t *targets, int N, int V);
+    void (*crossentropy_forward)(float *losses, float *lse, const float *logits, const int32_t *targets, int N,
+                                 int n, int v0, int V);
     /*
-     * dlogits [N, V] = dloss * (softmax(logits) - onehot(target)) per kept
-     * row, 0 for ignored rows. dlogits may alias logits (in place).
+     * dlogits [N, n] = dloss * (softmax(logits) - onehot(target)) over the
+     * columns v0..v0+n-1 (logits as above, lse the forward's), 0 for ignored
+     * rows. dlogits may alias logits (in place).
      */
-    void (*crossentropy_backward)(float *dlogits, const float *logits, const float *lse,
-                                  const int32_t *targets, float dloss, int N, int V);
-
+    void (*crossentropy_backward)(float *dlogits, const float *logits, const float *lse, const int32_t *targets,
+                                  float dloss, int N, int n, int v0);
     /* ---- optimizer math: f32 throughout, weights rounded to storage at the end ---- */
 
     /* sum of x[i]^2 in double, bitwise reproducible for any thread count; NaN/inf propagate */

@@ -39,6 +39,32 @@ static int linear_grad(bwd *b, int p, const float *dout, const float *inp) {
     return linear_grad_rows(b, p, dout, inp, b->m->B * b->m->T);
 }
 
+/* rows row0..row0+nrows-1 of linear p's gradient, from dout [N, nrows] and inp [N, IC] */
+static int linear_block_grad(bwd *b, int p, int row0, int nrows, const float *dout, const float *inp, int N) {
+    if (b->failed) return 1;
+    if (b->hook->on_linear_rows(b->hook->user, p, row0, nrows, dout, inp, N)) b->failed = p + 1;
+    return b->failed;
+}
+
+/*
+ * A tied head's gradient at the embedding's rows (erows) that fall in the
+ * chunk of vocabulary rows v0..v0+n-1, whose dlogits [N, n] are in m->logits:
+ * hrows row i = dlogits[:, ecols[i]]^T lnf, for i from i0 on. The columns go
+ * through the idle dh scratch [BT, F], F at a time. Returns the first row
+ * past the chunk.
+ */
+static int head_grad_at_rows(lomo_model *m, int v0, int n, int i0, int nrows) {
+    int N = m->head_rows, C = m->cfg.hidden_size, F = m->cfg.intermediate_size, i1 = i0;
+    while (i1 < nrows && m->erows_host[i1] < v0 + n) i1++;
+    for (int a = i0; a < i1; a += F) {
+        int w = i1 - a < F ? i1 - a : F;
+        LOMO_TIMED(m->ctx, LOMO_OP_COPY, 0, m->be->gather_cols(m->g.dh, m->logits, m->ecols + a, N, n, w));
+        LOMO_TIMED(m->ctx, LOMO_OP_WEIGHT_GRAD, 2.0 * N * w * C,
+                   m->be->matmul_backward_weight(m->hrows + (size_t)a * C, m->g.dh, m->lnf, 1.0f, 0.0f, N, C, w));
+    }
+    return i1;
+}
+
 static int dense_grad(bwd *b, int p, float *grad) {
     if (b->failed) return 1;
     if (b->hook->on_dense(b->hook->user, p, grad)) b->failed = p + 1;
@@ -160,8 +186,9 @@ static int cmp_i32(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-/* The distinct tokens of the batch, sorted, into erows; each position's row in emap. */
-static int embedding_rows(lomo_model *m, int BT) {
+/* The distinct tokens of the batch, sorted, into erows (and erows_host); each position's row in emap;
+ * each row's column in its chunk of `chunk` logits in ecols. */
+static int embedding_rows(lomo_model *m, int BT, int chunk) {
     int32_t *rows = malloc((size_t)BT * sizeof *rows), *map = malloc((size_t)BT * sizeof *map);
     if (!rows || !map) {
         free(rows);
@@ -177,8 +204,11 @@ static int embedding_rows(lomo_model *m, int BT) {
         int32_t *hit = bsearch(&m->tokens_host[i], rows, (size_t)n, sizeof *rows, cmp_i32);
         map[i] = (int32_t)(hit - rows);
     }
+    memcpy(m->erows_host, rows, (size_t)n * sizeof *rows);
     LOMO_TIMED(m->ctx, LOMO_OP_COPY, 0, m->be->to_device(m->erows, rows, (size_t)n * sizeof *rows));
     LOMO_TIMED(m->ctx, LOMO_OP_COPY, 0, m->be->to_device(m->emap, map, (size_t)BT * sizeof *map));
+    for (int i = 0; i < n; i++) rows[i] %= chunk;
+    LOMO_TIMED(m->ctx, LOMO_OP_COPY, 0, m->be->to_device(m->ecols, rows, (size_t)n * sizeof *rows));
     free(rows);
     free(map);
     return n;
@@ -196,42 +226,55 @@ lomo_status model_backward(lomo_model *m, float loss_scale, const lomo_grad_hook
         return lomo_fail(m->ctx, LOMO_ERR_STATE, "backward: needs a forward with targets first");
     if (mode == BWD_REPLAY && !(m->rec_valid && m->rec_scale == loss_scale))
         return lomo_fail(m->ctx, LOMO_ERR_STATE, "backward: no recorded pass at this loss scale to replay");
-    /* the embedding's gradient as its touched rows: untied through on_rows; tied through on_tied,
-     * after the head's part went to on_linear */
-    int tied = m->cfg.tie_word_embeddings, split = tied && hook->on_tied;
-    int sparse = tied ? split : hook->on_rows != NULL;
-    if (model_reserve_gradbuf(m, !sparse)) return LOMO_ERR_OOM;
-    if (mode == BWD_RECORD && reserve_record(m)) return LOMO_ERR_OOM;
-    lomo_ctx_apply_threads(m->ctx);
-
     const lomo_backend *be = m->be;
     const lomo_llama_config *c = &m->cfg;
     int BT = m->B * m->T, C = c->hidden_size, V = c->vocab_size, L = c->num_hidden_layers;
+    /* The head's gradient: whole (on_linear), a chunk of rows at a time (on_linear_rows), or formed in
+     * the dense gradient buffer, for a tied head without on_tied or a chunked one without
+     * on_linear_rows. The embedding's: as its touched rows, untied through on_rows, tied through
+     * on_tied after the head's part, or dense. */
+    int chunk = model_logits_chunk(m), whole = chunk == V;
+    int rows_ok = whole || hook->on_linear_rows, tied = c->tie_word_embeddings;
+    int split = tied && hook->on_tied && rows_ok;
+    int sparse = rows_ok && (tied ? split : hook->on_rows != NULL);
+    int head_dense = (tied && !split) || !rows_ok, want_hrows = split && hook->tied_head;
+    if (model_reserve_gradbuf(m, !sparse, want_hrows)) return LOMO_ERR_OOM;
+    if (mode == BWD_RECORD && reserve_record(m)) return LOMO_ERR_OOM;
+    lomo_ctx_apply_threads(m->ctx);
+
     bwd b = {m, hook, 0, mode == BWD_RECORD};
     model_layout_for(m, m->B, m->T);
     m->rec_valid = 0;   /* a replay's hook changes the weights; a new record is not complete yet */
     m->weights_version++;   /* any hook may change them */
+    int nrows = sparse ? embedding_rows(m, BT, chunk) : 0;
+    if (nrows < 0) return lomo_fail(m->ctx, LOMO_ERR_OOM, "out of memory: embedding rows");
 
     /* the head's rows: every position, or those with a target (forward.c select_head_rows) */
     int N = m->head_rows, gathered = N < BT;
-    float *dlogits = m->logits;
-    if (mode != BWD_REPLAY) {
-        /* a previous backward turned the logits into dlogits: form them again */
-        if (!m->logits_valid) model_compute_logits(m);
-        float dloss = m->n_valid ? loss_scale / (float)m->n_valid : 0.0f;
-        LOMO_TIMED(m->ctx, LOMO_OP_CROSSENTROPY, 0,
-                   be->crossentropy_backward(dlogits, m->logits, m->lse, m->targets, dloss, N, V));
-        m->logits_valid = 0;
-        /* LM head: dlnf = dlogits @ W; gathered rows wait in dres to be spread to their positions */
-        model_linear_dinp_rows(m, gathered ? m->g.dres : m->g.dln, dlogits, param_head(m), 0.0f, N, C, V);
+    float dloss = m->n_valid ? loss_scale / (float)m->n_valid : 0.0f;
+    for (int v0 = 0, i0 = 0; v0 < V; v0 += chunk) {
+        int n = V - v0 < chunk ? V - v0 : chunk;
+        /* dlogits in place of the logits: formed again unless forward's (or a record's) are there */
+        if (!whole || mode != BWD_REPLAY) {
+            if (!m->logits_valid) model_head_logits(m, v0, n);
+            LOMO_TIMED(m->ctx, LOMO_OP_CROSSENTROPY, 0,
+                       be->crossentropy_backward(m->logits, m->logits, m->lse, m->targets, dloss, N, n, v0));
+            m->logits_valid = 0;
+        }
+        /* dlnf += dlogits @ W (its old rows); gathered rows wait in dres to be spread to their positions */
+        if (mode != BWD_REPLAY)
+            model_linear_block_dinp(m, gathered ? m->g.dres : m->g.dln, m->logits, param_head(m), v0,
+                                    v0 ? 1.0f : 0.0f, N, C, n);
+        if (want_hrows) i0 = head_grad_at_rows(m, v0, n, i0, nrows);
+        if (head_dense)
+            LOMO_TIMED(m->ctx, LOMO_OP_WEIGHT_GRAD, 2.0 * N * C * n,
+                       be->matmul_backward_weight(m->gradbuf + (size_t)v0 * C, m->logits, m->lnf, 1.0f, 0.0f, N, C, n));
+        else if (whole ? linear_grad_rows(&b, param_head(m), m->logits, m->lnf, N)
+                       : linear_block_grad(&b, param_head(m), v0, n, m->logits, m->lnf, N))
+            goto hook_failed;
     }
-    /* a dense tied head's dW waits in gradbuf for the embedding's part; a split one is the head's
-     * part of on_tied's weight (nothing in backward reads the embedding's weights after this) */
-    if (tied && !split)
-        LOMO_TIMED(m->ctx, LOMO_OP_WEIGHT_GRAD, 2.0 * N * C * V,
-                   be->matmul_backward_weight(m->gradbuf, dlogits, m->lnf, 1.0f, 0.0f, N, C, V));
-    else if (linear_grad_rows(&b, param_head(m), dlogits, m->lnf, N))
-        goto hook_failed;
+    /* an untied head formed dense goes now; a tied one waits for the embedding's part */
+    if (head_dense && !tied && dense_grad(&b, param_head(m), m->gradbuf)) goto hook_failed;
     /* dX's rows to their positions, zero where there was no target: a gather through head_from,
      * whose rows without a target read the zeroed row N; after the head's update, which may reuse
      * an operand its dX GEMM prepared (a write would drop it) */
@@ -265,13 +308,9 @@ lomo_status model_backward(lomo_model *m, float loss_scale, const lomo_grad_hook
     }
 
     if (sparse) {
-        int nrows = embedding_rows(m, BT);
-        if (nrows < 0) return lomo_fail(m->ctx, LOMO_ERR_OOM, "out of memory: embedding rows");
         LOMO_TIMED(m->ctx, LOMO_OP_COPY, 0, be->memset0(m->gradbuf, (size_t)nrows * C * sizeof(float)));
         LOMO_TIMED(m->ctx, LOMO_OP_EMBEDDING, 0, be->embedding_backward(m->gradbuf, dx0, m->emap, BT, C));
-        /* dlogits and lnf are as the head left them (nothing after it writes either): on_tied may
-         * want the head's gradient at these rows */
-        if (!b.failed && (split ? hook->on_tied(hook->user, 0, dlogits, m->lnf, N, m->erows, nrows, m->gradbuf)
+        if (!b.failed && (split ? hook->on_tied(hook->user, 0, m->erows, nrows, m->gradbuf, want_hrows ? m->hrows : NULL)
                                 : hook->on_rows(hook->user, 0, m->erows, nrows, m->gradbuf)))
             b.failed = 1;
         if (b.failed) goto hook_failed;

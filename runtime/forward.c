@@ -58,11 +58,20 @@ static lomo_status check_inputs(lomo_model *m, const int32_t *tokens, const int3
     return LOMO_OK;
 }
 
-/* The logits [head_rows, V] from the final norm's output (its head rows). */
-void model_compute_logits(lomo_model *m) {
-    const lomo_llama_config *c = &m->cfg;
-    model_linear_rows(m, m->logits, m->lnf, param_head(m), m->head_rows, c->hidden_size, c->vocab_size);
-    m->logits_valid = 1;
+void model_head_logits(lomo_model *m, int v0, int n) {
+    model_linear_block(m, m->logits, m->lnf, param_head(m), v0, m->head_rows, m->cfg.hidden_size, n);
+    m->logits_valid = n == m->cfg.vocab_size;
+}
+
+void model_head_to_host(lomo_model *m, float *out, const float *inp, int rows) {
+    size_t V = (size_t)m->cfg.vocab_size, per = model_logits_floats(m, (size_t)m->B * m->T) / V;
+    for (int r0 = 0; r0 < rows; r0 += (int)per) {
+        int n = rows - r0 < (int)per ? rows - r0 : (int)per;
+        model_linear_block(m, m->logits, inp + (size_t)r0 * m->cfg.hidden_size, param_head(m), 0, n,
+                           m->cfg.hidden_size, (int)V);
+        LOMO_TIMED(m->ctx, LOMO_OP_COPY, 0, m->be->to_host(out + (size_t)r0 * V, m->logits, (size_t)n * V * sizeof(float)));
+    }
+    m->logits_valid = 0;
 }
 
 /*
@@ -151,17 +160,21 @@ lomo_status lomo_model_forward(lomo_model *m, const int32_t *tokens, const int32
     /* the head on the rows with a target only, unless every row's logits are asked for */
     if (targets && (m->head_rows = select_head_rows(m, targets, BT, !logits_out)) < 0)
         return lomo_fail(m->ctx, LOMO_ERR_OOM, "out of memory: the LM head's rows");
-    int N = m->head_rows;
-    model_compute_logits(m);
-    if (logits_out)
-        LOMO_TIMED(m->ctx, LOMO_OP_COPY, 0,
-                   be->to_host(logits_out, m->logits, (size_t)BT * c->vocab_size * sizeof(float)));
+    int N = m->head_rows, V = c->vocab_size, chunk = model_logits_chunk(m);
+    /* every row's logits: with the whole vocabulary at once they stay for the loss (and backward) */
+    if (logits_out) model_head_to_host(m, logits_out, m->lnf, BT);
 
     m->have_targets = targets != NULL;
     if (!targets) return lomo_device_check(m->ctx);
 
-    LOMO_TIMED(m->ctx, LOMO_OP_CROSSENTROPY, 0,
-               be->crossentropy_forward(m->losses, m->lse, m->logits, m->targets, N, c->vocab_size));
+    /* the loss a chunk of the vocabulary at a time (one chunk: the whole, kept for backward) */
+    for (int v0 = 0; v0 < V; v0 += chunk) {
+        int n = V - v0 < chunk ? V - v0 : chunk;
+        if (!(logits_out && chunk == V)) model_head_logits(m, v0, n);
+        LOMO_TIMED(m->ctx, LOMO_OP_CROSSENTROPY, 0,
+                   be->crossentropy_forward(m->losses, m->lse, m->logits, m->targets, N, n, v0, V));
+    }
+    m->logits_valid = chunk == V;
     float *host = malloc((size_t)N * sizeof(float));
     if (!host) return lomo_fail(m->ctx, LOMO_ERR_OOM, "out of memory: loss readback");
     LOMO_TIMED(m->ctx, LOMO_OP_COPY, 0, be->to_host(host, m->losses, (size_t)N * sizeof(float)));
@@ -198,15 +211,14 @@ lomo_status lomo_model_next_logits(lomo_model *m, const int32_t *tokens, int B, 
 void model_head_on_last(lomo_model *m, const int32_t *lengths, float *logits_out) {
     const lomo_backend *be = m->be;
     int B = m->B, T = m->T;
-    size_t C = (size_t)m->cfg.hidden_size, V = (size_t)m->cfg.vocab_size;
+    size_t C = (size_t)m->cfg.hidden_size;
     /* each row's last position, gathered into the idle backward scratch, then the head on B rows */
     float *last = m->g.dln;
     for (int b = 0; b < B; b++) {
         size_t t = (size_t)(lengths ? lengths[b] : T) - 1;
         LOMO_TIMED(m->ctx, LOMO_OP_COPY, 0, be->memcpy_d2d(last + b * C, m->lnf + ((size_t)b * T + t) * C, C * sizeof(float)));
     }
-    model_linear_rows(m, m->logits, last, param_head(m), B, (int)C, (int)V);
-    LOMO_TIMED(m->ctx, LOMO_OP_COPY, 0, be->to_host(logits_out, m->logits, (size_t)B * V * sizeof(float)));
+    model_head_to_host(m, logits_out, last, B);
 }
 
 lomo_status lomo_model_token_logprobs(lomo_model *m, float *out, size_t n) {

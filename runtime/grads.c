@@ -68,14 +68,23 @@ static int on_rows(void *user, int p, const int32_t *rows, int nrows, float *gra
     return 0;
 }
 
+/* rows row0.. of a linear weight's gradient: a chunk of the head's */
+static int on_linear_rows(void *user, int p, int row0, int nrows, const float *dout, const float *inp, int N) {
+    lomo_grads *g = user;
+    int IC = (int)g->m->params[p].shape[1];
+    LOMO_TIMED(g->m->ctx, LOMO_OP_WEIGHT_GRAD, 2.0 * N * IC * nrows,
+               g->m->be->matmul_backward_weight(g->mem + g->offset[p] + (size_t)row0 * IC, dout, inp, 1.0f, 1.0f, N,
+                                                IC, nrows));
+    return 0;
+}
+
 /* a tied weight's second part: its rows, added to the head's part on_linear accumulated */
-static int on_tied(void *user, int p, const float *dout, const float *inp, int N, const int32_t *rows, int nrows,
-                   float *grad) {
-    (void)dout, (void)inp, (void)N;
+static int on_tied(void *user, int p, const int32_t *rows, int nrows, float *grad, const float *head) {
+    (void)head;
     return on_rows(user, p, rows, nrows, grad);
 }
 
 lomo_grad_hook lomo_grads_hook(lomo_grads *g) {
     return (lomo_grad_hook){.user = g, .on_linear = on_linear, .on_dense = on_dense, .on_rows = on_rows,
-                            .on_tied = on_tied};
+                            .on_linear_rows = on_linear_rows, .on_tied = on_tied};
 }

@@ -158,10 +158,22 @@ typedef enum lomo_checkpointing {
     LOMO_CHECKPOINT_KEEP_ATTENTION = 2,
 } lomo_checkpointing;
 
+/* The LM head's vocabulary chunk under checkpointing (lomo_model_options.logits_chunk). */
+#define LOMO_LOGITS_CHUNK 8192
+
 typedef struct lomo_model_options {
     lomo_dtype dtype;          /* storage dtype of the weights */
     int checkpointing;         /* a lomo_checkpointing; 1 = BLOCKS, so a boolean works */
     uint64_t seed;             /* deterministic init */
+    /*
+     * How many vocabulary rows of the LM head a training forward and backward
+     * form logits for at a time: 0 picks LOMO_LOGITS_CHUNK under checkpointing
+     * and the whole vocabulary without; a value of at least the vocabulary is
+     * the whole. In chunks, the logits kept are [positions, chunk] f32 instead
+     * of [positions, vocabulary], and backward forms each chunk again (one
+     * more head forward a backward); the loss is the same to float rounding.
+     */
+    int logits_chunk;
 } lomo_model_options;
 
 /* What kind of parameter a tensor is; the engine treats linear weights specially. */
@@ -199,16 +211,25 @@ typedef struct lomo_param_info {
  *   f32 (device, the hook may overwrite). The untied embedding uses it, so
  *   its gradient costs B*T rows instead of the vocabulary. When NULL, the
  *   model hands over the dense gradient through on_dense instead.
+ * on_linear_rows (optional): a linear weight's gradient a block of its rows
+ *   at a time: rows row0..row0+nrows-1 of dW = dout^T inp, dout [N, nrows],
+ *   inp [N, in], N the positions it ran on. A model whose LM head forms its
+ *   logits in vocabulary chunks (lomo_model_options.logits_chunk) hands the
+ *   head over this way, chunk after chunk, each chunk's rows never read
+ *   again by the backward once handed over. When NULL, such a model forms
+ *   the head's whole gradient and hands it over through on_dense, and the
+ *   embedding's too (no on_rows, no on_tied).
  * on_tied (optional): a tied LM head shares the embedding's weight [V, C],
  *   whose gradient then comes in two parts and no [V, C] gradient is ever
- *   formed: first the head's, through on_linear (param 0, in the head's turn,
- *   first of all), then, after every other parameter's, the embedding's
- *   through on_tied, as on_rows's rows (rows [nrows] sorted ascending, grad
- *   [nrows, C], the hook may overwrite grad); dW is the sum. on_tied also
- *   gets the head's factors again (dout [N, V], inp [N, C], N the positions
- *   the head ran on), for what needs both parts at once, such as the
- *   gradient's norm (the head's gradient at the rows). When NULL, a tied
- *   model forms the dense gradient and calls on_dense once instead.
+ *   formed: first the head's, through on_linear or on_linear_rows (param 0,
+ *   in the head's turn, first of all), then, after every other parameter's,
+ *   the embedding's through on_tied, as on_rows's rows (rows [nrows] sorted
+ *   ascending, grad [nrows, C], the hook may overwrite grad); dW is the sum.
+ *   For what needs both parts at once, such as the gradient's norm, a hook
+ *   that sets tied_head gets the head's gradient at those rows as head
+ *   [nrows, C] (device, the hook may overwrite it); else head is NULL. When
+ *   on_tied is NULL, a tied model forms the dense gradient and calls
+ *   on_dense once instead.
  * Return 0 to continue; non-zero aborts backward with LOMO_ERR_CALLBACK.
  */
 typedef struct lomo_grad_hook {
@@ -216,8 +237,9 @@ typedef struct lomo_grad_hook {
     int (*on_linear)(void *user, int param, const float *dout, const float *inp, int BT);
     int (*on_dense)(void *user, int param, float *grad);
     int (*on_rows)(void *user, int param, const int32_t *rows, int nrows, float *grad);
-    int (*on_tied)(void *user, int param, const float *dout, const float *inp, int N, const int32_t *rows, int nrows,
-                   float *grad);
+    int (*on_linear_rows)(void *user, int param, int row0, int nrows, const float *dout, const float *inp, int N);
+    int (*on_tied)(void *user, int param, const int32_t *rows, int nrows, float *grad, const float *head);
+    int tied_head;
 } lomo_grad_hook;
 
 /* ---- context ---- */

@@ -122,6 +122,26 @@ static lomo_status check_checkpointing(lomo_ctx *ctx, int mode, const char *wher
                      "%s: checkpointing: unknown value %d (0 off, 1 blocks, 2 blocks keeping attention)", where, mode);
 }
 
+static lomo_status check_logits_chunk(lomo_ctx *ctx, int rows, const char *where) {
+    if (rows >= 0) return LOMO_OK;
+    return lomo_fail(ctx, LOMO_ERR_INVALID_ARG,
+                     "%s: logits_chunk: %d is negative (0: automatic, else vocabulary rows a chunk)", where, rows);
+}
+
+/* Chunks are whole multiples of 16 rows, so each chunk's weight rows start aligned for the GEMMs. */
+int model_logits_chunk(const lomo_model *m) {
+    int V = m->cfg.vocab_size, k = m->logits_chunk_opt;
+    if (k == 0) k = m->checkpointing ? LOMO_LOGITS_CHUNK : V;
+    if (k >= V) return V;
+    k = (k + 15) / 16 * 16;
+    return k < V ? k : V;
+}
+
+size_t model_logits_floats(const lomo_model *m, size_t BT) {
+    size_t V = (size_t)m->cfg.vocab_size, n = BT * (size_t)model_logits_chunk(m);
+    return n > V ? n : V;
+}
+
 lomo_status model_create(lomo_model **out, lomo_ctx *ctx, const lomo_llama_config *cfg,
                          const lomo_model_options *opts, int init) {
     if (!out || !ctx) return lomo_fail(ctx, LOMO_ERR_INVALID_ARG, "lomo_model_create: NULL argument");
@@ -132,6 +152,7 @@ lomo_status model_create(lomo_model **out, lomo_ctx *ctx, const lomo_llama_confi
     if ((unsigned)o.dtype > LOMO_F16)
         return lomo_fail(ctx, LOMO_ERR_INVALID_ARG, "model options: dtype: unknown value %d", (int)o.dtype);
     if ((st = check_checkpointing(ctx, o.checkpointing, "model options"))) return st;
+    if ((st = check_logits_chunk(ctx, o.logits_chunk, "model options"))) return st;
 
     lomo_model *m = calloc(1, sizeof *m);
     if (!m) return lomo_fail(ctx, LOMO_ERR_OOM, "out of memory: model struct");
@@ -140,6 +161,7 @@ lomo_status model_create(lomo_model **out, lomo_ctx *ctx, const lomo_llama_confi
     m->cfg = *cfg;
     m->dtype = o.dtype;
     m->checkpointing = o.checkpointing;
+    m->logits_chunk_opt = o.logits_chunk;
     m->head_dim = cfg->hidden_size / cfg->num_attention_heads;
     m->acts_layer = -1;
     int max_params = 3 + cfg->num_hidden_layers * P_PER_LAYER;
@@ -196,7 +218,8 @@ static void free_activations(lomo_model *m) {
     m->rec_valid = 0;
     free(m->tokens_host);
     free(m->head_pos_host);
-    m->tokens_host = m->head_pos_host = NULL;
+    free(m->erows_host);
+    m->tokens_host = m->head_pos_host = m->erows_host = NULL;
     free(m->x);
     free(m->la);
     free(m->kept);
@@ -232,7 +255,7 @@ static float *carve(carver *cv, size_t nfloats) {
 
 static void carve_activations(lomo_model *m, carver *cv, int B, int T) {
     const lomo_llama_config *c = &m->cfg;
-    size_t BT = (size_t)B * T, C = c->hidden_size, F = c->intermediate_size, V = c->vocab_size;
+    size_t BT = (size_t)B * T, C = c->hidden_size, F = c->intermediate_size;
     size_t qd = (size_t)c->num_attention_heads * m->head_dim;
     size_t kvd = (size_t)c->num_key_value_heads * m->head_dim;
     size_t attn = m->be->attention_saved_floats(B, T, c->num_attention_heads);
@@ -267,7 +290,7 @@ static void carve_activations(lomo_model *m, carver *cv, int B, int T) {
         }
     m->lnf = carve(cv, BT * C);
     m->rstdf = carve(cv, BT);
-    m->logits = carve(cv, BT * V);
+    m->logits = carve(cv, model_logits_floats(m, BT));
     m->losses = carve(cv, BT);
     m->lse = carve(cv, BT);
     m->tokens = (int32_t *)carve(cv, BT);
@@ -319,16 +342,19 @@ size_t model_const_bytes(const lomo_model *m) {
 }
 
 lomo_status model_shape(lomo_model *m, lomo_ctx *ctx, const lomo_backend *be, const lomo_llama_config *cfg,
-                        lomo_dtype dtype, int checkpointing) {
+                        const lomo_model_options *opts) {
     memset(m, 0, sizeof *m);
     lomo_status st = config_validate_for(ctx, be, cfg);
     if (st) return st;
+    lomo_model_options o = opts ? *opts : (lomo_model_options){0};
     m->ctx = ctx;
     m->be = be;
     m->cfg = *cfg;
-    m->dtype = dtype;
-    if ((st = check_checkpointing(ctx, checkpointing, "plan"))) return st;
-    m->checkpointing = checkpointing;
+    m->dtype = o.dtype;
+    if ((st = check_checkpointing(ctx, o.checkpointing, "plan"))) return st;
+    if ((st = check_logits_chunk(ctx, o.logits_chunk, "plan"))) return st;
+    m->checkpointing = o.checkpointing;
+    m->logits_chunk_opt = o.logits_chunk;
     m->head_dim = cfg->hidden_size / cfg->num_attention_heads;
     m->params = calloc((size_t)(3 + cfg->num_hidden_layers * P_PER_LAYER), sizeof *m->params);
     if (!m->params) return lomo_fail(ctx, LOMO_ERR_OOM, "out of memory: parameter table");
@@ -356,7 +382,9 @@ lomo_status lomo_model_reserve(lomo_model *m, int B, int T) {
     m->act_mem = lomo_dev_alloc(m->ctx, LOMO_MEM_ACTIVATIONS, cv.off, "activations");
     m->tokens_host = malloc((size_t)nB * nT * sizeof(int32_t));
     m->head_pos_host = malloc((size_t)nB * nT * sizeof(int32_t));
-    if (!m->x || !m->la || (keep && !m->kept) || !m->act_mem || !m->tokens_host || !m->head_pos_host) {
+    m->erows_host = malloc((size_t)nB * nT * sizeof(int32_t));
+    if (!m->x || !m->la || (keep && !m->kept) || !m->act_mem || !m->tokens_host || !m->head_pos_host ||
+        !m->erows_host) {
         size_t need = cv.off;
         m->act_bytes = m->act_mem ? need : 0;
         free_activations(m);
@@ -385,22 +413,34 @@ lomo_status lomo_model_set_checkpointing(lomo_model *m, int mode) {
     return LOMO_OK;
 }
 
-/* The gradient buffer, made on the first backward so inference never pays for
- * it, and remade only when its layout or row capacity must change. */
-lomo_status model_reserve_gradbuf(lomo_model *m, int dense) {
+/*
+ * The gradient buffer, made on the first backward so inference never pays for
+ * it, and remade only when its layout or row capacity must change; the tied
+ * head's rows (hrows), once asked for, stay, so passes that alternate do not
+ * remake it. Sparse: normgrad, the rows [BT, C], hrows [BT, C] if kept, then
+ * erows, emap and ecols [BT] each.
+ */
+lomo_status model_reserve_gradbuf(lomo_model *m, int dense, int hrows) {
     int BT = m->B * m->T;
-    if (m->gradbuf && m->gradbuf_dense == dense && (dense || BT <= m->gradbuf_rows)) return LOMO_OK;
+    if (m->gradbuf && m->gradbuf_dense == dense && (dense || (BT <= m->gradbuf_rows && (m->hrows || !hrows))))
+        return LOMO_OK;
+    hrows = !dense && (hrows || (m->hrows && !m->gradbuf_dense));
     lomo_dev_free(m->ctx, LOMO_MEM_GRADIENTS, m->normgrad, m->gradbuf_bytes);
-    m->normgrad = m->gradbuf = NULL;
+    m->normgrad = m->gradbuf = m->hrows = NULL;
+    m->erows = m->emap = m->ecols = NULL;
     size_t C = (size_t)m->cfg.hidden_size, rows = dense ? (size_t)m->cfg.vocab_size : (size_t)BT;
-    size_t fl = (C + 15) & ~(size_t)15;
-    m->gradbuf_bytes = (fl + rows * C) * sizeof(float) + (dense ? 0 : 2 * rows * sizeof(int32_t));
+    size_t fl = (C + 15) & ~(size_t)15, grads = (hrows ? 2 : 1) * rows * C;
+    m->gradbuf_bytes = (fl + grads) * sizeof(float) + (dense ? 0 : 3 * rows * sizeof(int32_t));
     m->normgrad = lomo_dev_alloc(m->ctx, LOMO_MEM_GRADIENTS, m->gradbuf_bytes,
                                  dense ? "dense embedding gradient" : "embedding gradient rows");
     if (!m->normgrad) return LOMO_ERR_OOM;
     m->gradbuf = m->normgrad + fl;
-    m->erows = dense ? NULL : (int32_t *)(m->gradbuf + rows * C);
-    m->emap = dense ? NULL : m->erows + rows;
+    m->hrows = hrows ? m->gradbuf + rows * C : NULL;
+    if (!dense) {
+        m->erows = (int32_t *)(m->gradbuf + grads);
+        m->emap = m->erows + rows;
+        m->ecols = m->emap + rows;
+    }
     m->gradbuf_dense = dense;
     m->gradbuf_rows = (int)rows;
     return LOMO_OK;

@@ -67,6 +67,7 @@ struct lomo_model {
     lomo_llama_config cfg;
     lomo_dtype dtype;
     int checkpointing;
+    int logits_chunk_opt;       /* lomo_model_options.logits_chunk as given (model_logits_chunk resolves it) */
     int head_dim;
 
     int nparams;
@@ -87,10 +88,13 @@ struct lomo_model {
      */
     float *normgrad, *gradbuf;
     int32_t *erows, *emap;      /* [BT] each (sparse layout only) */
+    int32_t *ecols;             /* [BT] each of erows's column in its chunk of the head's logits (sparse) */
+    float *hrows;               /* [BT, C] a tied head's gradient at erows (sparse, when a hook wants it) */
     size_t gradbuf_bytes;
     int gradbuf_dense;
     int gradbuf_rows;           /* row capacity of the sparse layout */
     int32_t *tokens_host;       /* [BT] host copy of the last forward's tokens */
+    int32_t *erows_host;        /* [BT] host copy of erows */
     int32_t *head_pos_host;     /* [BT] host copy of head_pos */
 
     /* activations, sized for B_cap x T_cap */
@@ -101,7 +105,13 @@ struct lomo_model {
     layer_acts *la;             /* L sets, or 1 with checkpointing */
     kept_attention *kept;       /* blocks 0..L-2 under KEEP_ATTENTION (block L-1's stay in la[0]), else NULL */
     float *lnf, *rstdf;         /* [BT, C], [BT] */
-    float *logits;              /* [head_rows, V]; turned into dlogits in place by backward */
+    /*
+     * [head_rows, logits_chunk] (at least [1, V]): the head's logits over one
+     * chunk of the vocabulary, turned into dlogits in place by backward. With
+     * the whole vocabulary in one chunk, forward's logits stay for backward
+     * (logits_valid); in chunks, backward forms each chunk again.
+     */
+    float *logits;
     float *losses, *lse;        /* [head_rows] */
     int32_t *tokens;            /* [BT] */
     int32_t *targets;           /* [head_rows]: the targets of the head's rows */
@@ -186,7 +196,7 @@ size_t model_const_bytes(const lomo_model *m);
  * (whose rules size the buffers; not necessarily ctx's) without allocating
  * anything on a device; free(m->params) when done. For planning. */
 lomo_status model_shape(lomo_model *m, lomo_ctx *ctx, const lomo_backend *be, const lomo_llama_config *cfg,
-                        lomo_dtype dtype, int checkpointing);
+                        const lomo_model_options *opts);
 /* Bytes of the activation allocation for (B, T). */
 size_t model_activation_bytes(lomo_model *m, int B, int T);
 
@@ -201,8 +211,17 @@ lomo_status model_create(lomo_model **out, lomo_ctx *ctx, const lomo_llama_confi
  */
 void model_param_write_f32(lomo_model *m, int p, size_t first, const float *src, size_t n);
 
-/* Makes the gradient buffer fit this backward: dense, or sparse for BT rows. */
-lomo_status model_reserve_gradbuf(lomo_model *m, int dense);
+/* Makes the gradient buffer fit this backward: dense, or sparse for BT rows (with hrows if asked). */
+lomo_status model_reserve_gradbuf(lomo_model *m, int dense, int hrows);
+
+/* The vocabulary rows of the head's logits formed at a time (lomo_model_options.logits_chunk): at most V. */
+int model_logits_chunk(const lomo_model *m);
+/* logits [N, n] of vocabulary rows v0..v0+n-1 from the final norm output's first N rows */
+void model_head_logits(lomo_model *m, int v0, int n);
+/* out [rows, V] on the host: the head on inp [rows, C] (device), as many rows at a time as m->logits holds */
+void model_head_to_host(lomo_model *m, float *out, const float *inp, int rows);
+/* Floats of m->logits for BT positions. */
+size_t model_logits_floats(const lomo_model *m, size_t BT);
 
 /* Embedding, blocks and the final norm over tokens [B, T] (targets, if given, checked): m->lnf holds
  * the final norm's output. Under m->decoding the blocks run against the key/value cache. */
@@ -216,8 +235,6 @@ void model_kv_free(lomo_model *m);
  * or T - 1 without lengths), logits_out [B, V] on the host. */
 void model_head_on_last(lomo_model *m, const int32_t *lengths, float *logits_out);
 
-/* The logits [head_rows, V] from the final norm output's head rows, into m->logits. */
-void model_compute_logits(lomo_model *m);
 
 /* Block l's forward from x [BT, C] into a; out [BT, C] is its output, or NULL for a backward's
  * recompute (no down projection, and no attention when the model keeps its output). */
@@ -228,6 +245,10 @@ void model_block_forward(lomo_model *m, int l, const layer_acts *a, const float 
 void model_linear(lomo_model *m, float *out, const float *inp, int p, int IC, int OC);
 /* the same over `rows` rows of inp */
 void model_linear_rows(lomo_model *m, float *out, const float *inp, int p, int rows, int IC, int OC);
+/* the same with W_p's rows row0..row0+OC-1 only: out [rows, OC], dinp from dout [rows, OC] */
+void model_linear_block(lomo_model *m, float *out, const float *inp, int p, int row0, int rows, int IC, int OC);
+void model_linear_block_dinp(lomo_model *m, float *dinp, const float *dout, int p, int row0, float beta, int rows,
+                             int IC, int OC);
 void model_linear_dinp(lomo_model *m, float *dinp, const float *dout, int p, float beta, int IC, int OC);
 void model_linear_dinp_rows(lomo_model *m, float *dinp, const float *dout, int p, float beta, int rows, int IC,
                             int OC);

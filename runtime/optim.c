@@ -131,12 +131,20 @@ int optim_splits_tied(const lomo_optim *o) {
     return o->m->cfg.tie_word_embeddings && o->o.kind == LOMO_OPTIM_LOMO && o->o.clip_grad_value <= 0;
 }
 
+/* the largest linear gradient formed at once: a chunked head's is a chunk's rows */
+size_t optim_gscratch_floats(const lomo_model *m) {
+    size_t n = 0;
+    for (int p = 0; p < m->nparams; p++) {
+        const param_desc *d = &m->params[p];
+        size_t k = p == param_head(m) ? (size_t)model_logits_chunk(m) * d->shape[1] : d->numel;
+        if (d->kind == LOMO_PARAM_LINEAR && k > n) n = k;
+    }
+    return n;
+}
+
 lomo_status optim_reserve_gscratch(lomo_optim *o) {
     if (o->gscratch) return LOMO_OK;
-    size_t n = 0;
-    for (int p = 0; p < o->m->nparams; p++)
-        if (o->m->params[p].kind == LOMO_PARAM_LINEAR && o->m->params[p].numel > n) n = o->m->params[p].numel;
-    o->gscratch_bytes = n * sizeof(float);
+    o->gscratch_bytes = optim_gscratch_floats(o->m) * sizeof(float);
     o->gscratch = lomo_dev_alloc(o->ctx, LOMO_MEM_GRADIENTS, o->gscratch_bytes, "linear gradient scratch");
     return o->gscratch ? LOMO_OK : LOMO_ERR_OOM;
 }

@@ -60,14 +60,13 @@ static void sgd_update(lomo_optim *o, int p, const float *g, const int *gate) {
 }
 
 /* dW = dout^T inp into the scratch; [OC, IC] */
-static float *form_linear_grad(lomo_optim *o, const param_desc *d, const float *dout, const float *inp, int BT) {
-    int IC = (int)d->shape[1], OC = (int)d->shape[0];
+static float *form_linear_grad(lomo_optim *o, int IC, int OC, const float *dout, const float *inp, int BT) {
     LOMO_TIMED(o->ctx, LOMO_OP_WEIGHT_GRAD, 2.0 * BT * IC * OC,
                o->be->matmul_backward_weight(o->gscratch, dout, inp, 1.0f, 0.0f, BT, IC, OC));
     return o->gscratch;
 }
 
-static double gram_sumsq(lomo_optim *o, const param_desc *d, const float *dout, const float *inp, int BT) {
+static double gram_sumsq(lomo_optim *o, int IC, int OC, const float *dout, const float *inp, int BT) {
     size_t need = 2 * (size_t)BT * BT * sizeof(float);
     if (need > o->gram_bytes) {
         lomo_dev_free(o->ctx, LOMO_MEM_SCRATCH, o->gram, o->gram_bytes);
@@ -77,9 +76,8 @@ static double gram_sumsq(lomo_optim *o, const param_desc *d, const float *dout, 
         o->gram_bytes = need;
         o->gram_inp = NULL;
     }
-    /* q/k/v share ln1 and gate/up share ln2: their input Gram is formed once */
+    /* q/k/v share ln1, gate/up share ln2 and a chunked head's chunks lnf: their input Gram is formed once */
     int valid = o->gram_inp == inp && o->gram_BT == BT;
-    int IC = (int)d->shape[1], OC = (int)d->shape[0];
     double s, flops = 2.0 * BT * BT * (OC + (valid ? 0 : IC)) + 2.0 * BT * BT;
     LOMO_TIMED(o->ctx, LOMO_OP_NORM_GRAM, flops,
                s = o->be->linear_grad_sumsq_gram(o->gram, valid, dout, inp, BT, IC, OC));
@@ -117,130 +115,117 @@ static int reserve_tied(lomo_optim *o) {
 }
 
 /*
- * The rows cols [n] of dout^T inp [V, C] into tied_rows [n, C], through dout's
- * columns gathered into the scratch; dout [N, V], inp [N, C].
+ * ||dout^T inp||^2 of the tied head's rows [OC, C], dout [N, OC] (the whole
+ * head, or a chunk), its rows formed k at a time through dout's columns
+ * gathered into the scratch: never the whole gradient.
  */
-static float *tied_grad_rows(lomo_optim *o, const float *dout, const float *inp, int N, const int32_t *cols, int n) {
-    int V = o->m->cfg.vocab_size, C = o->m->cfg.hidden_size;
-    LOMO_TIMED(o->ctx, LOMO_OP_COPY, 0, o->be->gather_cols(o->tied, dout, cols, N, V, n));
-    LOMO_TIMED(o->ctx, LOMO_OP_NORM_GRAM, 2.0 * N * n * C,
-               o->be->matmul_backward_weight(o->tied_rows, o->tied, inp, 1.0f, 0.0f, N, C, n));
-    return o->tied_rows;
-}
-
-/* ||dout^T inp||^2 of the tied head [V, C], its rows formed k at a time: never the whole gradient */
-static double tied_formed_sumsq(lomo_optim *o, const float *dout, const float *inp, int N) {
-    int V = o->m->cfg.vocab_size, C = o->m->cfg.hidden_size, k = o->tied_k;
-    double s = 0.0;
-    for (int v0 = 0; v0 < V; v0 += k) {
-        int n = V - v0 < k ? V - v0 : k;
-        s += grad_sumsq(o, tied_grad_rows(o, dout + v0, inp, N, o->tied_iota, n), (size_t)n * C);
-    }
-    return s;
-}
-
-/*
- * What the embedding's rows E add to the head's ||H||^2: the sum over those
- * rows r of ||H_r + E_r||^2 - ||H_r||^2, H_r the head's gradient row r.
- * rows [nrows] (device), grad [nrows, C] = E, overwritten.
- */
-static double tied_rows_sumsq(lomo_optim *o, const float *dout, const float *inp, int N, const int32_t *rows,
-                              int nrows, float *grad) {
+static double tied_formed_sumsq(lomo_optim *o, const float *dout, const float *inp, int N, int OC) {
     int C = o->m->cfg.hidden_size, k = o->tied_k;
     double s = 0.0;
-    for (int i0 = 0; i0 < nrows; i0 += k) {
-        int n = nrows - i0 < k ? nrows - i0 : k;
-        size_t len = (size_t)n * C;
-        float *h = tied_grad_rows(o, dout, inp, N, rows + i0, n), *e = grad + (size_t)i0 * C;
-        double hh = grad_sumsq(o, h, len);
-        LOMO_TIMED(o->ctx, LOMO_OP_GRAD_CHECK, 0, o->be->add_inplace(e, h, len));
-        s += grad_sumsq(o, e, len) - hh;
+    for (int v0 = 0; v0 < OC; v0 += k) {
+        int n = OC - v0 < k ? OC - v0 : k;
+        LOMO_TIMED(o->ctx, LOMO_OP_COPY, 0, o->be->gather_cols(o->tied, dout + v0, o->tied_iota, N, OC, n));
+        LOMO_TIMED(o->ctx, LOMO_OP_NORM_GRAM, 2.0 * N * n * C,
+                   o->be->matmul_backward_weight(o->tied_rows, o->tied, inp, 1.0f, 0.0f, N, C, n));
+        s += grad_sumsq(o, o->tied_rows, (size_t)n * C);
     }
     return s;
 }
 
-/* ||dW||^2 formed: in the linear scratch, or for the tied head a chunk at a time */
-static double formed_sumsq(lomo_optim *o, int p, const float *dout, const float *inp, int BT) {
+/* ||dW||^2 of p's rows [OC, IC] formed: in the linear scratch, or for the tied head a piece at a time */
+static double formed_sumsq(lomo_optim *o, int p, int OC, const float *dout, const float *inp, int BT) {
     const param_desc *d = &o->m->params[p];
     if (d->kind != LOMO_PARAM_LINEAR) {   /* the tied head */
         if (reserve_tied(o)) return out_of_memory(o), NAN;
-        return tied_formed_sumsq(o, dout, inp, BT);
+        return tied_formed_sumsq(o, dout, inp, BT, OC);
     }
     if (optim_reserve_gscratch(o)) return out_of_memory(o), NAN;
-    return grad_sumsq(o, form_linear_grad(o, d, dout, inp, BT), d->numel);
+    return grad_sumsq(o, form_linear_grad(o, (int)d->shape[1], OC, dout, inp, BT), (size_t)OC * d->shape[1]);
 }
 
 /*
- * Which way to take ||dW||^2 for this shape: decided by timing both the first
- * time a shape is met at this token count (DESIGN.md: chosen by measurement).
+ * Which way to take ||dW||^2 of p's rows [OC, IC] (all of p, or a chunk of
+ * the head's): decided by timing both the first time a shape is met at this
+ * token count (DESIGN.md: chosen by measurement); a chunked head keeps what
+ * its first chunk chose.
  */
-static double linear_sumsq(lomo_optim *o, int p, const float *dout, const float *inp, int BT) {
+static double linear_sumsq(lomo_optim *o, int p, int OC, const float *dout, const float *inp, int BT) {
     lomo_model *m = o->m;
-    const param_desc *d = &m->params[p];
+    int IC = (int)m->params[p].shape[1];
     lomo_norm_method how = o->o.norm_method ? o->o.norm_method : o->norm_choice[p];
     if (how == LOMO_NORM_AUTO) {
         for (int q = 0; q < m->nparams && !how; q++)
-            if (o->norm_choice[q] && m->params[q].shape[0] == d->shape[0] && m->params[q].shape[1] == d->shape[1])
+            if (o->norm_choice[q] && m->params[q].shape[0] == OC && m->params[q].shape[1] == IC)
                 how = o->norm_choice[q];
     }
     if (how == LOMO_NORM_AUTO) {
         o->gram_inp = NULL;   /* time the full Gram cost, input Gram included */
         double t0 = lomo_now();
-        double sg = gram_sumsq(o, d, dout, inp, BT);
+        double sg = gram_sumsq(o, IC, OC, dout, inp, BT);
         double t1 = lomo_now();
-        double sf = formed_sumsq(o, p, dout, inp, BT);
+        double sf = formed_sumsq(o, p, OC, dout, inp, BT);
         double t2 = lomo_now();
         how = (t1 - t0) < (t2 - t1) ? LOMO_NORM_GRAM : LOMO_NORM_FORM_GRAD;
         o->norm_choice[p] = how;
         return how == LOMO_NORM_GRAM ? sg : sf;
     }
     o->norm_choice[p] = how;
-    return how == LOMO_NORM_GRAM ? gram_sumsq(o, d, dout, inp, BT) : formed_sumsq(o, p, dout, inp, BT);
+    return how == LOMO_NORM_GRAM ? gram_sumsq(o, IC, OC, dout, inp, BT) : formed_sumsq(o, p, OC, dout, inp, BT);
 }
 
 /* ---- pass one: the norm, and a vetting of every gradient ---- */
 
-static int measure_linear(void *user, int p, const float *dout, const float *inp, int BT) {
-    lomo_optim *o = user;
-    double s = linear_sumsq(o, p, dout, inp, BT);
+static int measure_sumsq(lomo_optim *o, int p, double s) {
     if (o->oom) return 1;
     if (!isfinite(s) || injected(o, p)) return found_nonfinite(o, p);
     o->sumsq += s * (double)o->gscale * o->gscale;
     return 0;
 }
 
+static int measure_linear(void *user, int p, const float *dout, const float *inp, int BT) {
+    lomo_optim *o = user;
+    return measure_sumsq(o, p, linear_sumsq(o, p, (int)o->m->params[p].shape[0], dout, inp, BT));
+}
+
+static int measure_linear_rows(void *user, int p, int row0, int nrows, const float *dout, const float *inp, int N) {
+    (void)row0;
+    return measure_sumsq(user, p, linear_sumsq(user, p, nrows, dout, inp, N));
+}
+
 static int measure_dense(void *user, int p, float *grad) {
     lomo_optim *o = user;
     o->gram_inp = NULL;   /* a new block's inputs follow: the cached Gram is stale */
-    double s = grad_sumsq(o, grad, o->m->params[p].numel);
-    if (!isfinite(s) || injected(o, p)) return found_nonfinite(o, p);
-    o->sumsq += s * (double)o->gscale * o->gscale;
-    return 0;
+    return measure_sumsq(o, p, grad_sumsq(o, grad, o->m->params[p].numel));
 }
 
 static int measure_rows(void *user, int p, const int32_t *rows, int nrows, float *grad) {
     lomo_optim *o = user;
     (void)rows;
-    double s = grad_sumsq(o, grad, (size_t)nrows * o->m->params[p].shape[1]);
-    if (!isfinite(s) || injected(o, p)) return found_nonfinite(o, p);
-    o->sumsq += s * (double)o->gscale * o->gscale;
-    return 0;
+    return measure_sumsq(o, p, grad_sumsq(o, grad, (size_t)nrows * o->m->params[p].shape[1]));
 }
 
-/* the tied weight's rows: what they add to the head's part, which measure_linear took */
-static int measure_tied(void *user, int p, const float *dout, const float *inp, int N, const int32_t *rows, int nrows,
-                        float *grad) {
+/*
+ * The tied weight's rows E: what they add to the head's part H, which
+ * measure_linear took: the sum over those rows r of ||H_r + E_r||^2 -
+ * ||H_r||^2. head [nrows, C] = H at the rows; grad [nrows, C] = E, overwritten.
+ */
+static int measure_tied(void *user, int p, const int32_t *rows, int nrows, float *grad, const float *head) {
     lomo_optim *o = user;
-    if (reserve_tied(o)) return out_of_memory(o);
-    double s = tied_rows_sumsq(o, dout, inp, N, rows, nrows, grad);
-    if (!isfinite(s) || injected(o, p)) return found_nonfinite(o, p);
-    o->sumsq += s * (double)o->gscale * o->gscale;
-    return 0;
+    (void)rows;
+    size_t n = (size_t)nrows * o->m->cfg.hidden_size;
+    double hh = grad_sumsq(o, head, n);
+    LOMO_TIMED(o->ctx, LOMO_OP_GRAD_CHECK, 0, o->be->add_inplace(grad, head, n));
+    return measure_sumsq(o, p, grad_sumsq(o, grad, n) - hh);
 }
 
+/* The measuring pass takes the gradients in the same parts as the update pass that follows (AdaLomo:
+ * the embedding and a chunked head dense), so the model's gradient buffer keeps its layout. */
 lomo_grad_hook optim_measure_hook(lomo_optim *o) {
+    int parts = o->o.kind != LOMO_OPTIM_ADALOMO;
     return (lomo_grad_hook){.user = o, .on_linear = measure_linear, .on_dense = measure_dense,
-                            .on_rows = measure_rows, .on_tied = optim_splits_tied(o) ? measure_tied : NULL};
+                            .on_rows = parts ? measure_rows : NULL,
+                            .on_linear_rows = parts ? measure_linear_rows : NULL,
+                            .on_tied = optim_splits_tied(o) ? measure_tied : NULL, .tied_head = 1};
 }
 
 /* ---- pass two: apply ---- */
@@ -269,25 +254,36 @@ static int apply_grad(lomo_optim *o, int p, float *g) {
     return !o->checked && o->nonfinite_param >= 0;
 }
 
-static int update_linear(void *user, int p, const float *dout, const float *inp, int BT) {
-    lomo_optim *o = user;
+/* A chunk's own rounding draws: the seed of p's rows from row0 on (row 0: p's seed). */
+static uint64_t rows_sr_seed(uint64_t seed, int row0) {
+    return seed && row0 ? (seed ^ ((uint64_t)row0 * 0x9e3779b97f4a7c15ull)) | 1u : seed;
+}
+
+/* rows row0..row0+OC-1 of linear p from dout [BT, OC] and inp [BT, IC]: all of p, or a chunk of the head */
+static int update_linear_block(lomo_optim *o, int p, int row0, int OC, const float *dout, const float *inp, int BT) {
     lomo_model *m = o->m;
     const param_desc *d = &m->params[p];
-    int OC = (int)d->shape[0], IC = (int)d->shape[1];
-    /* an input shared by q/k/v or gate/up is checked once per block */
+    int IC = (int)d->shape[1];
+    /* an input shared by q/k/v, gate/up or a head's chunks is checked once */
     if (!o->checked) {
         check_finite(o, p, dout, (size_t)BT * OC);
         if (inp != o->finite_inp) check_finite(o, p, inp, (size_t)BT * IC);
         o->finite_inp = inp;
     }
-    void *w = param_ptr(m, p);
+    void *w = (char *)param_ptr(m, p) + (size_t)row0 * IC * lomo_dtype_size(m->dtype);
+    uint64_t seed = rows_sr_seed(optim_sr_seed(o, p), row0);
+    const int *gate = update_gate(o);
     if (o->o.kind == LOMO_OPTIM_ADALOMO || o->o.clip_grad_value > 0) {
         if (optim_reserve_gscratch(o)) return out_of_memory(o);
-        return apply_grad(o, p, form_linear_grad(o, d, dout, inp, BT));
+        float *g = form_linear_grad(o, IC, OC, dout, inp, BT);
+        if (o->o.kind == LOMO_OPTIM_ADALOMO) return apply_grad(o, p, g);   /* AdaLomo: whole tensors only */
+        LOMO_TIMED(o->ctx, LOMO_OP_OPTIMIZER, 0,
+                   o->be->sgd_update(w, m->dtype, g, (size_t)OC * IC, o->lr, o->o.weight_decay, o->gscale,
+                                     o->o.clip_grad_value, o->coef, seed, gate));
+        return 0;
     }
     /* The head comes first, with only its own checks queued: reading the gate now costs one wait,
      * and an ungated update reads its [N, V] dout in place, where a gated one would copy it. */
-    const int *gate = update_gate(o);
     if (gate && p == param_head(m)) {
         if (optim_gate_raised(o)) return 1;
         gate = NULL;
@@ -295,9 +291,17 @@ static int update_linear(void *user, int p, const float *dout, const float *inp,
     /* the fused update: W <- (1 - lr*wd) W - (lr*coef/scale) dout^T inp, no gradient ever formed */
     float alpha = -o->lr * o->coef * o->gscale, beta = 1.0f - o->lr * o->o.weight_decay;
     LOMO_TIMED(o->ctx, LOMO_OP_LINEAR_UPDATE, 2.0 * BT * IC * OC,
-               o->be->linear_update(w, m->dtype, m->wbuf, dout, inp, alpha, beta, BT, IC, OC, optim_sr_seed(o, p),
-                                    gate));
+               o->be->linear_update(w, m->dtype, m->wbuf, dout, inp, alpha, beta, BT, IC, OC, seed, gate));
     return 0;
+}
+
+static int update_linear(void *user, int p, const float *dout, const float *inp, int BT) {
+    lomo_optim *o = user;
+    return update_linear_block(o, p, 0, (int)o->m->params[p].shape[0], dout, inp, BT);
+}
+
+static int update_linear_rows(void *user, int p, int row0, int nrows, const float *dout, const float *inp, int N) {
+    return update_linear_block(user, p, row0, nrows, dout, inp, N);
 }
 
 static int update_dense(void *user, int p, float *grad) {
@@ -333,18 +337,20 @@ static int update_rows(void *user, int p, const int32_t *rows, int nrows, float 
  * part: added without decay (it was applied once, to every row), rounded with
  * draws of their own (the head's rounding used the parameter's seed).
  */
-static int update_tied(void *user, int p, const float *dout, const float *inp, int N, const int32_t *rows, int nrows,
-                       float *grad) {
+static int update_tied(void *user, int p, const int32_t *rows, int nrows, float *grad, const float *head) {
     lomo_optim *o = user;
-    (void)dout, (void)inp, (void)N;
+    (void)head;
     uint64_t seed = optim_sr_seed(o, p);
     return rows_update(o, p, rows, nrows, grad, 0.0f, seed ? seed ^ 0x5bd1e9955bd1e994ull : 0);
 }
 
-/* AdaLomo's factored moments need every row of the embedding gradient: it takes it dense. */
+/* AdaLomo's factored moments need every row of the embedding gradient, and the whole of a chunked
+ * head's: it takes them dense. */
 lomo_grad_hook optim_update_hook(lomo_optim *o) {
+    int parts = o->o.kind != LOMO_OPTIM_ADALOMO;
     return (lomo_grad_hook){.user = o, .on_linear = update_linear, .on_dense = update_dense,
-                            .on_rows = o->o.kind == LOMO_OPTIM_ADALOMO ? NULL : update_rows,
+                            .on_rows = parts ? update_rows : NULL,
+                            .on_linear_rows = parts ? update_linear_rows : NULL,
                             .on_tied = optim_splits_tied(o) ? update_tied : NULL};
 }
 

@@ -48,13 +48,10 @@ static lomo_status plan_on(lomo_ctx *ctx, const lomo_backend *be, const lomo_lla
                          cfg->max_position_embeddings);
     lomo_model_options o = mo ? *mo : (lomo_model_options){0};
     lomo_model m;
-    lomo_status st = model_shape(&m, ctx, be, cfg, o.dtype, o.checkpointing);
+    lomo_status st = model_shape(&m, ctx, be, cfg, &o);
     if (st) return st;
     *out = (lomo_plan){0};
     size_t C = (size_t)cfg->hidden_size, V = (size_t)cfg->vocab_size, BT = (size_t)B * T, L = (size_t)cfg->num_hidden_layers;
-    size_t max_linear = 0;
-    for (int p = 0; p < m.nparams; p++)
-        if (m.params[p].kind == LOMO_PARAM_LINEAR && m.params[p].numel > max_linear) max_linear = m.params[p].numel;
     out->weights = m.weights_bytes;
     out->scratch = model_const_bytes(&m);
     out->activations = model_activation_bytes(&m, B, T);
@@ -67,10 +64,12 @@ static lomo_status plan_on(lomo_ctx *ctx, const lomo_backend *be, const lomo_lla
         int split_tied = oo->kind == LOMO_OPTIM_LOMO ? oo->clip_grad_value <= 0 : full;
         int dense = oo->kind == LOMO_OPTIM_ADALOMO || (cfg->tie_word_embeddings && !split_tied);
         size_t Cp = round_up(C, 16);
-        out->gradients = dense ? (Cp + V * C) * sizeof(float) : (Cp + BT * C) * sizeof(float) + 2 * BT * sizeof(int32_t);
+        out->gradients = dense ? (Cp + V * C) * sizeof(float) : (Cp + BT * C) * sizeof(float) + 3 * BT * sizeof(int32_t);
+        /* a tied head's gradient at the embedding's rows, for the norm (model.c model_reserve_gradbuf) */
+        if (!dense && measuring && cfg->tie_word_embeddings && split_tied) out->gradients += BT * C * sizeof(float);
         if (oo->kind == LOMO_OPTIM_ADALOMO || oo->clip_grad_value > 0 ||
             (measuring && oo->norm_method == LOMO_NORM_FORM_GRAD))
-            out->gradients += max_linear * sizeof(float);
+            out->gradients += optim_gscratch_floats(&m) * sizeof(float);
         for (int p = 0; p < m.nparams; p++) {
             const param_desc *d = &m.params[p];
             if (full) out->gradients += round_up(d->numel, 16) * sizeof(float);
@@ -85,7 +84,7 @@ static lomo_status plan_on(lomo_ctx *ctx, const lomo_backend *be, const lomo_lla
             if (oo->norm_method != LOMO_NORM_FORM_GRAD) out->scratch += 2 * BT * BT * sizeof(float);
             /* a tied head's norm, TIED_CHUNK gradient rows at a time (optim_hooks.c reserve_tied) */
             size_t k = V < TIED_CHUNK ? V : TIED_CHUNK;
-            if (cfg->tie_word_embeddings && split_tied)
+            if (cfg->tie_word_embeddings && split_tied && oo->norm_method != LOMO_NORM_GRAM)
                 out->scratch += (BT + C) * k * sizeof(float) + k * sizeof(int32_t);
         }
     }

@@ -457,10 +457,11 @@ static void gradient_memory(run *r) {
             if (info.kind == LOMO_PARAM_LINEAR && info.numel > largest_linear) largest_linear = info.numel;
         }
         /* the embedding's gradient is its touched rows (at most B*T) for lomo, a tied head's part
-         * kept as its two factors; adalomo needs it dense */
+         * kept as its two factors, save its rows at the embedding's for the norm; adalomo needs it dense */
         size_t BT = (size_t)r->B * r->T, Cp = (C + 15) / 16 * 16;
-        int sparse = mode < 2;
-        size_t dense = sparse ? (Cp + BT * C) * sizeof(float) + 2 * BT * sizeof(int32_t) : (Cp + V * C) * sizeof(float);
+        int sparse = mode < 2, head_rows = mode == 1 && r->cfg.tie_word_embeddings;
+        size_t dense = sparse ? (Cp + (head_rows ? 2 : 1) * BT * C) * sizeof(float) + 3 * BT * sizeof(int32_t)
+                              : (Cp + V * C) * sizeof(float);
         size_t expect = dense + (mode == 2 ? largest_linear * sizeof(float) : 0);
         printf("gradient memory, %s: peak %zu bytes (embedding+norm buffer %zu), optimizer state %zu, weights %zu\n",
                mode == 0 ? "lomo" : mode == 1 ? "lomo+clip" : "adalomo", st.peak[LOMO_MEM_GRADIENTS], dense,

@@ -65,10 +65,10 @@ void cpu_swiglu_backward(float *dgate, float *dup, const float *dout, const floa
                          const float *up, size_t n);
 void cpu_add_inplace(float *a, const float *b, size_t n);
 
-void cpu_crossentropy_forward(float *losses, float *lse, const float *logits,
-                              const int32_t *targets, int N, int V);
-void cpu_crossentropy_backward(float *dlogits, const float *logits, const float *lse,
-                               const int32_t *targets, float dloss, int N, int V);
+void cpu_crossentropy_forward(float *losses, float *lse, const float *logits, const int32_t *targets, int N,
+                              int n, int v0, int V);
+void cpu_crossentropy_backward(float *dlogits, const float *logits, const float *lse, const int32_t *targets,
+                               float dloss, int N, int n, int v0);
 
 double cpu_sumsq(const float *x, size_t n);
 void cpu_check_finite(int *gate, const float *x, size_t n, int tag);

@@ -57,9 +57,9 @@ void cuda_swiglu_backward(float *dgate, float *dup, const float *dout, const flo
                           size_t n);
 void cuda_add_inplace(float *a, const float *b, size_t n);
 void cuda_crossentropy_forward(float *losses, float *lse, const float *logits, const int32_t *targets, int N,
-                               int V);
+                               int n, int v0, int V);
 void cuda_crossentropy_backward(float *dlogits, const float *logits, const float *lse, const int32_t *targets,
-                                float dloss, int N, int V);
+                                float dloss, int N, int n, int v0);
 
 /* ---- operands.cu: 16-bit GEMM operands, kept while unchanged ---- */
 /*

@@ -358,46 +358,57 @@ void cuda_add_inplace(float *a, const float *b, size_t n) {
 
 /* ---- cross-entropy: one block per row; only the log-sum-exp is kept, no probability tensor ---- */
 
+/* log(exp(a) + exp(b)) in double, exact when either is -inf (kernels/cpu/crossentropy.c) */
+__device__ float log_add_exp(float a, float b) {
+    float mx = fmaxf(a, b);
+    if (mx == -INFINITY) return mx;
+    return mx + (float)log(exp((double)(a - mx)) + exp((double)(b - mx)));
+}
+
+/* one block a row; the chunk's columns v0..v0+n-1 of the vocabulary [0, V) (backend.h) */
 __global__ void crossentropy_forward_kernel(float *losses, float *lse, const float *logits, const int32_t *targets,
-                                            int V) {
-    const float *z = logits + (size_t)blockIdx.x * V;
+                                            int n, int v0, int V) {
+    const float *z = logits + (size_t)blockIdx.x * n;
     float mx = -INFINITY;
-    for (int j = threadIdx.x; j < V; j += blockDim.x) mx = fmaxf(mx, z[j]);
+    for (int j = threadIdx.x; j < n; j += blockDim.x) mx = fmaxf(mx, z[j]);
     mx = block_max(mx);
     double s = 0.0;
-    for (int j = threadIdx.x; j < V; j += blockDim.x) s += exp((double)(z[j] - mx));
+    for (int j = threadIdx.x; j < n; j += blockDim.x) s += exp((double)(z[j] - mx));
     s = block_sum(s);
     if (threadIdx.x == 0) {
+        int i = blockIdx.x, target = targets[i], t = target - v0;
         float l = mx + (float)log(s);
-        int t = targets[blockIdx.x];
-        lse[blockIdx.x] = l;
-        losses[blockIdx.x] = t == IGNORE_INDEX ? 0.0f : l - z[t];
+        /* losses carries -z[target] until the last chunk adds the log-sum-exp */
+        float picked = t >= 0 && t < n ? -z[t] : 0.0f;
+        float all = v0 == 0 ? l : log_add_exp(lse[i], l), part = v0 == 0 ? picked : losses[i] + picked;
+        lse[i] = all;
+        losses[i] = v0 + n != V ? part : target == IGNORE_INDEX ? 0.0f : all + part;
     }
 }
 
 void cuda_crossentropy_forward(float *losses, float *lse, const float *logits, const int32_t *targets, int N,
-                               int V) {
+                               int n, int v0, int V) {
     if (!N) return;
-    crossentropy_forward_kernel<<<N, 512, 0, cuda_stream()>>>(losses, lse, logits, targets, V);
+    crossentropy_forward_kernel<<<N, 512, 0, cuda_stream()>>>(losses, lse, logits, targets, n, v0, V);
     CUDA_LAUNCHED("cross-entropy forward");
 }
 
 /* in place allowed: each element reads its logit, then writes its gradient */
 __global__ void crossentropy_backward_kernel(float *dlogits, const float *logits, const float *lse,
-                                             const int32_t *targets, float dloss, int V) {
-    size_t base = (size_t)blockIdx.x * V;
-    int t = targets[blockIdx.x];
+                                             const int32_t *targets, float dloss, int n, int v0) {
+    size_t base = (size_t)blockIdx.x * n;
+    int target = targets[blockIdx.x], t = target - v0;
     float l = lse[blockIdx.x];
-    for (int j = threadIdx.x; j < V; j += blockDim.x) {
-        float d = t == IGNORE_INDEX ? 0.0f : dloss * expf(logits[base + j] - l);
+    for (int j = threadIdx.x; j < n; j += blockDim.x) {
+        float d = target == IGNORE_INDEX ? 0.0f : dloss * expf(logits[base + j] - l);
         if (j == t) d -= dloss;
         dlogits[base + j] = d;
     }
 }
 
 void cuda_crossentropy_backward(float *dlogits, const float *logits, const float *lse, const int32_t *targets,
-                                float dloss, int N, int V) {
+                                float dloss, int N, int n, int v0) {
     if (!N) return;
-    crossentropy_backward_kernel<<<N, 512, 0, cuda_stream()>>>(dlogits, logits, lse, targets, dloss, V);
+    crossentropy_backward_kernel<<<N, 512, 0, cuda_stream()>>>(dlogits, logits, lse, targets, dloss, n, v0);
     CUDA_LAUNCHED("cross-entropy backward");
 }

@@ -274,15 +274,39 @@ static void test_norm_rope_swiglu_ce(void) {
     int32_t tg[29];
     for (int i = 0; i < N; i++) tg[i] = i % 5 == 0 ? -100 : (i * 37) % V;
     float *loss = malloc(N * 4), *lse = malloc(N * 4);
-    CPU->crossentropy_forward(loss, lse, z, tg, N, V);
     float *dz = dup_dev(z, (size_t)N * V * 4), *dloss = GPU->alloc(N * 4), *dlse = GPU->alloc(N * 4);
     int32_t *dtg = dup_dev(tg, sizeof tg);
-    GPU->crossentropy_forward(dloss, dlse, dz, dtg, N, V);
+    /* the vocabulary in chunks of 400 columns (the LM head's chunked logits): chunk k's columns are
+     * the [N, 400] block at k * N * 400 of a copy laid out chunk after chunk */
+    int W = 400;
+    float *zc = malloc((size_t)N * V * 4);
+    for (int v0 = 0, at = 0, cn; v0 < V; at += N * cn, v0 += W) {
+        cn = V - v0 < W ? V - v0 : W;
+        for (int i = 0; i < N; i++) memcpy(zc + at + (size_t)i * cn, z + (size_t)i * V + v0, (size_t)cn * 4);
+    }
+    float *dzc = dup_dev(zc, (size_t)N * V * 4);
+    for (int v0 = 0, at = 0, cn; v0 < V; at += N * cn, v0 += W) {
+        cn = V - v0 < W ? V - v0 : W;
+        CPU->crossentropy_forward(loss, lse, zc + at, tg, N, cn, v0, V);
+        GPU->crossentropy_forward(dloss, dlse, dzc + at, dtg, N, cn, v0, V);
+    }
+    compare_dev("crossentropy forward losses (chunks of 400)", dloss, loss, N, 1e-6);
+    compare_dev("crossentropy forward lse (chunks of 400)", dlse, lse, N, 1e-6);
+    for (int v0 = 0, at = 0, cn; v0 < V; at += N * cn, v0 += W) {
+        cn = V - v0 < W ? V - v0 : W;
+        CPU->crossentropy_backward(zc + at, zc + at, lse, tg, 0.37f, N, cn, v0);
+        GPU->crossentropy_backward(dzc + at, dzc + at, dlse, dtg, 0.37f, N, cn, v0);
+    }
+    compare_dev("crossentropy backward (chunks of 400, in place)", dzc, zc, (size_t)N * V, 1e-6);
+    CPU->crossentropy_forward(loss, lse, z, tg, N, V, 0, V);
+    GPU->crossentropy_forward(dloss, dlse, dz, dtg, N, V, 0, V);
     compare_dev("crossentropy forward losses", dloss, loss, N, 1e-6);
     compare_dev("crossentropy forward lse", dlse, lse, N, 1e-6);
-    CPU->crossentropy_backward(z, z, lse, tg, 0.37f, N, V);
-    GPU->crossentropy_backward(dz, dz, dlse, dtg, 0.37f, N, V);
+    CPU->crossentropy_backward(z, z, lse, tg, 0.37f, N, V, 0);
+    GPU->crossentropy_backward(dz, dz, dlse, dtg, 0.37f, N, V, 0);
     compare_dev("crossentropy backward (in place)", dz, z, (size_t)N * V, 1e-6);
+    free(zc);
+    GPU->free(dzc);
 
     free(x); free(w); free(dy); free(out); free(rstd); free(dinp); free(dwg); free(cs); free(sn); free(r);
     free(sw); free(dg); free(du); free(dd); free(a); free(z); free(loss); free(lse);
