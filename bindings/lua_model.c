@@ -6,6 +6,7 @@
  * (0-based vocabulary ids); targets use -100 for ignored positions.
  */
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -275,9 +276,18 @@ lomo_model_ref *lomo_lua_check_model(lua_State *L, int i) {
     return h->r;
 }
 
+/* field logits_chunk of table t: 0 (automatic) or vocabulary rows */
+static int opt_logits_chunk(lua_State *L, int t, const char *where) {
+    lua_Integer k = lomo_lua_opt_int(L, t, "logits_chunk", 0, where);
+    if (k < 0 || k > INT_MAX)
+        luaL_error(L, "%s: field 'logits_chunk' must be 0 (automatic) or a number of vocabulary rows, got %I", where,
+                   k);
+    return (int)k;
+}
+
 static void check_model_opts(lua_State *L, int i, const char *where, lomo_model_options *mo, int with_seed) {
-    static const char *const known_seed[] = {"dtype", "checkpointing", "seed", NULL};
-    static const char *const known[] = {"dtype", "checkpointing", NULL};
+    static const char *const known_seed[] = {"dtype", "checkpointing", "logits_chunk", "seed", NULL};
+    static const char *const known[] = {"dtype", "checkpointing", "logits_chunk", NULL};
     memset(mo, 0, sizeof *mo);
     mo->dtype = LOMO_F32;
     if (lua_isnoneornil(L, i)) return;
@@ -285,6 +295,7 @@ static void check_model_opts(lua_State *L, int i, const char *where, lomo_model_
     lomo_lua_check_keys(L, i, where, with_seed ? known_seed : known);
     lomo_lua_parse_dtype(L, lomo_lua_opt_str(L, i, "dtype", "f32", where), where, &mo->dtype);
     mo->checkpointing = lomo_lua_opt_checkpointing(L, i, where);
+    mo->logits_chunk = opt_logits_chunk(L, i, where);
     if (with_seed) mo->seed = (uint64_t)lomo_lua_opt_int(L, i, "seed", 0, where);
 }
 
@@ -703,7 +714,8 @@ static void push_plan(lua_State *L, const lomo_plan *p) {
 }
 
 static int l_plan(lua_State *L) {
-    static const char *const known[] = {"config", "model", "seq", "batch", "dtype", "checkpointing", "device", NULL};
+    static const char *const known[] = {"config", "model", "seq", "batch", "dtype", "checkpointing", "logits_chunk",
+                                        "device", NULL};
     const char *where = "lomo.plan";
     luaL_checktype(L, 1, LUA_TTABLE);
     lomo_lua_check_keys(L, 1, where, known);
@@ -714,6 +726,7 @@ static int l_plan(lua_State *L) {
     lomo_model_options mo = {.dtype = LOMO_F32};
     lomo_lua_parse_dtype(L, lomo_lua_opt_str(L, 1, "dtype", "f32", where), where, &mo.dtype);
     mo.checkpointing = lomo_lua_opt_checkpointing(L, 1, where);
+    mo.logits_chunk = opt_logits_chunk(L, 1, where);
     /* plans differ by backend; one for a named device needs none (a context on the CPU plans it) */
     const char *device = lomo_lua_opt_device(L, 1, where);
 
@@ -816,10 +829,12 @@ static const lomo_lua_reg model_methods[] = {
 
 static const lomo_lua_reg model_funcs[] = {
     {"context", l_context, "{threads=, device=\"cpu\"|\"cuda\", memory_limit=bytes} -> a context (runtime, device, memory accounting)"},
-    {"load", l_load, "(ctx, path, {dtype=, checkpointing=}) -> model from a .gguf file or an HF folder; "
-                     "checkpointing = false | true | \"blocks\" | \"keep_attention\""},
-    {"model", l_model, "(ctx, cfg, {dtype=, checkpointing=, seed=}) -> randomly initialized model"},
-    {"plan", l_plan, "{config= | model=, seq=, batch=, dtype=, checkpointing=, device=} -> memory plan in bytes (no device needed)"},
+    {"load", l_load, "(ctx, path, {dtype=, checkpointing=, logits_chunk=}) -> model from a .gguf file or an HF folder; "
+                     "checkpointing = false | true | \"blocks\" | \"keep_attention\"; logits_chunk = vocabulary "
+                     "rows of the LM head's logits at a time (0: 8192 under checkpointing, else all)"},
+    {"model", l_model, "(ctx, cfg, {dtype=, checkpointing=, logits_chunk=, seed=}) -> randomly initialized model"},
+    {"plan", l_plan, "{config= | model=, seq=, batch=, dtype=, checkpointing=, logits_chunk=, device=} -> memory plan "
+                     "in bytes (no device needed)"},
     {NULL, NULL, NULL},
 };
 

@@ -39,9 +39,12 @@ static int load_run(run *r, const char *file) {
     return 0;
 }
 
+/* Vocabulary rows of the LM head's logits formed at a time; 0: the model's default */
+static int logits_chunk;
+
 static lomo_model *model_from(lomo_ctx *ctx, run *r, lomo_dtype dt, int ckpt) {
     lomo_model *m;
-    lomo_model_options mo = {.dtype = dt, .checkpointing = ckpt};
+    lomo_model_options mo = {.dtype = dt, .checkpointing = ckpt, .logits_chunk = logits_chunk};
     if (lomo_model_create(&m, ctx, &r->cfg, &mo)) return NULL;
     for (int p = 0; p < lomo_model_num_params(m); p++) {
         lomo_param_info info;
@@ -668,6 +671,23 @@ static void test_file(const char *file) {
     scenario(&r, file, "adalomo", LOMO_OPTIM_ADALOMO, LOMO_NORM_AUTO, 0);
     scenario(&r, file, "adalomo", LOMO_OPTIM_ADALOMO, LOMO_NORM_AUTO, 1);
     scenario(&r, file, "adamw", LOMO_OPTIM_ADAMW, LOMO_NORM_AUTO, 0);
+    /* the LM head in vocabulary chunks of 16 rows: its gradient a chunk at a time (adalomo: formed
+     * whole), a tied head's norm through its rows at the embedding's tokens */
+    logits_chunk = 16;
+    CHECK(r.cfg.vocab_size > 2 * logits_chunk && r.cfg.vocab_size % logits_chunk, "%s: vocabulary %d", file,
+          r.cfg.vocab_size);
+    scenario(&r, file, "sgd", LOMO_OPTIM_LOMO, LOMO_NORM_AUTO, 0);
+    scenario(&r, file, "sgd", LOMO_OPTIM_SGD, LOMO_NORM_AUTO, 1);
+    scenario(&r, file, "sgd_wd", LOMO_OPTIM_LOMO, LOMO_NORM_AUTO, 1);
+    scenario(&r, file, "clip_norm", LOMO_OPTIM_LOMO, LOMO_NORM_GRAM, 0);
+    scenario(&r, file, "clip_norm", LOMO_OPTIM_LOMO, LOMO_NORM_FORM_GRAD, 1);
+    scenario(&r, file, "clip_norm", LOMO_OPTIM_LOMO, LOMO_NORM_AUTO, 2);
+    tied_chunk = 7;
+    scenario(&r, file, "clip_norm", LOMO_OPTIM_LOMO, LOMO_NORM_FORM_GRAD, 1);
+    tied_chunk = 0;
+    scenario(&r, file, "clip_value", LOMO_OPTIM_LOMO, LOMO_NORM_AUTO, 1);
+    scenario(&r, file, "adalomo", LOMO_OPTIM_ADALOMO, LOMO_NORM_AUTO, 1);
+    logits_chunk = 0;
     cross_checks(&r, file);
     loss_scaler(&r);
     stop_midway(&r);

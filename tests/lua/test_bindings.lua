@@ -615,6 +615,29 @@ function T.plan_from_config()
   eq(lomo.plan{config = CFG, seq = 8, batch = 2, device = "cpu"}.device, "cpu", "planned for cpu")
   eq(gpu.weights, p.weights, "cuda weights")
   truthy(gpu.activations < p.activations, ("cuda activations %d < cpu %d"):format(gpu.activations, p.activations))
+  -- the LM head's logits a chunk of the vocabulary at a time: 16 of 32 rows keep half the logits
+  local whole = lomo.plan{config = CFG, seq = 8, batch = 2, logits_chunk = 32}.lomo.activations
+  local half = lomo.plan{config = CFG, seq = 8, batch = 2, logits_chunk = 16}.lomo.activations
+  eq(whole - half, 2 * 8 * 16 * 4, "16 of 32 vocabulary rows of logits for 16 positions")
+  eq(off, whole, "without checkpointing the logits are whole")
+  fails(lomo.plan, "field 'logits_chunk' must be 0 (automatic) or a number of vocabulary rows, got -1",
+        {config = CFG, seq = 8, logits_chunk = -1})
+end
+
+-- A model with the head in chunks trains to the same losses as one with the whole vocabulary.
+function T.logits_chunk_trains_the_same()
+  local ctx = lomo.context()
+  local tokens, targets = batch()
+  local losses = {}
+  for i, chunk in ipairs({0, 16}) do
+    local m = lomo.model(ctx, CFG, {seed = 3, logits_chunk = chunk})
+    local opt = lomo.optimizer(m, {clip_grad_norm = 1.0})
+    for s = 1, 3 do losses[#losses + 1] = opt:step(tokens, targets, 0.05).loss end
+    m:close()
+  end
+  for s = 1, 3 do near(losses[3 + s], losses[s], 1e-5, "step " .. s .. " loss, chunked vs whole") end
+  truthy(losses[3] < losses[1], "it trains")
+  fails(lomo.model, "field 'logits_chunk' must be an integer", ctx, CFG, {logits_chunk = 1.5})
 end
 
 -- Each checkpointing mode gives the same loss and weights, bit for bit, and can be switched on a live model.
