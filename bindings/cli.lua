@@ -114,7 +114,8 @@ local function call(f, ...)
   return table.unpack(r, 2, r.n)
 end
 
--- ---- lomo plan <model> --seq N --batch B --dtype bf16 [--checkpointing[=keep_attention]] [--device cuda] ----
+-- ---- lomo plan <model> --seq N --batch B --dtype bf16 [--checkpointing[=keep_attention]] [--logits-chunk N]
+--      [--device cuda] ----
 
 local function size(n)
   if n >= 10 * 2^30 then return ("%.1f GiB"):format(n / 2^30) end
@@ -122,11 +123,12 @@ local function size(n)
 end
 
 M.plan_usage = "usage: lomo plan <model.gguf | hf-folder | config.json> --seq N [--batch B] " ..
-               "[--dtype f32|bf16|f16] [--checkpointing[=blocks|keep_attention]] [--device cpu|cuda]"
+               "[--dtype f32|bf16|f16] [--checkpointing[=blocks|keep_attention]] [--logits-chunk N] " ..
+               "[--device cpu|cuda]"
 
 function M.plan(...)
   local opt = parse_options({...}, {seq = "int", batch = "int", dtype = "string", device = "string",
-                                    checkpointing = "flag"}, M.plan_usage)
+                                    checkpointing = "flag", ["logits-chunk"] = "int"}, M.plan_usage)
   if opt[2] then error("one model only (got " .. opt[1] .. " and " .. opt[2] .. ")", 0) end
   opt.model, opt.batch, opt.dtype = opt[1], opt.batch or 1, opt.dtype or "f32"
   if opt.checkpointing == true then opt.checkpointing = "blocks" end
@@ -136,9 +138,12 @@ function M.plan(...)
   end
   if not opt.model or not opt.seq then error(M.plan_usage, 0) end
   local p = call(lomo.plan, {model = opt.model, seq = opt.seq, batch = opt.batch, dtype = opt.dtype,
-                             checkpointing = opt.checkpointing, device = opt.device})
+                             checkpointing = opt.checkpointing, logits_chunk = opt["logits-chunk"],
+                             device = opt.device})
   print(("memory plan for %s: batch %d x seq %d, %s weights, checkpointing %s, on %s"):format(
     opt.model, opt.batch, opt.seq, opt.dtype, opt.checkpointing or "off", p.device))
+  print(("the LM head's logits: %s vocabulary rows at a time (--logits-chunk; by default %d under checkpointing, " ..
+         "all without)"):format(p.logits_chunk, lomo.LOGITS_CHUNK))
   local cols = {"weights", "activations", "gradients", "optimizer", "scratch", "total"}
   local line = {("%-10s"):format("")}
   for _, c in ipairs(cols) do line[#line + 1] = ("%12s"):format(c) end

@@ -760,7 +760,7 @@ static int l_plan(lua_State *L) {
     lomo_plan p;
     st = lomo_plan_memory_for(ctx, device, &cfg, &mo, NULL, (int)B, (int)T, &p);
     if (st != LOMO_OK) return lomo_lua_fail(L, ctx, st, where);
-    lua_createtable(L, 0, 13);
+    lua_createtable(L, 0, 14);
     lua_pushstring(L, device);
     lua_setfield(L, -2, "device");
     lua_pushinteger(L, (lua_Integer)p.weights);
@@ -773,6 +773,8 @@ static int l_plan(lua_State *L) {
     lua_setfield(L, -2, "total");
     lua_pushinteger(L, (lua_Integer)p.kv_cache_per_position);
     lua_setfield(L, -2, "kv_cache_per_position");
+    lua_pushinteger(L, p.logits_chunk);
+    lua_setfield(L, -2, "logits_chunk");
     push_plan(L, &p);
     lua_setfield(L, -2, "inference");
 

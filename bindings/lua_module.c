@@ -444,6 +444,8 @@ int luaopen_lomo(lua_State *L) {
     lua_setfield(L, -2, "_NAME");
     lua_pushliteral(L, LOMO_LUA_VERSION);
     lua_setfield(L, -2, "version");
+    lua_pushinteger(L, LOMO_LOGITS_CHUNK);
+    lua_setfield(L, -2, "LOGITS_CHUNK");
     const char *dir = getenv("LOMO_PATH");
     if (!dir || !*dir) dir = LOMO_SCRIPTS_DIR;
     lua_pushstring(L, dir);

@@ -432,6 +432,7 @@ typedef struct lomo_plan {
     /* generation (lomo_model_decode): the key/value cache's bytes per position of all B rows,
      * activations memory beyond the above; it grows 256 positions at a time, doubling */
     size_t kv_cache_per_position;
+    int logits_chunk;          /* vocabulary rows of the LM head's logits formed at a time (the options' resolved) */
 } lomo_plan;
 /*
  * Bytes by category for batch B x seq T: inference when oo is NULL, else one

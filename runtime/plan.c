@@ -91,6 +91,7 @@ static lomo_status plan_on(lomo_ctx *ctx, const lomo_backend *be, const lomo_lla
     out->total = out->weights + out->activations + out->gradients + out->optimizer + out->scratch;
     out->kv_cache_per_position = 2 * L * (size_t)B * (size_t)cfg->num_key_value_heads * (C / cfg->num_attention_heads) *
                                  sizeof(float);
+    out->logits_chunk = model_logits_chunk(&m);
     free(m.params);
     return LOMO_OK;
 }

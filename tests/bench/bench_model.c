@@ -14,10 +14,14 @@
  *   bench_model [--hidden 768 --layers 12 --heads 12 --kv-heads 12 --ffn 2048
  *                --vocab 32000 --tied 0 --seq 256 --batch 2 --threads 2 --steps 5
  *                --dtypes f32,bf16 --ckpt 0,1
- *                --modes forward,fwdbwd,lomo,lomo-clip,adalomo,sgd,adamw --profile 0]
+ *                --modes forward,fwdbwd,lomo,lomo-clip,adalomo,sgd,adamw --profile 0
+ *                --logits-chunk 0]
  *
  * --ckpt lists checkpointing modes (lomo_checkpointing: 0 off, 1 blocks, 2 keep attention), run in
  * that order (repeat them, 1,2,1,2, to alternate on a noisy machine).
+ *
+ * --logits-chunk N: the LM head's vocabulary rows at a time (lomo_model_options.logits_chunk;
+ * 0, the default: 8192 under checkpointing, the whole vocabulary without).
  *
  * --profile 1: after the timed steps each row runs one more with the op
  * profile on (lomo_profile_enable) and prints where its time went.
@@ -34,6 +38,7 @@
 typedef struct opts {
     lomo_llama_config cfg;
     int B, T, threads, steps, profile;
+    int logits_chunk;     /* lomo_model_options.logits_chunk */
     lomo_dtype dtype;
 } opts;
 
@@ -83,7 +88,7 @@ static void run_mode(const opts *o, const char *mode, int ckpt, row *r) {
     lomo_ctx_options co = {.num_threads = o->threads};
     if (lomo_ctx_create(&ctx, &co)) return;
     lomo_model *m = NULL;
-    lomo_model_options mo = {.dtype = o->dtype, .checkpointing = ckpt, .seed = 42};
+    lomo_model_options mo = {.dtype = o->dtype, .checkpointing = ckpt, .seed = 42, .logits_chunk = o->logits_chunk};
     if (lomo_model_create(&m, ctx, &o->cfg, &mo)) {
         fprintf(stderr, "%s\n", lomo_last_error(ctx));
         lomo_ctx_destroy(ctx);
@@ -217,6 +222,7 @@ int main(int argc, char **argv) {
     o.threads = arg_int(argc, argv, "--threads", 2);
     o.steps = arg_int(argc, argv, "--steps", 5);
     o.profile = arg_int(argc, argv, "--profile", 0);
+    o.logits_chunk = arg_int(argc, argv, "--logits-chunk", 0);
     const char *dtypes = arg_str(argc, argv, "--dtypes", "f32");
     const char *ckpts = arg_str(argc, argv, "--ckpt", "0,1");
     const char *modes = arg_str(argc, argv, "--modes", "forward,fwdbwd");
@@ -234,9 +240,10 @@ int main(int argc, char **argv) {
     size_t matmul_w = c->num_hidden_layers * (2 * C * C + 2 * C * kvd + 3 * C * F) + V * C;
     size_t all_w = matmul_w + (c->tie_word_embeddings ? 0 : V * C) + (2 * c->num_hidden_layers + 1) * C;
     double ff = forward_flops(&o, matmul_w);
-    printf("shape: hidden %d, layers %d, heads %d/%d kv, ffn %d, vocab %d%s, seq %d, batch %d, %d threads\n",
-           c->hidden_size, c->num_hidden_layers, c->num_attention_heads, c->num_key_value_heads,
-           c->intermediate_size, c->vocab_size, c->tie_word_embeddings ? " (tied)" : "", o.T, o.B, o.threads);
+    printf("shape: hidden %d, layers %d, heads %d/%d kv, ffn %d, vocab %d%s, seq %d, batch %d, %d threads, "
+           "logits chunk %d\n", c->hidden_size, c->num_hidden_layers, c->num_attention_heads, c->num_key_value_heads,
+           c->intermediate_size, c->vocab_size, c->tie_word_embeddings ? " (tied)" : "", o.T, o.B, o.threads,
+           o.logits_chunk);
     printf("parameters: %zu; forward %.2f GFLOP per step (training rows count 3x)\n", all_w, ff / 1e9);
     printf("%-9s %-4s %4s %8s %8s %8s %8s %8s %9s %9s %8s %9s %8s %8s\n", "mode", "dtype", "ckpt", "weights", "activ",
            "grads", "optim", "scratch", "acct-peak", "peak-RSS", "step-ms", "tokens/s", "GFLOP/s", "loss");

@@ -569,6 +569,7 @@ typedef struct step_case {
     int checkpointing;
     float lr;
     int tied;               /* the LM head shares the embedding (its gradient in two parts, on_tied) */
+    int logits_chunk;       /* the head's vocabulary rows at a time (lomo_model_options); 0: the default */
 } step_case;
 
 /* The small model of the step cases. */
@@ -594,7 +595,8 @@ static int train_on(const char *device, const step_case *sc, float *losses, floa
         snprintf(err, errn, "context");
         return 1;
     }
-    lomo_model_options mo = {.dtype = sc->dtype, .checkpointing = sc->checkpointing, .seed = 7};
+    lomo_model_options mo = {.dtype = sc->dtype, .checkpointing = sc->checkpointing, .seed = 7,
+                             .logits_chunk = sc->logits_chunk};
     lomo_optim_options oo;
     lomo_optim_options_default(&oo, sc->kind);
     oo.clip_grad_norm = sc->clip_norm;
@@ -688,7 +690,7 @@ static void test_plan_without_gpu(void) {
 /* On the GPU too, keeping attention outputs changes nothing: the same losses and weights, bit for bit,
  * as recomputing attention (the kernels are deterministic, and the skipped forward wrote the same). */
 static void test_keep_attention_same(void) {
-    step_case sc = {"keep attention", LOMO_OPTIM_LOMO, LOMO_BF16, 1.0f, LOMO_CHECKPOINT_BLOCKS, 0.05f, 0};
+    step_case sc = {"keep attention", LOMO_OPTIM_LOMO, LOMO_BF16, 1.0f, LOMO_CHECKPOINT_BLOCKS, 0.05f, 0, 0};
     float losses[2][STEPS];
     float *weights[2] = {0};
     size_t nw[2] = {0, 0};
@@ -871,20 +873,25 @@ int main(void) {
     test_optimizer_ops();
     check_device_error("optimizer ops");
     const step_case cases[] = {
-        {"lomo f32", LOMO_OPTIM_LOMO, LOMO_F32, 0, 0, 0.05f, 0},
-        {"lomo f32 checkpointing", LOMO_OPTIM_LOMO, LOMO_F32, 0, 1, 0.05f, 0},
-        {"lomo f32 clip-norm 1", LOMO_OPTIM_LOMO, LOMO_F32, 1.0f, 0, 0.05f, 0},
-        {"adalomo f32", LOMO_OPTIM_ADALOMO, LOMO_F32, 0, 0, 1e-3f, 0},
-        {"lomo bf16", LOMO_OPTIM_LOMO, LOMO_BF16, 0, 1, 0.05f, 0},
-        {"lomo bf16 clip-norm 1", LOMO_OPTIM_LOMO, LOMO_BF16, 1.0f, 1, 0.05f, 0},
-        {"adalomo bf16", LOMO_OPTIM_ADALOMO, LOMO_BF16, 0, 1, 1e-3f, 0},
-        {"lomo f16 loss scaling", LOMO_OPTIM_LOMO, LOMO_F16, 0, 1, 0.05f, 0},
+        {"lomo f32", LOMO_OPTIM_LOMO, LOMO_F32, 0, 0, 0.05f, 0, 0},
+        {"lomo f32 checkpointing", LOMO_OPTIM_LOMO, LOMO_F32, 0, 1, 0.05f, 0, 0},
+        {"lomo f32 clip-norm 1", LOMO_OPTIM_LOMO, LOMO_F32, 1.0f, 0, 0.05f, 0, 0},
+        {"adalomo f32", LOMO_OPTIM_ADALOMO, LOMO_F32, 0, 0, 1e-3f, 0, 0},
+        {"lomo bf16", LOMO_OPTIM_LOMO, LOMO_BF16, 0, 1, 0.05f, 0, 0},
+        {"lomo bf16 clip-norm 1", LOMO_OPTIM_LOMO, LOMO_BF16, 1.0f, 1, 0.05f, 0, 0},
+        {"adalomo bf16", LOMO_OPTIM_ADALOMO, LOMO_BF16, 0, 1, 1e-3f, 0, 0},
+        {"lomo f16 loss scaling", LOMO_OPTIM_LOMO, LOMO_F16, 0, 1, 0.05f, 0, 0},
         {"lomo bf16 clip-norm 1 keep-attention", LOMO_OPTIM_LOMO, LOMO_BF16, 1.0f, LOMO_CHECKPOINT_KEEP_ATTENTION,
-         0.05f, 0},
-        {"lomo f32 tied", LOMO_OPTIM_LOMO, LOMO_F32, 0, 0, 0.05f, 1},
-        {"lomo f32 tied clip-norm 1", LOMO_OPTIM_LOMO, LOMO_F32, 1.0f, 1, 0.05f, 1},
-        {"lomo bf16 tied clip-norm 1", LOMO_OPTIM_LOMO, LOMO_BF16, 1.0f, 1, 0.05f, 1},
-        {"adalomo bf16 tied (dense)", LOMO_OPTIM_ADALOMO, LOMO_BF16, 0, 1, 1e-3f, 1},
+         0.05f, 0, 0},
+        {"lomo f32 tied", LOMO_OPTIM_LOMO, LOMO_F32, 0, 0, 0.05f, 1, 0},
+        {"lomo f32 tied clip-norm 1", LOMO_OPTIM_LOMO, LOMO_F32, 1.0f, 1, 0.05f, 1, 0},
+        {"lomo bf16 tied clip-norm 1", LOMO_OPTIM_LOMO, LOMO_BF16, 1.0f, 1, 0.05f, 1, 0},
+        {"adalomo bf16 tied (dense)", LOMO_OPTIM_ADALOMO, LOMO_BF16, 0, 1, 1e-3f, 1, 0},
+        /* the LM head a quarter of the vocabulary at a time: chunk by chunk, and whole for adalomo */
+        {"lomo f32 head in chunks", LOMO_OPTIM_LOMO, LOMO_F32, 0, 1, 0.05f, 0, 256},
+        {"lomo bf16 clip-norm 1 head in chunks", LOMO_OPTIM_LOMO, LOMO_BF16, 1.0f, 1, 0.05f, 0, 256},
+        {"lomo bf16 tied clip-norm 1 head in chunks", LOMO_OPTIM_LOMO, LOMO_BF16, 1.0f, 1, 0.05f, 1, 256},
+        {"adalomo bf16 head in chunks (whole)", LOMO_OPTIM_ADALOMO, LOMO_BF16, 0, 1, 1e-3f, 0, 256},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) run_steps(&cases[i]);
     test_keep_attention_same();

@@ -620,6 +620,9 @@ function T.plan_from_config()
   local half = lomo.plan{config = CFG, seq = 8, batch = 2, logits_chunk = 16}.lomo.activations
   eq(whole - half, 2 * 8 * 16 * 4, "16 of 32 vocabulary rows of logits for 16 positions")
   eq(off, whole, "without checkpointing the logits are whole")
+  eq(lomo.plan{config = CFG, seq = 8, batch = 2, logits_chunk = 16}.logits_chunk, 16, "the plan's chunk")
+  eq(lomo.plan{config = CFG, seq = 8, checkpointing = true}.logits_chunk, 32, "at most the vocabulary")
+  eq(lomo.LOGITS_CHUNK, 8192, "the default chunk under checkpointing")
   fails(lomo.plan, "field 'logits_chunk' must be 0 (automatic) or a number of vocabulary rows, got -1",
         {config = CFG, seq = 8, logits_chunk = -1})
 end
