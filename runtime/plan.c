@@ -82,7 +82,8 @@ static lomo_status plan_on(lomo_ctx *ctx, const lomo_backend *be, const lomo_lla
             /* the recorded pass, and the Gram matrices of the norm */
             out->activations += (2 * L + 1) * (BT * C + C) * sizeof(float);
             if (oo->norm_method != LOMO_NORM_FORM_GRAD) out->scratch += 2 * BT * BT * sizeof(float);
-            /* a tied head's norm, TIED_CHUNK gradient rows at a time (optim_hooks.c reserve_tied) */
+            /* a tied head's norm formed (FORM_GRAD, or AUTO's timing), TIED_CHUNK gradient rows at a time
+             * (optim_hooks.c reserve_tied) */
             size_t k = V < TIED_CHUNK ? V : TIED_CHUNK;
             if (cfg->tie_word_embeddings && split_tied && oo->norm_method != LOMO_NORM_GRAM)
                 out->scratch += (BT + C) * k * sizeof(float) + k * sizeof(int32_t);
