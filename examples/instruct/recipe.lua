@@ -35,7 +35,7 @@ return function(cfg)
   -- the training fields are checked before the model loads and generates
   local batch, epochs = int_field(cfg, "batch", 4, 1), int_field(cfg, "epochs", 1, 1)
   local steps = cfg.steps and int_field(cfg, "steps", nil, 1)
-  local checkpointing = util.checkpointing(cfg.checkpointing, "checkpointing")
+  local model_opts = util.model_options(cfg)
   local gen = cfg.generate or {}
 
   -- each record as the conversation it is
@@ -65,7 +65,7 @@ return function(cfg)
   local train_rows, held_rows = data.split(records, {eval = n_held, seed = seed})
 
   local ctx = util.context(cfg)
-  local m = lomo.load(ctx, model_path, {dtype = cfg.dtype or "f32", checkpointing = checkpointing})
+  local m = lomo.load(ctx, model_path, model_opts)
   local tok = lomo.tokenizer(model_path)
 
   local function example(messages)

@@ -48,7 +48,8 @@ return function(cfg)
   local steps = posint(cfg.steps, "steps")
   if type(cfg.model) ~= "table" then error("recipe.yaml: model must be a table of HF config fields", 0) end
   if cfg.model.vocab_size ~= 256 then error("recipe.yaml: model.vocab_size must be 256 (byte tokens)", 0) end
-  local checkpointing = util.checkpointing(cfg.checkpointing, "checkpointing")
+  local model_opts = util.model_options(cfg)
+  model_opts.seed = seed
 
   local path = path_of(cfg.text)
   local f, err = io.open(path, "rb")
@@ -65,7 +66,7 @@ return function(cfg)
   local held = data.chunk(held_ids, T)
 
   local ctx = util.context(cfg)
-  local m = lomo.model(ctx, cfg.model, {dtype = cfg.dtype or "f32", checkpointing = checkpointing, seed = seed})
+  local m = lomo.model(ctx, cfg.model, model_opts)
   local n_params = 0
   for _, p in ipairs(m:params()) do n_params = n_params + p.numel end
   print(string.format("a %.2fM-parameter model; %d training bytes in %d rows of %d, %d held-out bytes",

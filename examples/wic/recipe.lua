@@ -115,14 +115,14 @@ return function(cfg)
   local eval_batch = need(cfg, "eval.batch", "integer")
   local lr = need(cfg, "optim.lr", "number")
   local model_path = path_of(need(cfg, "model.path", "string"))
-  local checkpointing = util.checkpointing(cfg.model.checkpointing, "model.checkpointing")
+  local model_opts = util.model_options(cfg.model, "model.")
   local out_dir = cfg.out_dir and path_of(cfg.out_dir) or nil
 
   local train_rows = read_balanced(path_of(need(cfg, "data.train", "string")), n_train)
   local eval_rows = read_balanced(path_of(need(cfg, "data.heldout", "string")), n_eval)
 
   local ctx = util.context(cfg)
-  local m = lomo.load(ctx, model_path, {dtype = cfg.model.dtype or "f32", checkpointing = checkpointing})
+  local m = lomo.load(ctx, model_path, model_opts)
   local tok = lomo.tokenizer(model_path)
   for i, c in ipairs(choices) do
     local ids = tok:encode(c, {add_special = false})

@@ -140,6 +140,21 @@ function M.checkpointing(v, field)
                       tostring(v)), 0)
 end
 
+-- model_options(t, prefix): a recipe's model settings as lomo.load and lomo.model take them,
+-- checked before anything loads: dtype (default f32), checkpointing (as above) and logits_chunk
+-- (the LM head's vocabulary rows at a time, a whole number; 0 or unset: 8192 under checkpointing,
+-- else all). prefix names where they sit in the recipe ("model." or "").
+function M.model_options(t, prefix)
+  prefix = prefix or ""
+  local chunk = t.logits_chunk
+  if chunk ~= nil and not (math.tointeger(chunk) and chunk >= 0) then
+    error(string.format("recipe.yaml: %slogits_chunk must be a whole number of vocabulary rows (0: automatic), " ..
+                        "got %s", prefix, tostring(chunk)), 0)
+  end
+  return {dtype = t.dtype or "f32", checkpointing = M.checkpointing(t.checkpointing, prefix .. "checkpointing"),
+          logits_chunk = math.tointeger(chunk)}
+end
+
 local UNITS = {[""] = 1, B = 1, KB = 1e3, MB = 1e6, GB = 1e9, TB = 1e12,
                KiB = 2^10, MiB = 2^20, GiB = 2^30, TiB = 2^40}
 

@@ -70,6 +70,9 @@ function T.wic_refuses_bad_settings_by_name()
   refuses("examples/wic/recipe.yaml",
           "recipe.yaml: model.checkpointing must be true, false, off, blocks or keep_attention, got sometimes",
           "model.checkpointing=sometimes", bad_model)
+  refuses("examples/wic/recipe.yaml",
+          "recipe.yaml: model.logits_chunk must be a whole number of vocabulary rows (0: automatic), got -5",
+          "model.logits_chunk=-5", bad_model)
 end
 
 function T.instruct_refuses_bad_settings_by_name()
@@ -113,6 +116,22 @@ function T.pretrain_refuses_bad_settings_by_name()
           "model.vocab_size=300")
   refuses("examples/pretrain/recipe.yaml", "recipe.yaml: checkpointing must be true, false, off, blocks or",
           "checkpointing=attention")
+  refuses("examples/pretrain/recipe.yaml", "recipe.yaml: logits_chunk must be a whole number of vocabulary rows",
+          "logits_chunk=many")
+end
+
+-- pretrain (AdaLomo, a tied head) with the head's logits in chunks of 64 of the 256 byte tokens: the
+-- same held-out bits per byte as with them whole
+function T.pretrain_with_the_head_in_chunks_learns_the_same()
+  local got, dir = {}, check.tmpdir()
+  for _, chunk in ipairs({256, 64}) do
+    local code, out = run("examples/pretrain/recipe.yaml", "steps=3", "checkpointing=true", "logits_chunk=" .. chunk,
+                          "progress=off", "save_model=false", "out_dir=" .. dir)
+    got[#got + 1] = out:match("held%-out bits per byte (%S+ %-> %S+)")
+    check.truthy(code == 0 and got[#got], "pretrain, logits_chunk " .. chunk .. ":\n" .. out)
+  end
+  check.rmtree(dir)
+  check.eq(got[2], got[1], "held-out bits per byte, in chunks and whole")
 end
 
 function T.overrides_that_cannot_be_applied_are_named()
