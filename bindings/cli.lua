@@ -142,8 +142,10 @@ function M.plan(...)
                              device = opt.device})
   print(("memory plan for %s: batch %d x seq %d, %s weights, checkpointing %s, on %s"):format(
     opt.model, opt.batch, opt.seq, opt.dtype, opt.checkpointing or "off", p.device))
-  print(("the LM head's logits: %s vocabulary rows at a time (--logits-chunk; by default %d under checkpointing, " ..
-         "all without)"):format(p.logits_chunk, lomo.LOGITS_CHUNK))
+  local rows = p.logits_chunk < p.vocab_size and ("%d of the %d vocabulary rows at a time"):format(p.logits_chunk,
+               p.vocab_size) or ("all %d vocabulary rows at once"):format(p.vocab_size)
+  print(("the LM head's logits: %s (--logits-chunk N; by default %d under checkpointing, all without)")
+        :format(rows, lomo.LOGITS_CHUNK))
   local cols = {"weights", "activations", "gradients", "optimizer", "scratch", "total"}
   local line = {("%-10s"):format("")}
   for _, c in ipairs(cols) do line[#line + 1] = ("%12s"):format(c) end

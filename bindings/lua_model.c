@@ -760,7 +760,7 @@ static int l_plan(lua_State *L) {
     lomo_plan p;
     st = lomo_plan_memory_for(ctx, device, &cfg, &mo, NULL, (int)B, (int)T, &p);
     if (st != LOMO_OK) return lomo_lua_fail(L, ctx, st, where);
-    lua_createtable(L, 0, 14);
+    lua_createtable(L, 0, 15);
     lua_pushstring(L, device);
     lua_setfield(L, -2, "device");
     lua_pushinteger(L, (lua_Integer)p.weights);
@@ -775,6 +775,8 @@ static int l_plan(lua_State *L) {
     lua_setfield(L, -2, "kv_cache_per_position");
     lua_pushinteger(L, p.logits_chunk);
     lua_setfield(L, -2, "logits_chunk");
+    lua_pushinteger(L, cfg.vocab_size);
+    lua_setfield(L, -2, "vocab_size");
     push_plan(L, &p);
     lua_setfield(L, -2, "inference");
 

@@ -155,7 +155,10 @@ function T.plan_takes_checkpointing_modes_and_refuses_others()
                true) and not out:find("stack traceback", 1, true), "an unknown mode:\n" .. out)
   -- the LM head's chunk: said, and taken from --logits-chunk (at most the vocabulary)
   code, out = run_program(nil, "plan", config, "--seq", "8", "--logits-chunk", "16")
-  check.truthy(code == 0 and out:find("logits: 16 vocabulary rows at a time", 1, true), "--logits-chunk 16:\n" .. out)
+  check.truthy(code == 0 and out:find("logits: 16 of the 37 vocabulary rows at a time", 1, true),
+               "--logits-chunk 16:\n" .. out)
+  code, out = run_program(nil, "plan", config, "--seq", "8", "--checkpointing")
+  check.truthy(code == 0 and out:find("logits: all 37 vocabulary rows at once", 1, true), "a small vocabulary:\n" .. out)
   code, out = run_program(nil, "plan", config, "--seq", "8", "--logits-chunk", "0")
   check.truthy(code ~= 0 and out:find("--logits-chunk needs a positive integer, got 0", 1, true), "chunk 0:\n" .. out)
 end
