@@ -283,7 +283,10 @@ static int update_linear_block(lomo_optim *o, int p, int row0, int OC, const flo
         return 0;
     }
     /* The head comes first, with only its own checks queued: reading the gate now costs one wait,
-     * and an ungated update reads its [N, V] dout in place, where a gated one would copy it. */
+     * and an ungated update reads its [N, V] dout in place, where a gated one would copy it. A
+     * chunked head reads it once a chunk; no later chunk can find what an earlier one missed: the
+     * step only runs backward on a finite loss, and then every dlogits = dloss * exp(z - lse) is
+     * finite, z <= lse. */
     if (gate && p == param_head(m)) {
         if (optim_gate_raised(o)) return 1;
         gate = NULL;
