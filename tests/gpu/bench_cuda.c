@@ -37,6 +37,9 @@ static const shape SHAPES[] = {
 static FILE *OUT;
 /* the checkpointing mode of the models benchmarked (a lomo_checkpointing; the first tables: blocks) */
 static int CKPT = LOMO_CHECKPOINT_BLOCKS;
+/* the LM head's vocabulary rows at a time (lomo_model_options.logits_chunk; LOMO_BENCH_LOGITS_CHUNK):
+ * 0, the product's default, is 8192 under checkpointing; 32000 keeps the logits whole */
+static int LOGITS_CHUNK = 0;
 static double now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -72,7 +75,7 @@ static double nonembedding_params(const lomo_llama_config *c) {
 
 /* Random weights on the device: the host never draws billions of numbers. */
 static lomo_status random_model(lomo_model **out, lomo_ctx *ctx, const lomo_llama_config *cfg) {
-    lomo_model_options mo = {.dtype = LOMO_BF16, .checkpointing = CKPT};
+    lomo_model_options mo = {.dtype = LOMO_BF16, .checkpointing = CKPT, .logits_chunk = LOGITS_CHUNK};
     lomo_status st = model_create(out, ctx, cfg, &mo, 0);
     if (st) return st;
     lomo_model *m = *out;
@@ -219,7 +222,7 @@ static double plan_gib(const shape *s, int B, int T) {
     lomo_ctx_options co = {.device = "cuda"};
     if (lomo_ctx_create(&ctx, &co)) return 1e9;
     lomo_llama_config cfg = config_of(s, T);
-    lomo_model_options mo = {.dtype = LOMO_BF16, .checkpointing = CKPT};
+    lomo_model_options mo = {.dtype = LOMO_BF16, .checkpointing = CKPT, .logits_chunk = LOGITS_CHUNK};
     lomo_optim_options oo;
     lomo_optim_options_default(&oo, LOMO_OPTIM_LOMO);
     lomo_plan p;
@@ -317,9 +320,11 @@ int main(int argc, char **argv) {
     strftime(date, sizeof date, "%Y-%m-%d", gmtime(&t));
     say("GPU: %s, %.1f GiB (%.1f free), %d SMs; %s\n\n", prop.name, total / 1073741824.0, free0 / 1073741824.0,
         prop.multiProcessorCount, date);
-    const char *att = getenv("LOMO_ATTENTION");
+    const char *att = getenv("LOMO_ATTENTION"), *chunk = getenv("LOMO_BENCH_LOGITS_CHUNK");
+    LOGITS_CHUNK = chunk && *chunk ? atoi(chunk) : 0;
     say("LOMO step (plain SGD fused into backward), bf16 weights, activation checkpointing, random weights; "
-        "attention kernels: %s.\n", att && *att ? att : "default (mma)");
+        "attention kernels: %s; the LM head's logits %d vocabulary rows at a time (0: 8192 under checkpointing).\n",
+        att && *att ? att : "default (mma)", LOGITS_CHUNK);
     say("plan = lomo_plan_memory total; accounted = the runtime's peak; used = cudaMemGetInfo delta "
         "(adds scratch, cuBLAS workspace, CUDA context). forward = one forward with the loss; attention = "
         "the flash-attention kernels' time in one step (two forwards, one backward per layer), timed alone.\n\n");

@@ -12,6 +12,7 @@
 #   tests/gpu/run.sh [results-dir]
 #   LOMO_GPU_BIN=dir tests/gpu/run.sh   # use test_cuda, bench_gemm and bench_cuda already built in dir
 #   LOMO_BENCH_QUICK=1                  # smaller benchmark (batch <= 8)
+#   LOMO_BENCH_LOGITS_CHUNK=32000       # the LM head's logits whole (default: 8192 rows at a time)
 set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 out=${1:-$root/gpu-results}
