@@ -285,7 +285,8 @@ int lomo_model_find_param(const lomo_model *m, const char *name);  /* -1 if abse
 /* Copies f32 values into a parameter, converting to its storage dtype. */
 lomo_status lomo_model_set_param_f32(lomo_model *m, int index, const float *src, size_t n);
 lomo_status lomo_model_get_param_f32(const lomo_model *m, int index, float *dst, size_t n);
-/* Switches activation checkpointing (a lomo_checkpointing); the activations are re-reserved. */
+/* Switches activation checkpointing (a lomo_checkpointing); the activations are re-reserved (with an
+ * automatic logits_chunk, the head's chunk follows: LOMO_LOGITS_CHUNK rows under checkpointing). */
 lomo_status lomo_model_set_checkpointing(lomo_model *m, int mode);
 
 /* Allocates activations for (B, T); forward does this itself when needed. */
