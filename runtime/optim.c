@@ -131,12 +131,16 @@ int optim_splits_tied(const lomo_optim *o) {
     return o->m->cfg.tie_word_embeddings && o->o.kind == LOMO_OPTIM_LOMO && o->o.clip_grad_value <= 0;
 }
 
-/* the largest linear gradient formed at once: a chunked head's is a chunk's rows */
-size_t optim_gscratch_floats(const lomo_model *m) {
+/* The largest linear gradient formed at once: a chunked head's is a chunk's rows, or none for AdaLomo,
+ * which takes it through the model's dense buffer (no on_linear_rows). */
+size_t optim_gscratch_floats(const lomo_model *m, lomo_optim_kind kind) {
+    int chunked = model_logits_chunk(m) < m->cfg.vocab_size;
     size_t n = 0;
     for (int p = 0; p < m->nparams; p++) {
         const param_desc *d = &m->params[p];
-        size_t k = p == param_head(m) ? (size_t)model_logits_chunk(m) * d->shape[1] : d->numel;
+        size_t k = d->numel;
+        if (p == param_head(m) && chunked)
+            k = kind == LOMO_OPTIM_ADALOMO ? 0 : (size_t)model_logits_chunk(m) * d->shape[1];
         if (d->kind == LOMO_PARAM_LINEAR && k > n) n = k;
     }
     return n;
@@ -144,7 +148,7 @@ size_t optim_gscratch_floats(const lomo_model *m) {
 
 lomo_status optim_reserve_gscratch(lomo_optim *o) {
     if (o->gscratch) return LOMO_OK;
-    o->gscratch_bytes = optim_gscratch_floats(o->m) * sizeof(float);
+    o->gscratch_bytes = optim_gscratch_floats(o->m, o->o.kind) * sizeof(float);
     o->gscratch = lomo_dev_alloc(o->ctx, LOMO_MEM_GRADIENTS, o->gscratch_bytes, "linear gradient scratch");
     return o->gscratch ? LOMO_OK : LOMO_ERR_OOM;
 }

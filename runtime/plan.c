@@ -69,7 +69,7 @@ static lomo_status plan_on(lomo_ctx *ctx, const lomo_backend *be, const lomo_lla
         if (!dense && measuring && cfg->tie_word_embeddings && split_tied) out->gradients += BT * C * sizeof(float);
         if (oo->kind == LOMO_OPTIM_ADALOMO || oo->clip_grad_value > 0 ||
             (measuring && oo->norm_method == LOMO_NORM_FORM_GRAD))
-            out->gradients += optim_gscratch_floats(&m) * sizeof(float);
+            out->gradients += optim_gscratch_floats(&m, oo->kind) * sizeof(float);
         for (int p = 0; p < m.nparams; p++) {
             const param_desc *d = &m.params[p];
             if (full) out->gradients += round_up(d->numel, 16) * sizeof(float);

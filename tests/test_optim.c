@@ -437,15 +437,19 @@ static void stop_midway(run *r) {
         }
 }
 
-/* LOMO keeps one dense gradient buffer (embedding-sized) and nothing else. */
+/* LOMO keeps one dense gradient buffer (embedding-sized) and nothing else; AdaLomo one linear-gradient
+ * scratch besides, the largest linear's, or with the head in chunks the largest but the head's (its
+ * gradient goes through the dense buffer). */
 static void gradient_memory(run *r) {
-    for (int mode = 0; mode < 3; mode++) {
+    for (int mode = 0; mode < 6; mode++) {
+        /* two chunks, the first larger than any other linear weight, so a scratch sized for it shows */
+        logits_chunk = mode < 3 ? 0 : (r->cfg.vocab_size - 1) / 16 * 16;
         lomo_ctx *ctx;
         lomo_ctx_create(&ctx, NULL);
         lomo_model *m = model_from(ctx, r, LOMO_F32, 1);
         lomo_optim_options o;
-        lomo_optim_options_default(&o, mode == 2 ? LOMO_OPTIM_ADALOMO : LOMO_OPTIM_LOMO);
-        if (mode == 1) { o.clip_grad_norm = 1.0f; o.norm_method = LOMO_NORM_GRAM; }
+        lomo_optim_options_default(&o, mode % 3 == 2 ? LOMO_OPTIM_ADALOMO : LOMO_OPTIM_LOMO);
+        if (mode % 3 == 1) { o.clip_grad_norm = 1.0f; o.norm_method = LOMO_NORM_GRAM; }
         lomo_optim *opt;
         lomo_optim_create(&opt, m, &o);
         const int32_t *tok = fx_i32(&r->fx, "tokens", 0), *tgt = fx_i32(&r->fx, "targets", 0);
@@ -457,25 +461,29 @@ static void gradient_memory(run *r) {
         for (int p = 0; p < lomo_model_num_params(m); p++) {
             lomo_param_info info;
             lomo_model_param(m, p, &info);
-            if (info.kind == LOMO_PARAM_LINEAR && info.numel > largest_linear) largest_linear = info.numel;
+            int head = strcmp(info.name, "lm_head.weight") == 0;
+            if (info.kind == LOMO_PARAM_LINEAR && info.numel > largest_linear && !(head && logits_chunk))
+                largest_linear = info.numel;
         }
         /* the embedding's gradient is its touched rows (at most B*T) for lomo, a tied head's part
          * kept as its two factors, save its rows at the embedding's for the norm; adalomo needs it dense */
         size_t BT = (size_t)r->B * r->T, Cp = (C + 15) / 16 * 16;
-        int sparse = mode < 2, head_rows = mode == 1 && r->cfg.tie_word_embeddings;
+        int kind = mode % 3, sparse = kind < 2, head_rows = kind == 1 && r->cfg.tie_word_embeddings;
         size_t dense = sparse ? (Cp + (head_rows ? 2 : 1) * BT * C) * sizeof(float) + 3 * BT * sizeof(int32_t)
                               : (Cp + V * C) * sizeof(float);
-        size_t expect = dense + (mode == 2 ? largest_linear * sizeof(float) : 0);
-        printf("gradient memory, %s: peak %zu bytes (embedding+norm buffer %zu), optimizer state %zu, weights %zu\n",
-               mode == 0 ? "lomo" : mode == 1 ? "lomo+clip" : "adalomo", st.peak[LOMO_MEM_GRADIENTS], dense,
+        size_t expect = dense + (kind == 2 ? largest_linear * sizeof(float) : 0);
+        printf("gradient memory, %s%s: peak %zu bytes (embedding+norm buffer %zu), optimizer state %zu, "
+               "weights %zu\n", kind == 0 ? "lomo" : kind == 1 ? "lomo+clip" : "adalomo",
+               logits_chunk ? " (head in chunks)" : "", st.peak[LOMO_MEM_GRADIENTS], dense,
                st.peak[LOMO_MEM_OPTIMIZER], st.peak[LOMO_MEM_WEIGHTS]);
         CHECK(st.peak[LOMO_MEM_GRADIENTS] == expect, "mode %d: gradient peak %zu, expected %zu", mode,
               st.peak[LOMO_MEM_GRADIENTS], expect);
-        if (mode < 2) CHECK(st.peak[LOMO_MEM_OPTIMIZER] == 0, "lomo keeps no optimizer state");
+        if (kind < 2) CHECK(st.peak[LOMO_MEM_OPTIMIZER] == 0, "lomo keeps no optimizer state");
         lomo_optim_destroy(opt);
         lomo_model_destroy(m);
         lomo_ctx_destroy(ctx);
     }
+    logits_chunk = 0;
 }
 
 /*

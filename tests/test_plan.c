@@ -1,18 +1,21 @@
 /*
  * test_plan.c: the memory plan equals what a real step accounts, category by
  * category, for inference and every optimizer, f32 and bf16, for each
- * checkpointing mode, tied and untied; an unknown mode is refused; a CUDA plan
- * made without a GPU.
+ * checkpointing mode, tied and untied, the LM head whole and in vocabulary
+ * chunks; an unknown mode is refused; a CUDA plan made without a GPU.
  */
 #include <stdio.h>
 #include <string.h>
 #include "fixture.h"
 #include "runtime/lomo.h"
 
+/* the LM head's vocabulary rows at a time (lomo_model_options.logits_chunk) of the models checked */
+static int logits_chunk;
+
 static void check(lomo_ctx *ctx, const lomo_llama_config *c, lomo_dtype dt, int ckpt, const lomo_optim_options *oo,
                   const char *what) {
     int B = 2, T = 12;
-    lomo_model_options mo = {.dtype = dt, .checkpointing = ckpt, .seed = 5};
+    lomo_model_options mo = {.dtype = dt, .checkpointing = ckpt, .seed = 5, .logits_chunk = logits_chunk};
     lomo_plan plan;
     CHECK(lomo_plan_memory(ctx, c, &mo, oo, B, T, &plan) == LOMO_OK, "plan: %s", lomo_last_error(ctx));
     lomo_model *m;
@@ -34,9 +37,9 @@ static void check(lomo_ctx *ctx, const lomo_llama_config *c, lomo_dtype dt, int 
     lomo_mem_get_stats(ctx, &st);
     size_t want[LOMO_MEM_COUNT] = {plan.weights, plan.activations, plan.gradients, plan.optimizer, plan.scratch};
     for (int k = 0; k < LOMO_MEM_COUNT; k++)
-        CHECK(st.peak[k] == want[k], "%s (%s, ckpt %d, tied %d): %s planned %zu, accounted %zu", what,
-              lomo_dtype_name(dt), ckpt, c->tie_word_embeddings, lomo_mem_category_name((lomo_mem_category)k),
-              want[k], st.peak[k]);
+        CHECK(st.peak[k] == want[k], "%s (%s, ckpt %d, tied %d, logits chunk %d): %s planned %zu, accounted %zu",
+              what, lomo_dtype_name(dt), ckpt, c->tie_word_embeddings, logits_chunk,
+              lomo_mem_category_name((lomo_mem_category)k), want[k], st.peak[k]);
     CHECK(plan.total >= st.peak_total, "%s: plan total %zu below the accounted peak %zu", what, plan.total,
           st.peak_total);
     lomo_optim_destroy(opt);
@@ -93,8 +96,10 @@ int main(void) {
     lomo_llama_config c = {.hidden_size = 48, .intermediate_size = 136, .num_hidden_layers = 2,
                            .num_attention_heads = 6, .num_key_value_heads = 2, .vocab_size = 211,
                            .max_position_embeddings = 32, .rms_norm_eps = 1e-6, .rope_theta = 1e4};
-    for (int tied = 0; tied <= 1; tied++) {
-        c.tie_word_embeddings = tied;
+    /* untied and tied, the head whole and in chunks of 48 of the 211 vocabulary rows */
+    for (int run = 0; run < 4; run++) {
+        c.tie_word_embeddings = run % 2;
+        logits_chunk = run / 2 * 48;
         for (int dt = LOMO_F32; dt <= LOMO_BF16; dt++) {
             for (int ckpt = LOMO_CHECKPOINT_OFF; ckpt <= LOMO_CHECKPOINT_KEEP_ATTENTION; ckpt++) {
                 check(ctx, &c, (lomo_dtype)dt, ckpt, NULL, "inference");
