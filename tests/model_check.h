@@ -32,15 +32,21 @@ typedef struct setup {
     const int32_t *tokens, *targets;
 } setup;
 
+/* The fixture file's config and batch, announced; -1 (a failed check) when it cannot be loaded. */
 static inline int load_setup(setup *s, const char *file) {
-    if (fx_load(&s->fx, fx_path(file))) return -1;
-    fixture *fx = &s->fx;
-    fx_llama_config(fx, &s->cfg);
-    s->B = (int)fx_scalar(fx, "batch");
-    s->T = (int)fx_scalar(fx, "seq");
-    s->tokens = fx_i32(fx, "tokens", (size_t)s->B * s->T);
-    s->targets = fx_i32(fx, "targets", (size_t)s->B * s->T);
-    return s->tokens && s->targets ? 0 : -1;
+    printf("== %s\n", file);
+    int ok = fx_load(&s->fx, fx_path(file)) == 0;
+    if (ok) {
+        fixture *fx = &s->fx;
+        fx_llama_config(fx, &s->cfg);
+        s->B = (int)fx_scalar(fx, "batch");
+        s->T = (int)fx_scalar(fx, "seq");
+        s->tokens = fx_i32(fx, "tokens", (size_t)s->B * s->T);
+        s->targets = fx_i32(fx, "targets", (size_t)s->B * s->T);
+        ok = s->tokens && s->targets;
+    }
+    CHECK(ok, "cannot load %s", file);
+    return ok ? 0 : -1;
 }
 
 /* A model of options o with the fixture's weights. */
@@ -97,6 +103,15 @@ static inline size_t compare_grad(const lomo_model *m, setup *s, int p, const fl
     const double *want = fx_f64(&s->fx, name, info.numel);
     if (!want) return 1;
     return fx_compare(name, got, want, info.numel, MODEL_ATOL_REL * fx_max_abs(want, info.numel), MODEL_RTOL);
+}
+
+/* Every parameter's gradient in g against PyTorch's; what names the case in a failure. */
+static inline void check_grads(lomo_model *m, setup *s, const lomo_grads *g, const char *what) {
+    for (int p = 0; p < lomo_model_num_params(m); p++) {
+        lomo_param_info info;
+        lomo_model_param(m, p, &info);
+        CHECK(compare_grad(m, s, p, lomo_grads_get(g, p)) == 0, "%s: gradient of %s differs", what, info.name);
+    }
 }
 
 static inline int bitwise_equal_grads(const lomo_model *m, const lomo_grads *a, const lomo_grads *b, float scale_b) {

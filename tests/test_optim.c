@@ -655,6 +655,44 @@ static void resume(run *r) {
     }
 }
 
+/* A scenario of test_file: its fixture records, the optimizer, the norm method, the checkpointing
+ * mode, and the tied head's norm chunk (0: the engine's own). */
+typedef struct scenario_row {
+    const char *name;
+    lomo_optim_kind kind;
+    lomo_norm_method nm;
+    int ckpt, tied_chunk;
+} scenario_row;
+
+/* a tied head's norm also in chunks of 7 rows: several, the last one short, for the vocabulary and
+ * for the embedding's rows */
+static const scenario_row WHOLE_SCENARIOS[] = {
+    {"sgd", LOMO_OPTIM_LOMO, LOMO_NORM_AUTO, 0, 0},
+    {"sgd", LOMO_OPTIM_SGD, LOMO_NORM_AUTO, 0, 0},
+    {"sgd_wd", LOMO_OPTIM_LOMO, LOMO_NORM_AUTO, 0, 0},
+    {"clip_norm", LOMO_OPTIM_LOMO, LOMO_NORM_GRAM, 0, 0},
+    {"clip_norm", LOMO_OPTIM_LOMO, LOMO_NORM_FORM_GRAD, 1, 0},
+    {"clip_norm", LOMO_OPTIM_LOMO, LOMO_NORM_AUTO, 1, 0},
+    {"clip_norm", LOMO_OPTIM_SGD, LOMO_NORM_AUTO, 0, 0},
+    {"clip_norm", LOMO_OPTIM_LOMO, LOMO_NORM_GRAM, 0, 7},
+    {"clip_norm", LOMO_OPTIM_LOMO, LOMO_NORM_FORM_GRAD, 1, 7},
+    {"clip_value", LOMO_OPTIM_LOMO, LOMO_NORM_AUTO, 0, 0},
+    {"adalomo", LOMO_OPTIM_ADALOMO, LOMO_NORM_AUTO, 0, 0},
+    {"adalomo", LOMO_OPTIM_ADALOMO, LOMO_NORM_AUTO, 1, 0},
+    {"adamw", LOMO_OPTIM_ADAMW, LOMO_NORM_AUTO, 0, 0},
+};
+static const scenario_row CHUNKED_SCENARIOS[] = {
+    {"sgd", LOMO_OPTIM_LOMO, LOMO_NORM_AUTO, 0, 0},
+    {"sgd", LOMO_OPTIM_SGD, LOMO_NORM_AUTO, 1, 0},
+    {"sgd_wd", LOMO_OPTIM_LOMO, LOMO_NORM_AUTO, 1, 0},
+    {"clip_norm", LOMO_OPTIM_LOMO, LOMO_NORM_GRAM, 0, 0},
+    {"clip_norm", LOMO_OPTIM_LOMO, LOMO_NORM_FORM_GRAD, 1, 0},
+    {"clip_norm", LOMO_OPTIM_LOMO, LOMO_NORM_AUTO, 2, 0},
+    {"clip_norm", LOMO_OPTIM_LOMO, LOMO_NORM_FORM_GRAD, 1, 7},
+    {"clip_value", LOMO_OPTIM_LOMO, LOMO_NORM_AUTO, 1, 0},
+    {"adalomo", LOMO_OPTIM_ADALOMO, LOMO_NORM_AUTO, 1, 0},
+};
+
 static void test_file(const char *file) {
     printf("== %s\n", file);
     run r;
@@ -662,39 +700,20 @@ static void test_file(const char *file) {
         CHECK(0, "cannot load %s", file);
         return;
     }
-    scenario(&r, file, "sgd", LOMO_OPTIM_LOMO, LOMO_NORM_AUTO, 0);
-    scenario(&r, file, "sgd", LOMO_OPTIM_SGD, LOMO_NORM_AUTO, 0);
-    scenario(&r, file, "sgd_wd", LOMO_OPTIM_LOMO, LOMO_NORM_AUTO, 0);
-    scenario(&r, file, "clip_norm", LOMO_OPTIM_LOMO, LOMO_NORM_GRAM, 0);
-    scenario(&r, file, "clip_norm", LOMO_OPTIM_LOMO, LOMO_NORM_FORM_GRAD, 1);
-    scenario(&r, file, "clip_norm", LOMO_OPTIM_LOMO, LOMO_NORM_AUTO, 1);
-    scenario(&r, file, "clip_norm", LOMO_OPTIM_SGD, LOMO_NORM_AUTO, 0);
-    /* a tied head's norm in chunks of 7 rows: several, the last one short, for the vocabulary and
-     * for the embedding's rows */
-    tied_chunk = 7;
-    scenario(&r, file, "clip_norm", LOMO_OPTIM_LOMO, LOMO_NORM_GRAM, 0);
-    scenario(&r, file, "clip_norm", LOMO_OPTIM_LOMO, LOMO_NORM_FORM_GRAD, 1);
-    tied_chunk = 0;
-    scenario(&r, file, "clip_value", LOMO_OPTIM_LOMO, LOMO_NORM_AUTO, 0);
-    scenario(&r, file, "adalomo", LOMO_OPTIM_ADALOMO, LOMO_NORM_AUTO, 0);
-    scenario(&r, file, "adalomo", LOMO_OPTIM_ADALOMO, LOMO_NORM_AUTO, 1);
-    scenario(&r, file, "adamw", LOMO_OPTIM_ADAMW, LOMO_NORM_AUTO, 0);
-    /* the LM head in vocabulary chunks of 16 rows: its gradient a chunk at a time (adalomo: formed
-     * whole), a tied head's norm through its rows at the embedding's tokens */
-    logits_chunk = 16;
-    CHECK(r.cfg.vocab_size > 2 * logits_chunk && r.cfg.vocab_size % logits_chunk, "%s: vocabulary %d", file,
-          r.cfg.vocab_size);
-    scenario(&r, file, "sgd", LOMO_OPTIM_LOMO, LOMO_NORM_AUTO, 0);
-    scenario(&r, file, "sgd", LOMO_OPTIM_SGD, LOMO_NORM_AUTO, 1);
-    scenario(&r, file, "sgd_wd", LOMO_OPTIM_LOMO, LOMO_NORM_AUTO, 1);
-    scenario(&r, file, "clip_norm", LOMO_OPTIM_LOMO, LOMO_NORM_GRAM, 0);
-    scenario(&r, file, "clip_norm", LOMO_OPTIM_LOMO, LOMO_NORM_FORM_GRAD, 1);
-    scenario(&r, file, "clip_norm", LOMO_OPTIM_LOMO, LOMO_NORM_AUTO, 2);
-    tied_chunk = 7;
-    scenario(&r, file, "clip_norm", LOMO_OPTIM_LOMO, LOMO_NORM_FORM_GRAD, 1);
-    tied_chunk = 0;
-    scenario(&r, file, "clip_value", LOMO_OPTIM_LOMO, LOMO_NORM_AUTO, 1);
-    scenario(&r, file, "adalomo", LOMO_OPTIM_ADALOMO, LOMO_NORM_AUTO, 1);
+    /* the LM head whole, then in vocabulary chunks of 16 rows: its gradient a chunk at a time (adalomo:
+     * formed whole), a tied head's norm through its rows at the embedding's tokens */
+    for (int chunked = 0; chunked <= 1; chunked++) {
+        logits_chunk = chunked ? 16 : 0;
+        CHECK(!chunked || (r.cfg.vocab_size > 2 * logits_chunk && r.cfg.vocab_size % logits_chunk),
+              "%s: vocabulary %d", file, r.cfg.vocab_size);
+        const scenario_row *rows = chunked ? CHUNKED_SCENARIOS : WHOLE_SCENARIOS;
+        size_t n = chunked ? sizeof CHUNKED_SCENARIOS / sizeof *rows : sizeof WHOLE_SCENARIOS / sizeof *rows;
+        for (size_t i = 0; i < n; i++) {
+            tied_chunk = rows[i].tied_chunk;
+            scenario(&r, file, rows[i].name, rows[i].kind, rows[i].nm, rows[i].ckpt);
+        }
+        tied_chunk = 0;
+    }
     logits_chunk = 0;
     cross_checks(&r, file);
     loss_scaler(&r);
