@@ -51,12 +51,17 @@ static double grad_sumsq(lomo_optim *o, const float *g, size_t n) {
     return s;
 }
 
-/* w_p -= lr * (prepared g), g [numel] the materialized gradient; skipped while gate (NULL: none) is raised */
-static void sgd_update(lomo_optim *o, int p, const float *g, const int *gate) {
-    const param_desc *d = &o->m->params[p];
+/* w [n] (weights in storage) -= lr * (prepared g [n]), rounding seed sr_seed; skipped while gate (NULL:
+ * none) is raised */
+static void sgd_update_at(lomo_optim *o, void *w, const float *g, size_t n, uint64_t sr_seed, const int *gate) {
     LOMO_TIMED(o->ctx, LOMO_OP_OPTIMIZER, 0,
-               o->be->sgd_update(param_ptr(o->m, p), o->m->dtype, g, d->numel, o->lr, o->o.weight_decay, o->gscale,
-                                 o->o.clip_grad_value, o->coef, optim_sr_seed(o, p), gate));
+               o->be->sgd_update(w, o->m->dtype, g, n, o->lr, o->o.weight_decay, o->gscale, o->o.clip_grad_value,
+                                 o->coef, sr_seed, gate));
+}
+
+/* all of p from its materialized gradient g [numel] */
+static void sgd_update(lomo_optim *o, int p, const float *g, const int *gate) {
+    sgd_update_at(o, param_ptr(o->m, p), g, o->m->params[p].numel, optim_sr_seed(o, p), gate);
 }
 
 /* dW = dout^T inp into the scratch; [OC, IC] */
@@ -277,9 +282,7 @@ static int update_linear_block(lomo_optim *o, int p, int row0, int OC, const flo
         if (optim_reserve_gscratch(o)) return out_of_memory(o);
         float *g = form_linear_grad(o, IC, OC, dout, inp, BT);
         if (o->o.kind == LOMO_OPTIM_ADALOMO) return apply_grad(o, p, g);   /* AdaLomo: whole tensors only */
-        LOMO_TIMED(o->ctx, LOMO_OP_OPTIMIZER, 0,
-                   o->be->sgd_update(w, m->dtype, g, (size_t)OC * IC, o->lr, o->o.weight_decay, o->gscale,
-                                     o->o.clip_grad_value, o->coef, seed, gate));
+        sgd_update_at(o, w, g, (size_t)OC * IC, seed, gate);
         return 0;
     }
     /* The head comes first, with only its own checks queued: reading the gate now costs one wait,
