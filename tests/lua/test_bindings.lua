@@ -641,6 +641,8 @@ function T.logits_chunk_trains_the_same()
   for s = 1, 3 do near(losses[3 + s], losses[s], 1e-5, "step " .. s .. " loss, chunked vs whole") end
   truthy(losses[3] < losses[1], "it trains")
   fails(lomo.model, "field 'logits_chunk' must be an integer", ctx, CFG, {logits_chunk = 1.5})
+  fails(lomo.model, "field 'logits_chunk' must be 0 (automatic) or a number of vocabulary rows, got 1099511627776",
+        ctx, CFG, {logits_chunk = 1 << 40})
 end
 
 -- Each checkpointing mode gives the same loss and weights, bit for bit, and can be switched on a live model.

@@ -38,6 +38,24 @@ function T.sizes_in_bytes_or_with_a_unit()
   end
 end
 
+-- a recipe's model settings: defaults, each field passed on, a bad one named with its place
+function T.model_options_checks_before_anything_loads()
+  local o = util.model_options({})
+  check.eq(o.dtype, "f32")
+  check.eq(o.checkpointing, nil)
+  check.eq(o.logits_chunk, nil)
+  o = util.model_options({dtype = "bf16", checkpointing = "keep_attention", logits_chunk = 4096.0}, "model.")
+  check.eq(o.dtype, "bf16")
+  check.eq(o.checkpointing, "keep_attention")
+  check.eq(math.type(o.logits_chunk), "integer")
+  check.eq(o.logits_chunk, 4096)
+  for _, bad in ipairs{-1, 2.5, "many"} do
+    local ok, err = pcall(util.model_options, {logits_chunk = bad}, "model.")
+    check.truthy(not ok and tostring(err):find("recipe.yaml: model.logits_chunk must be a whole number", 1, true),
+                 tostring(err))
+  end
+end
+
 function T.a_recipe_context_takes_threads_device_and_memory_limit()
   local lomo = check.lomo()
   if not lomo then return end   -- the runner has said the bindings are absent
