@@ -130,7 +130,8 @@ static void usage(FILE *f) {
             "       lomo --version | --help\n"
             "Without arguments, lomo opens a REPL (help(lomo) lists the API) or runs stdin.\n"
             "Environment: LOMO_DEVICE (cpu | cuda, the default device), LOMO_PATH (the recipe library, for\n"
-            "an installed lomo), LOMO_TRACEBACK=1 (a traceback with every error), OMP_NUM_THREADS.\n");
+            "an installed lomo), LOMO_CUDA_MODULE (the CUDA backend's liblomo_cuda.so, when moved),\n"
+            "LOMO_TRACEBACK=1 (a traceback with every error), OMP_NUM_THREADS.\n");
 }
 
 /* arg table as lua.c builds it: arg[0] = script, arg[1..] = its arguments, arg[-1] = program */

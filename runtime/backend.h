@@ -225,9 +225,15 @@ typedef struct lomo_backend {
 
 const lomo_backend *lomo_backend_cpu(void);
 #ifdef LOMO_HAVE_CUDA
-/* The CUDA backend, or NULL with the reason in why[] when no usable device is there. */
+/* The CUDA backend, opened from its module on first use (cuda_loader.c), or NULL with the reason in
+ * why[] when the module, the driver or a usable device is not there. */
 const lomo_backend *lomo_backend_cuda(char *why, size_t why_len);
 #endif
+/* The CUDA module's one exported function: its backend, or NULL with the reason in why[]. abi is
+ * the caller's digest of this header (LOMO_BACKEND_ABI); a module built with another is refused
+ * before it touches the GPU. */
+#define LOMO_CUDA_MODULE_ENTRY "lomo_cuda_module_open"
+typedef const lomo_backend *(*lomo_cuda_module_open_fn)(const char *abi, char *why, size_t why_len);
 
 #ifdef __cplusplus
 }

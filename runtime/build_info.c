@@ -11,7 +11,7 @@ void lomo_build_info(char *out, size_t n) {
     int par = openblas_get_parallel();
     const char *threads = par == 2 ? "OpenMP threads" : par == 1 ? "pthreads, beside OpenMP: slower" : "single-threaded";
 #ifdef LOMO_HAVE_CUDA
-    const char *cuda = "built";
+    const char *cuda = "built (" LOMO_CUDA_MODULE_NAME ", opened when a context asks for the GPU)";
 #else
     const char *cuda = "not built";
 #endif

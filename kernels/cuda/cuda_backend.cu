@@ -257,7 +257,15 @@ static const lomo_backend cuda_backend = {
     .fill_uniform = WRITES(cuda_fill_uniform),
 };
 
-extern "C" const lomo_backend *lomo_backend_cuda(char *why, size_t why_len) {
+/* the module's entry (backend.h): the runtime's cuda_loader.c finds it by name */
+extern "C" __attribute__((visibility("default"))) const lomo_backend *lomo_cuda_module_open(const char *abi, char *why,
+                                                                                            size_t why_len) {
+    if (!abi || strcmp(abi, LOMO_BACKEND_ABI) != 0) {
+        if (why && why_len)
+            snprintf(why, why_len, "built against another backend.h (digest %s; the runtime's is %s): rebuild lomo",
+                     LOMO_BACKEND_ABI, abi ? abi : "none");
+        return NULL;
+    }
     pthread_once(&S.once, init_once);
     if (!S.usable) {
         if (why && why_len) snprintf(why, why_len, "%s", S.why);

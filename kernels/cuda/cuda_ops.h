@@ -17,6 +17,9 @@
 extern "C" {
 #endif
 
+/* bytes of one element of a storage dtype (the module resolves nothing from the runtime) */
+static inline size_t cuda_dtype_bytes(lomo_dtype dt) { return dt == LOMO_F32 ? 4 : 2; }
+
 /* ---- shared state (cuda_backend.cu) ---- */
 cudaStream_t cuda_stream(void);
 cublasHandle_t cuda_blas(void);

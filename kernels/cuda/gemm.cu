@@ -104,7 +104,7 @@ void cuda_linear_update(void *w, lomo_dtype dt, float *wbuf, const float *dout, 
     const void *g = cuda_gemm_operand(dt, dout, (size_t)BT * OC, gate, NULL);
     const void *x = g ? cuda_gemm_operand(dt, inp, (size_t)BT * IC, gate, g) : NULL;
     if (!g || !x) return;
-    cuda_operands_forget_range(w, (size_t)OC * IC * lomo_dtype_size(dt));
+    cuda_operands_forget_range(w, (size_t)OC * IC * cuda_dtype_bytes(dt));
     cudaDataType_t t = cuda_type(dt);
     if (!sr_seed || dt == LOMO_F32) {
         /* C is the weight itself: f32 accumulation, one rounding to nearest */

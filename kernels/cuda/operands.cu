@@ -92,7 +92,7 @@ void cuda_operands_forget_range(const void *p, size_t bytes) {
 
 const void *cuda_gemm_operand(lomo_dtype dt, const float *src, size_t n, const int *gate, const void *keep) {
     if (dt == LOMO_F32 && !gate) return src;
-    size_t bytes = n * (dt == LOMO_F32 ? 4 : 2);
+    size_t bytes = n * cuda_dtype_bytes(dt);
     for (int i = 0; i < OPERAND_SLOTS; i++) {
         if (K[i].src != src || K[i].n != n || K[i].dt != dt) continue;
         void *buf = cuda_scratch(i, bytes);   /* holds at least bytes: the same buffer */

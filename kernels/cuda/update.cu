@@ -285,8 +285,6 @@ __global__ void fill_uniform_kernel(void *w, lomo_dtype dt, size_t n, uint64_t s
 
 /* ---- host side ---- */
 
-static inline size_t dtype_bytes(lomo_dtype dt) { return dt == LOMO_F32 ? 4 : 2; }
-
 static unsigned grid_for(size_t n) { return cuda_blocks(n, THREADS); }
 static unsigned grid_rows(size_t rows) { return (unsigned)(rows < 65536 ? rows : 65536); }
 
@@ -353,7 +351,7 @@ void cuda_upload_f32(void *out, lomo_dtype dt, const float *src_host, size_t n) 
         if (!cuda_ok(cudaMemcpyAsync(stage, src_host + i0, m * sizeof(float), cudaMemcpyHostToDevice, st),
                      "upload_f32: copy"))
             return;
-        round_kernel<<<grid_for(m), THREADS, 0, st>>>((char *)out + i0 * dtype_bytes(dt), dt, stage, m, 0, NULL);
+        round_kernel<<<grid_for(m), THREADS, 0, st>>>((char *)out + i0 * cuda_dtype_bytes(dt), dt, stage, m, 0, NULL);
         if (!CUDA_LAUNCHED("upload_f32: round_kernel")) return;
     }
     cuda_ok(cudaStreamSynchronize(st), "upload_f32: synchronize");
@@ -373,7 +371,7 @@ void cuda_download_f32(float *out_host, const void *src, lomo_dtype dt, size_t n
     if (!stage) return;
     for (size_t i0 = 0; i0 < n; i0 += chunk) {
         size_t m = n - i0 < chunk ? n - i0 : chunk;
-        to_f32_kernel<<<grid_for(m), THREADS, 0, st>>>(stage, (const char *)src + i0 * dtype_bytes(dt), dt, m);
+        to_f32_kernel<<<grid_for(m), THREADS, 0, st>>>(stage, (const char *)src + i0 * cuda_dtype_bytes(dt), dt, m);
         if (!CUDA_LAUNCHED("download_f32: to_f32_kernel")) return;
         if (!cuda_ok(cudaMemcpyAsync(out_host + i0, stage, m * sizeof(float), cudaMemcpyDeviceToHost, st),
                      "download_f32: copy"))
