@@ -71,6 +71,12 @@ void cuda_crossentropy_backward(float *dlogits, const float *logits, const float
  * other operand); all zeros while gate (NULL: none) is raised. NULL on failure.
  */
 const void *cuda_gemm_operand(lomo_dtype dt, const float *src, size_t n, const int *gate, const void *keep);
+/*
+ * check_finite (backend.h) of src [n] when src is a kept operand's source: the
+ * gate raised from what its rounding noted, one word read instead of n floats.
+ * 1 if queued so, 0 if src is not kept (the caller reads it).
+ */
+int cuda_operand_check(int *gate, const float *src, size_t n, int tag);
 /* device memory may have been written: nothing kept is reused */
 void cuda_operands_forget(void);
 /* bytes at p were written: what was rounded from there is not reused */

@@ -388,7 +388,7 @@ void cuda_check_finite(int *gate, const float *x, size_t n, int tag) {
         CUDA_LAUNCHED("raise_gate_kernel");
         return;
     }
-    if (n == 0) return;
+    if (n == 0 || cuda_operand_check(gate, x, n, tag)) return;
     check_finite_kernel<<<grid_for((n + 3) / 4), THREADS, 0, cuda_stream()>>>(gate, x, n, tag);
     CUDA_LAUNCHED("check_finite_kernel");
 }

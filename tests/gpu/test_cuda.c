@@ -411,6 +411,47 @@ static void test_matmul(void) {
 }
 
 /* dt: f32 runs the f32 kernels; bf16/f16 the tensor-core kernels where they exist (hd 64, 128) */
+/*
+ * check_finite of a source a 16-bit GEMM has just rounded reads what the rounding noted
+ * (operands.cu) instead of the tensor: the same verdict as reading it, for finite data, a NaN,
+ * an inf, a stale note from the slot's earlier rounding and a gate already raised.
+ */
+static void test_operand_checks(void) {
+    int BT = 24, IC = 40, OC = 16;
+    size_t nx = (size_t)BT * IC, nw = (size_t)OC * IC;
+    float *x = hrand(nx, 1.0f), *wf = hrand(nw, 0.5f), bad = NAN, inf = INFINITY;
+    uint16_t *w = malloc(nw * 2);
+    CPU->from_f32(w, LOMO_BF16, wf, nw);
+    void *dw = dup_dev(w, nw * 2);
+    float *dx = dup_dev(x, nx * 4), *dx2 = dup_dev(x, nx * 4), *dout = GPU->alloc((size_t)BT * OC * 4);
+    int *gate = GPU->alloc(sizeof(int));
+    GPU->memset0(gate, sizeof(int));
+    GPU->matmul_forward(dout, dx, dw, LOMO_BF16, NULL, BT, IC, OC);   /* rounds dx and keeps it */
+    GPU->check_finite(gate, dx, nx, 2);
+    check("a kept operand's finite source leaves the gate down", GPU->gate_read(gate) == 0, NULL);
+    GPU->to_device(dx + nx - 1, &bad, 4);   /* a write: dx is rounded again by the next GEMM */
+    GPU->matmul_forward(dout, dx, dw, LOMO_BF16, NULL, BT, IC, OC);
+    GPU->check_finite(gate, dx, nx, 2);
+    check("a kept operand's NaN (last element) raises the gate with its tag", GPU->gate_read(gate) == 3, NULL);
+    GPU->check_finite(gate, dx, nx, 6);
+    check("a raised gate keeps the first tag", GPU->gate_read(gate) == 3, NULL);
+    /* the other slot, then the first one again with finite data: the earlier note must not count */
+    GPU->memset0(gate, sizeof(int));
+    GPU->matmul_forward(dout, dx2, dw, LOMO_BF16, NULL, BT, IC, OC);
+    GPU->check_finite(gate, dx2, nx, 4);
+    GPU->to_device(dx, x, nx * 4);
+    GPU->matmul_forward(dout, dx, dw, LOMO_BF16, NULL, BT, IC, OC);
+    GPU->check_finite(gate, dx, nx, 5);
+    check("a slot's earlier NaN is not this rounding's", GPU->gate_read(gate) == 0, NULL);
+    /* an inf mid-tensor through the scalar rounding (a source not 16-byte aligned) */
+    GPU->to_device(dx2 + 7, &inf, 4);
+    GPU->matmul_forward(dout, dx2 + 1, dw, LOMO_BF16, NULL, BT - 1, IC, OC);
+    GPU->check_finite(gate, dx2 + 1, (size_t)(BT - 1) * IC, 1);
+    check("an inf in a kept, unaligned operand raises the gate", GPU->gate_read(gate) == 2, NULL);
+    free(x); free(wf); free(w);
+    GPU->free(dw); GPU->free(dx); GPU->free(dx2); GPU->free(dout); GPU->free(gate);
+}
+
 static void test_attention_shape(int B, int T, int NH, int NKV, int hd, lomo_dtype dt) {
     size_t nq = (size_t)B * T * NH * hd, nk = (size_t)B * T * NKV * hd;
     float *q = hrand(nq, 1.0f), *k = hrand(nk, 1.0f), *v = hrand(nk, 1.0f), *dy = hrand(nq, 1.0f);
@@ -846,6 +887,8 @@ int main(void) {
     check_device_error("rmsnorm, rope, swiglu, cross-entropy");
     test_matmul();
     check_device_error("matmuls");
+    test_operand_checks();
+    check_device_error("finiteness checks of kept operands");
     /* f32 kernels: every head size, GQA, T not a multiple of any tile */
     test_attention_shape(2, 67, 4, 2, 64, LOMO_F32);
     test_attention_shape(1, 130, 4, 4, 128, LOMO_F32);
