@@ -226,14 +226,16 @@ typedef struct lomo_backend {
 const lomo_backend *lomo_backend_cpu(void);
 #ifdef LOMO_HAVE_CUDA
 /* The CUDA backend, opened from its module on first use (cuda_loader.c), or NULL with the reason in
- * why[] when the module, the driver or a usable device is not there. */
-const lomo_backend *lomo_backend_cuda(char *why, size_t why_len);
+ * why[] when the driver, the module or a usable device is not there. *unloadable (NULL: not asked)
+ * := 1 when the NVIDIA driver is here but lomo's module could not be opened: a GPU machine on
+ * which this lomo is not set up, which the default device should not pass over in silence. */
+const lomo_backend *lomo_backend_cuda(char *why, size_t why_len, int *unloadable);
 #endif
 /* The CUDA module's one exported function: its backend, or NULL with the reason in why[]. abi is
  * the caller's digest of this header (LOMO_BACKEND_ABI); a module built with another is refused
- * before it touches the GPU. */
+ * before it touches the GPU, with *abi_ok := 0 (1 when the digests agree). */
 #define LOMO_CUDA_MODULE_ENTRY "lomo_cuda_module_open"
-typedef const lomo_backend *(*lomo_cuda_module_open_fn)(const char *abi, char *why, size_t why_len);
+typedef const lomo_backend *(*lomo_cuda_module_open_fn)(const char *abi, char *why, size_t why_len, int *abi_ok);
 
 #ifdef __cplusplus
 }

@@ -24,9 +24,14 @@ static lomo_status choose_backend(lomo_ctx *ctx, const char *device) {
     ctx->be = lomo_backend_cpu();
     if (!any && strcmp(device, "cpu") == 0) return LOMO_OK;
 #ifdef LOMO_HAVE_CUDA
-    char why[256] = "";
-    const lomo_backend *cuda = lomo_backend_cuda(why, sizeof why);
+    char why[768] = "";
+    int unloadable = 0;
+    const lomo_backend *cuda = lomo_backend_cuda(why, sizeof why, &unloadable);
     if (cuda) ctx->be = cuda;
+    /* the default passes over a machine without a GPU quietly, but not a GPU that this lomo cannot use */
+    if (!cuda && any && unloadable)
+        fprintf(stderr, "lomo: this machine has an NVIDIA driver, but the CUDA backend did not open: %s; "
+                "running on the CPU (LOMO_DEVICE=cpu chooses it without this note)\n", why);
     if (cuda || any) return LOMO_OK;
     return lomo_fail(ctx, LOMO_ERR_DEVICE, "device \"cuda\"%s is not usable: %s", from, why);
 #else

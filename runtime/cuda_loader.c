@@ -28,7 +28,7 @@ enum { MAX_CANDIDATES = 4 };
 
 /* the backend once a module gave one; failures are not kept (the next context looks again) */
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-static const lomo_backend *opened;
+static const lomo_backend *loaded;
 
 /* paths[] := where to look, in order; returns how many */
 static int candidates(char paths[MAX_CANDIDATES][PATH_MAX]) {
@@ -50,8 +50,9 @@ static int candidates(char paths[MAX_CANDIDATES][PATH_MAX]) {
     return n;
 }
 
-/* the module at path's backend, or NULL with the reason in why[] */
-static const lomo_backend *open_module(const char *path, char *why, size_t why_len) {
+/* the module at path's backend, or NULL with the reason in why[]; *opened := 1 when it is lomo's
+ * module, of this backend.h, and only the GPU is not usable */
+static const lomo_backend *open_module(const char *path, char *why, size_t why_len, int *opened) {
     void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
     if (!h) {
         snprintf(why, why_len, "%s", dlerror()); /* names the file and what it lacks */
@@ -65,16 +66,22 @@ static const lomo_backend *open_module(const char *path, char *why, size_t why_l
         return NULL;
     }
     char r[256] = "";
-    const lomo_backend *be = open_fn(LOMO_BACKEND_ABI, r, sizeof r);
+    int abi_ok = 0;
+    const lomo_backend *be = open_fn(LOMO_BACKEND_ABI, r, sizeof r, &abi_ok);
     /* kept open either way: the CUDA runtime does not expect to be unloaded under a live process */
     if (!be) snprintf(why, why_len, "%s: %s", path, r);
+    *opened = abi_ok;
     return be;
 }
 
-static const lomo_backend *find_backend(char *why, size_t why_len) {
+/* *unloadable := 1 when the driver is here and no module opened */
+static const lomo_backend *find_backend(char *why, size_t why_len, int *unloadable) {
     char paths[MAX_CANDIDATES][PATH_MAX];
     int n = candidates(paths), found[MAX_CANDIDATES], any = 0;
     for (int i = 0; i < n; i++) any |= found[i] = access(paths[i], F_OK) == 0;
+    void *driver = dlopen("libcuda.so.1", RTLD_LAZY | RTLD_LOCAL);
+    if (driver) dlclose(driver);
+    *unloadable = driver != NULL; /* until a module opens */
     if (!any) {
         if (getenv("LOMO_CUDA_MODULE") && *getenv("LOMO_CUDA_MODULE"))
             snprintf(why, why_len, "LOMO_CUDA_MODULE=%s: no such file", paths[0]);
@@ -86,26 +93,28 @@ static const lomo_backend *find_backend(char *why, size_t why_len) {
         }
         return NULL;
     }
-    void *driver = dlopen("libcuda.so.1", RTLD_LAZY | RTLD_LOCAL);
     if (!driver) {
         snprintf(why, why_len, "no NVIDIA driver (%s)", dlerror());
         return NULL;
     }
-    dlclose(driver);
     for (int i = 0; i < n; i++) {
         if (!found[i]) continue;
-        const lomo_backend *be = open_module(paths[i], why, why_len);
+        int opened_module = 0;
+        const lomo_backend *be = open_module(paths[i], why, why_len, &opened_module);
+        if (opened_module) *unloadable = 0;
         if (be) return be;
     }
     return NULL; /* why: the last module's reason */
 }
 
-const lomo_backend *lomo_backend_cuda(char *why, size_t why_len) {
+const lomo_backend *lomo_backend_cuda(char *why, size_t why_len, int *unloadable) {
     char sink[8];
+    int unl = 0;
     if (!why || !why_len) why = sink, why_len = sizeof sink;
     pthread_mutex_lock(&lock);
-    if (!opened) opened = find_backend(why, why_len);
-    const lomo_backend *be = opened;
+    if (!loaded) loaded = find_backend(why, why_len, &unl);
+    if (unloadable) *unloadable = unl;
+    const lomo_backend *be = loaded;
     pthread_mutex_unlock(&lock);
     return be;
 }

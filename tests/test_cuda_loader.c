@@ -45,19 +45,29 @@ static int have_driver(void) {
     return h != NULL;
 }
 
-/* LOMO_CUDA_MODULE: a missing path and a file that is not lomo's module, refused by name */
+/* LOMO_CUDA_MODULE: a missing path and a file that is not lomo's module, refused by name; with a
+ * driver here, either is a GPU this lomo cannot use (unloadable), which the default device notes */
 static void module_from_env(void) {
     char why[1024], got[16];
+    int driver = have_driver(), unloadable = -1;
     setenv("LOMO_CUDA_MODULE", "/nonexistent/liblomo_cuda.so", 1);
     lomo_status st = try_device("cuda", why, sizeof why, got, sizeof got);
     CHECK(st == LOMO_ERR_DEVICE && strstr(why, "LOMO_CUDA_MODULE=/nonexistent/liblomo_cuda.so: no such file"),
           "a missing LOMO_CUDA_MODULE: %s (%s)", lomo_status_name(st), why);
+    CHECK(!lomo_backend_cuda(why, sizeof why, &unloadable) && unloadable == driver,
+          "a missing module with%s a driver: unloadable %d", driver ? "" : "out", unloadable);
     /* a file, but no module (a fixture): the driver is looked for first, then the file is refused */
     const char *text = fx_path("model_gqa.bin");
     setenv("LOMO_CUDA_MODULE", text, 1);
     st = try_device("cuda", why, sizeof why, got, sizeof got);
-    CHECK(st == LOMO_ERR_DEVICE && (have_driver() ? strstr(why, text) != NULL : strstr(why, "no NVIDIA driver") != NULL),
+    CHECK(st == LOMO_ERR_DEVICE && (driver ? strstr(why, text) != NULL : strstr(why, "no NVIDIA driver") != NULL),
           "LOMO_CUDA_MODULE=%s: %s (%s)", text, lomo_status_name(st), why);
+    unloadable = -1;
+    CHECK(!lomo_backend_cuda(why, sizeof why, &unloadable) && unloadable == driver,
+          "not a module, with%s a driver: unloadable %d", driver ? "" : "out", unloadable);
+    /* the default device: the CPU either way (the note on stderr when unloadable) */
+    st = try_device(NULL, why, sizeof why, got, sizeof got);
+    CHECK(st == LOMO_OK && strcmp(got, "cpu") == 0, "the default with an unusable module: %s", got);
     unsetenv("LOMO_CUDA_MODULE");
 }
 
@@ -71,11 +81,13 @@ static void module_direct(void) {
     CHECK(open_fn != NULL, "%s exports %s", LOMO_CUDA_MODULE_BUILT, LOMO_CUDA_MODULE_ENTRY);
     if (!open_fn) return;
     char why[256] = "";
-    CHECK(open_fn("0123456789abcdef", why, sizeof why) == NULL && strstr(why, "another backend.h") &&
-              strstr(why, LOMO_BACKEND_ABI),
+    int abi_ok = -1;
+    CHECK(open_fn("0123456789abcdef", why, sizeof why, &abi_ok) == NULL && abi_ok == 0 &&
+              strstr(why, "another backend.h") && strstr(why, LOMO_BACKEND_ABI),
           "a runtime of another backend.h is refused: \"%s\"", why);
     why[0] = 0;
-    const lomo_backend *be = open_fn(LOMO_BACKEND_ABI, why, sizeof why);
+    const lomo_backend *be = open_fn(LOMO_BACKEND_ABI, why, sizeof why, &abi_ok);
+    CHECK(abi_ok == 1, "this runtime's backend.h is the module's");
     CHECK((be && strcmp(be->name, "cuda") == 0) || (!be && strstr(why, "no CUDA device")),
           "the module's backend, or why not: \"%s\"", why);
     printf("the built module: %s\n", be ? "a cuda backend" : why);
@@ -102,7 +114,13 @@ int main(void) {
               "no driver: %s (%s)", lomo_status_name(st), why);
         printf("no NVIDIA driver here: the default context is on the cpu, with no CUDA library mapped\n");
     } else {
-        printf("a driver is here: the default context is on %s\n", got);
+        /* the module found where it was built opens (on a GPU, or saying why not): nothing unloadable */
+        int unloadable = -1;
+        const lomo_backend *be = lomo_backend_cuda(why, sizeof why, &unloadable);
+        CHECK(unloadable == 0 && (be || strstr(why, "no CUDA device")), "the built module through the loader: %s",
+              be ? "a backend" : why);
+        CHECK(strcmp(got, be ? "cuda" : "cpu") == 0, "the default device with a driver: %s", got);
+        printf("a driver is here: the default context is on %s%s%s\n", got, be ? "" : "; ", be ? "" : why);
     }
     module_direct();
 #else

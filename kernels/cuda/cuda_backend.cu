@@ -259,8 +259,10 @@ static const lomo_backend cuda_backend = {
 
 /* the module's entry (backend.h): the runtime's cuda_loader.c finds it by name */
 extern "C" __attribute__((visibility("default"))) const lomo_backend *lomo_cuda_module_open(const char *abi, char *why,
-                                                                                            size_t why_len) {
-    if (!abi || strcmp(abi, LOMO_BACKEND_ABI) != 0) {
+                                                                                            size_t why_len, int *abi_ok) {
+    int same = abi && strcmp(abi, LOMO_BACKEND_ABI) == 0;
+    if (abi_ok) *abi_ok = same;
+    if (!same) {
         if (why && why_len)
             snprintf(why, why_len, "built against another backend.h (digest %s; the runtime's is %s): rebuild lomo",
                      LOMO_BACKEND_ABI, abi ? abi : "none");

@@ -303,7 +303,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--out") && i + 1 < argc) out_path = argv[++i];
     }
     char why[256] = "";
-    if (!lomo_backend_cuda(why, sizeof why)) {
+    if (!lomo_backend_cuda(why, sizeof why, NULL)) {
         printf("SKIP: no usable GPU: %s\n", why);
         return 77;
     }

@@ -872,7 +872,7 @@ static void test_oom_message(void) {
 int main(void) {
     char why[256] = "";
     CPU = lomo_backend_cpu();
-    GPU = lomo_backend_cuda(why, sizeof why);
+    GPU = lomo_backend_cuda(why, sizeof why, NULL);
     if (!GPU) {
         printf("SKIP: the CUDA backend is built but no GPU is usable here: %s\n", why);
         return 77;
