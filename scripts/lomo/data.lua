@@ -270,6 +270,13 @@ local function special(tok, what, who)
   return tok[what]
 end
 
+-- Whether an encoding starts with the BOS: opts.bos when given, else the tokenizer's own rule
+-- (tok.add_bos, from its tokenizer.json or GGUF metadata).
+function M.wants_bos(tok, opts)
+  if opts and opts.bos ~= nil then return opts.bos and true or false end
+  return tok.add_bos == true
+end
+
 -- example(tok, prompt, answer, opts): the example for "prompt then answer" with the loss on
 -- the answer only. opts: bos (default: tok.add_bos, the tokenizer's own rule), eos (default
 -- true: the answer ends with tok.eos), max_len (tokens in input; the prompt is cut from the
@@ -282,9 +289,7 @@ function M.example(tok, prompt, answer, opts)
   local p = encode_text(tok, prompt, who, "prompt")
   local a = encode_text(tok, answer, who, "answer")
   local full = {}
-  local use_bos = opts.bos
-  if use_bos == nil then use_bos = tok.add_bos == true end
-  if use_bos then full[1] = special(tok, "bos", who) end
+  if M.wants_bos(tok, opts) then full[1] = special(tok, "bos", who) end
   for i = 1, #p do full[#full + 1] = p[i] end
   local n_prompt = #full
   for i = 1, #a do full[#full + 1] = a[i] end

@@ -22,9 +22,7 @@ function M.choices_example(tok, source, choices, answer, opts)
   opts = opts or {}
   if type(choices) ~= "table" or #choices < 1 then fail(who, "choices must be a non-empty array") end
   local ctx = {}
-  local use_bos = opts.bos
-  if use_bos == nil then use_bos = tok.add_bos == true end
-  if use_bos then ctx[1] = tok.bos end
+  if data.wants_bos(tok, opts) then ctx[1] = tok.bos end
   for _, id in ipairs(tok:encode(source, {add_special = false})) do ctx[#ctx + 1] = id end
   local ids = {}
   for i, c in ipairs(choices) do
@@ -295,9 +293,7 @@ end
 function M.generate_text(m, tok, text, opts)
   opts = opts or {}
   local ids = {}
-  local use_bos = opts.bos
-  if use_bos == nil then use_bos = tok.add_bos == true end
-  if use_bos and tok.bos then ids[1] = tok.bos end
+  if data.wants_bos(tok, opts) and tok.bos then ids[1] = tok.bos end
   for _, id in ipairs(tok:encode(text, {add_special = false})) do ids[#ids + 1] = id end
   local o = {}
   for k, v in pairs(opts) do o[k] = v end
