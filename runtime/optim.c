@@ -127,9 +127,11 @@ int64_t lomo_optim_steps(const lomo_optim *o) { return o->t; }
 void lomo_optim_inject_nonfinite(lomo_optim *o, int param) { o->inject = param; }
 
 /* AdaLomo's moments and clipping by value need every element of the summed gradient */
-int optim_splits_tied(const lomo_optim *o) {
-    return o->m->cfg.tie_word_embeddings && o->o.kind == LOMO_OPTIM_LOMO && o->o.clip_grad_value <= 0;
+int optim_kind_splits_tied(const lomo_optim_options *oo) {
+    return oo->kind == LOMO_OPTIM_LOMO && oo->clip_grad_value <= 0;
 }
+
+int optim_splits_tied(const lomo_optim *o) { return o->m->cfg.tie_word_embeddings && optim_kind_splits_tied(&o->o); }
 
 /* The largest linear gradient formed at once: a chunked head's is a chunk's rows, or none for AdaLomo,
  * which takes it through the model's dense buffer (no on_linear_rows). */

@@ -66,6 +66,8 @@ uint64_t optim_sr_seed(const lomo_optim *o, int p);
 #define TIED_CHUNK 512
 /* 1 if the engine takes a tied head's gradient in parts (on_tied): not when it needs the whole gradient */
 int optim_splits_tied(const lomo_optim *o);
+/* the same rule from the options alone (the memory plan's); the model's tying aside */
+int optim_kind_splits_tied(const lomo_optim_options *oo);
 /* Floats of the linear-gradient scratch: the largest linear gradient formed at once. */
 size_t optim_gscratch_floats(const lomo_model *m, lomo_optim_kind kind);
 /* Makes the linear-gradient scratch exist; LOMO_OK or LOMO_ERR_OOM. */

@@ -60,8 +60,9 @@ static lomo_status plan_on(lomo_ctx *ctx, const lomo_backend *be, const lomo_lla
         int scaling = oo->loss_scaling == -1 ? o.dtype == LOMO_F16 : oo->loss_scaling;
         int measuring = !full && (oo->clip_grad_norm > 0 || scaling || oo->guard_nonfinite);
         /* the model's gradient buffer: the embedding's rows (a tied head's part stays factored:
-         * optim_splits_tied), or dense for adalomo, and for a tied head clipped by value */
-        int split_tied = oo->kind == LOMO_OPTIM_LOMO ? oo->clip_grad_value <= 0 : full;
+         * optim_splits_tied), or dense for adalomo, and for a tied head clipped by value; the
+         * baselines keep full gradients of their own */
+        int split_tied = full || optim_kind_splits_tied(oo);
         int dense = oo->kind == LOMO_OPTIM_ADALOMO || (cfg->tie_word_embeddings && !split_tied);
         size_t Cp = round_up(C, 16);
         out->gradients = dense ? (Cp + V * C) * sizeof(float) : (Cp + BT * C) * sizeof(float) + 3 * BT * sizeof(int32_t);
