@@ -34,6 +34,8 @@ static lomo_status kv_reserve(lomo_model *m, int B, int need, int keep) {
     int cap = KV_MIN_CAP, maxp = m->cfg.max_position_embeddings, L = m->cfg.num_hidden_layers;
     while (cap < need) cap *= 2;
     if (cap > maxp) cap = maxp;
+    lomo_status st = model_rope_reserve(m, cap);   /* the positions the cache will hold */
+    if (st) return st;
     size_t row = kv_floats_per_pos(m), bytes = 2 * (size_t)L * B * cap * row * sizeof(float);
     float *mem = lomo_dev_alloc(m->ctx, LOMO_MEM_ACTIVATIONS, bytes, "key/value cache");
     if (!mem) return LOMO_ERR_OOM;

@@ -431,7 +431,8 @@ typedef struct lomo_plan {
     size_t weights, activations, gradients, optimizer, scratch;
     size_t total;              /* the sum: the peak of the accounted memory */
     /* generation (lomo_model_decode): the key/value cache's bytes per position of all B rows,
-     * activations memory beyond the above; it grows 256 positions at a time, doubling */
+     * activations memory beyond the above; it grows 256 positions at a time, doubling (the RoPE
+     * tables, scratch, follow it: head_dim * 4 bytes a position past T) */
     size_t kv_cache_per_position;
     int logits_chunk;          /* vocabulary rows of the LM head's logits formed at a time (the options' resolved) */
 } lomo_plan;

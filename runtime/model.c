@@ -100,10 +100,10 @@ void rope_inv_freq(double *inv_freq, const lomo_llama_config *c, int hd) {
     }
 }
 
-/* cos and sin [max_pos, hd/2] of position t times each frequency */
-static void rope_tables(float *cosv, float *sinv, const double *inv_freq, int max_pos, int hd) {
+/* cos and sin [npos, hd/2] of position t times each frequency */
+static void rope_tables(float *cosv, float *sinv, const double *inv_freq, int npos, int hd) {
     int half = hd / 2;
-    for (int t = 0; t < max_pos; t++) {
+    for (int t = 0; t < npos; t++) {
         for (int j = 0; j < half; j++) {
             cosv[(size_t)t * half + j] = (float)cos(t * inv_freq[j]);
             sinv[(size_t)t * half + j] = (float)sin(t * inv_freq[j]);
@@ -174,29 +174,17 @@ lomo_status model_create(lomo_model **out, lomo_ctx *ctx, const lomo_llama_confi
     m->weights = lomo_dev_alloc(ctx, LOMO_MEM_WEIGHTS, m->weights_bytes, "model weights");
     if (!m->weights) goto oom;
 
-    /* constant tables and the widening buffers */
+    /* the widening buffers and the gate; the RoPE tables come with the first forward's positions */
     int C = cfg->hidden_size;
-    size_t rope_n = model_rope_floats(m), wbuf_n = model_wbuf_floats(m);
+    size_t wbuf_n = model_wbuf_floats(m);
     m->const_bytes = model_const_bytes(m);
-    float *cb = lomo_dev_alloc(ctx, LOMO_MEM_SCRATCH, m->const_bytes, "rope tables, f32 weight buffer and update gate");
+    float *cb = lomo_dev_alloc(ctx, LOMO_MEM_SCRATCH, m->const_bytes, "f32 weight buffer and update gate");
     if (!cb) goto oom;
-    m->rope_cos = cb;
-    m->rope_sin = cb + rope_n;
-    m->normw = cb + 2 * rope_n;
+    m->normw = cb;
     m->wbuf = wbuf_n ? m->normw + C : NULL;
     m->gate = (int *)(m->normw + C + wbuf_n);
-    float *hc = malloc(2 * rope_n * sizeof(float));
-    double *inv_freq = malloc((size_t)m->head_dim / 2 * sizeof(double));
-    if (!hc || !inv_freq) {
-        free(hc);
-        free(inv_freq);
-        goto oom;
-    }
-    rope_inv_freq(inv_freq, cfg, m->head_dim);
-    rope_tables(hc, hc + rope_n, inv_freq, cfg->max_position_embeddings, m->head_dim);
-    free(inv_freq);
-    m->be->to_device(m->rope_cos, hc, 2 * rope_n * sizeof(float));
-    free(hc);
+    if (!(m->inv_freq = malloc((size_t)m->head_dim / 2 * sizeof(double)))) goto oom;
+    rope_inv_freq(m->inv_freq, cfg, m->head_dim);
 
     if (init) init_params(m, o.seed);
     *out = m;
@@ -239,7 +227,9 @@ void lomo_model_destroy(lomo_model *m) {
     model_kv_free(m);
     lomo_dev_free(m->ctx, LOMO_MEM_GRADIENTS, m->normgrad, m->gradbuf_bytes);
     free(m->tokens_host);
-    lomo_dev_free(m->ctx, LOMO_MEM_SCRATCH, m->rope_cos, m->const_bytes);
+    lomo_dev_free(m->ctx, LOMO_MEM_SCRATCH, m->normw, m->const_bytes);
+    lomo_dev_free(m->ctx, LOMO_MEM_SCRATCH, m->rope_cos, model_rope_bytes(m, m->rope_cap));
+    free(m->inv_freq);
     lomo_dev_free(m->ctx, LOMO_MEM_WEIGHTS, m->weights, m->weights_bytes);
     free(m->params);
     free(m);
@@ -319,8 +309,31 @@ size_t model_activation_bytes(lomo_model *m, int B, int T) {
     return cv.off;
 }
 
-size_t model_rope_floats(const lomo_model *m) {
-    return (size_t)m->cfg.max_position_embeddings * (size_t)(m->head_dim / 2);
+size_t model_rope_bytes(const lomo_model *m, int npos) {
+    return 2 * (size_t)npos * (size_t)(m->head_dim / 2) * sizeof(float);
+}
+
+lomo_status model_rope_reserve(lomo_model *m, int npos) {
+    if (npos <= m->rope_cap) return LOMO_OK;
+    /* the old tables go first: the new ones are computed whole, and the two never coexist */
+    lomo_dev_free(m->ctx, LOMO_MEM_SCRATCH, m->rope_cos, model_rope_bytes(m, m->rope_cap));
+    m->rope_cos = m->rope_sin = NULL;
+    m->rope_cap = 0;
+    size_t bytes = model_rope_bytes(m, npos), n = bytes / (2 * sizeof(float));
+    float *dev = lomo_dev_alloc(m->ctx, LOMO_MEM_SCRATCH, bytes, "rope tables");
+    float *host = dev ? malloc(bytes) : NULL;
+    if (!host) {
+        lomo_dev_free(m->ctx, LOMO_MEM_SCRATCH, dev, bytes);
+        if (dev) lomo_fail(m->ctx, LOMO_ERR_OOM, "out of memory: the RoPE tables of %d positions on the host", npos);
+        return LOMO_ERR_OOM;   /* the allocator's message names what did not fit */
+    }
+    rope_tables(host, host + n, m->inv_freq, npos, m->head_dim);
+    m->be->to_device(dev, host, bytes);
+    free(host);
+    m->rope_cos = dev;
+    m->rope_sin = dev + n;
+    m->rope_cap = npos;
+    return LOMO_OK;
 }
 
 /* backend.h wbuf_floats: a block of rows of any matrix, never more than the largest one */
@@ -337,8 +350,7 @@ size_t model_wbuf_floats(const lomo_model *m) {
 }
 
 size_t model_const_bytes(const lomo_model *m) {
-    return (2 * model_rope_floats(m) + model_wbuf_floats(m) + (size_t)m->cfg.hidden_size + MODEL_GATE_FLOATS) *
-           sizeof(float);
+    return (model_wbuf_floats(m) + (size_t)m->cfg.hidden_size + MODEL_GATE_FLOATS) * sizeof(float);
 }
 
 lomo_status model_shape(lomo_model *m, lomo_ctx *ctx, const lomo_backend *be, const lomo_llama_config *cfg,
@@ -371,6 +383,8 @@ lomo_status lomo_model_reserve(lomo_model *m, int B, int T) {
                          m->cfg.max_position_embeddings);
     if (B <= m->B_cap && T <= m->T_cap) return LOMO_OK;
     int nB = B > m->B_cap ? B : m->B_cap, nT = T > m->T_cap ? T : m->T_cap;
+    lomo_status st = model_rope_reserve(m, nT);
+    if (st) return st;
     free_activations(m);
     carver cv = {0};
     carve_activations(m, &cv, nB, nT);

@@ -75,11 +75,13 @@ struct lomo_model {
     void *weights;              /* every parameter, one allocation */
     size_t weights_bytes;
 
-    float *rope_cos, *rope_sin; /* [max_pos, hd/2] */
+    float *rope_cos, *rope_sin; /* [rope_cap, hd/2] each, one allocation (scratch): model_rope_reserve */
+    int rope_cap;               /* positions the tables hold: what forwards and the cache have needed */
+    double *inv_freq;           /* [hd/2] host: each dimension pair's frequency, for growing the tables */
     float *wbuf;                /* f32 widening buffer for 16-bit linear weights; NULL for f32 */
     float *normw;               /* [C] f32 copy of a 16-bit norm weight */
     int *gate;                  /* the LOMO update's finiteness gate (backend.h check_finite), in device memory */
-    size_t const_bytes;         /* bytes of rope tables + wbuf + normw + gate (scratch) */
+    size_t const_bytes;         /* bytes of wbuf + normw + gate (scratch) */
 
     /*
      * The gradient buffer: [C] for norms, then either the dense [V, C]
@@ -186,12 +188,17 @@ lomo_status model_backward(lomo_model *m, float loss_scale, const lomo_grad_hook
 /* inv_freq [hd/2]: the rotary frequency of each dimension pair under c's rope_theta and rope_scaling */
 void rope_inv_freq(double *inv_freq, const lomo_llama_config *c, int hd);
 
-/* the constant buffer (scratch) of a shaped model: rope cos and sin tables [max_pos, hd/2] each, the
- * f32 widening buffer of the largest non-norm weight (16-bit weights on a backend that needs it; else 0),
- * a norm weight as f32 [C], and the update gate */
-size_t model_rope_floats(const lomo_model *m);
+/* the constant buffer (scratch) of a shaped model: the f32 widening buffer of the largest non-norm
+ * weight (16-bit weights on a backend that needs it; else 0), a norm weight as f32 [C], and the
+ * update gate */
 size_t model_wbuf_floats(const lomo_model *m);
 size_t model_const_bytes(const lomo_model *m);
+/* bytes of the RoPE tables (scratch) for positions [0, npos): cos and sin [npos, hd/2] each */
+size_t model_rope_bytes(const lomo_model *m, int npos);
+/* The RoPE tables for positions [0, npos) at least: grown (never shrunk) to what a forward or the
+ * key/value cache needs, so a model of 128K positions that trains at 1024 holds 1024 positions'
+ * tables. LOMO_ERR_OOM (message set) when they do not fit; the tables are then empty. */
+lomo_status model_rope_reserve(lomo_model *m, int npos);
 /* Fills m's shape (config, parameter table, weights_bytes) for backend be
  * (whose rules size the buffers; not necessarily ctx's) without allocating
  * anything on a device; free(m->params) when done. For planning. */

@@ -53,7 +53,7 @@ static lomo_status plan_on(lomo_ctx *ctx, const lomo_backend *be, const lomo_lla
     *out = (lomo_plan){0};
     size_t C = (size_t)cfg->hidden_size, V = (size_t)cfg->vocab_size, BT = (size_t)B * T, L = (size_t)cfg->num_hidden_layers;
     out->weights = m.weights_bytes;
-    out->scratch = model_const_bytes(&m);
+    out->scratch = model_const_bytes(&m) + model_rope_bytes(&m, T);
     out->activations = model_activation_bytes(&m, B, T);
     if (oo) {
         int full = oo->kind == LOMO_OPTIM_SGD || oo->kind == LOMO_OPTIM_ADAMW;

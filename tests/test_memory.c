@@ -1,9 +1,11 @@
 /*
  * test_memory.c: the memory accounting is exact: weights equal the sum of the
  * parameter sizes, activations follow the plan with and without checkpointing,
- * and everything returns to zero when freed.
+ * the RoPE tables follow the positions used (not max_position_embeddings), and
+ * everything returns to zero when freed.
  */
 #include <stdio.h>
+#include <string.h>
 #include "fixture.h"
 #include "runtime/lomo.h"
 
@@ -68,6 +70,47 @@ int main(void) {
     size_t kept = 3 * (((size_t)2 * 16 * 64 * 4 + 63) / 64 * 64 + ((size_t)2 * 4 * 16 * 16 * 4 + 63) / 64 * 64);
     CHECK(act[2] == act[1] + kept, "keeping attention: %zu bytes, expected %zu + %zu", act[2], act[1], kept);
     printf("activations: %zu bytes without checkpointing, %zu with, %zu keeping attention\n", act[0], act[1], act[2]);
+
+    /* The RoPE tables: none at creation, the positions of the longest forward (cos and sin [T, hd/2]),
+     * and those the key/value cache holds (64 at the least); a forward at 8 positions after one at 24
+     * gives the logits of a fresh model's forward at 8, bit for bit. */
+    {
+        lomo_llama_config big = c;
+        big.max_position_embeddings = 4096;
+        lomo_model *r, *fresh;
+        lomo_model_create(&r, ctx, &big, NULL);
+        lomo_mem_stats s0, s;
+        lomo_mem_get_stats(ctx, &s0);
+        int32_t tok[24];
+        for (int i = 0; i < 24; i++) tok[i] = (i * 29 + 1) % 100;
+        static float l24[24 * 100], l8[8 * 100], f8[8 * 100];
+        CHECK(lomo_model_forward(r, tok, NULL, 1, 24, NULL, l24) == LOMO_OK, "forward at 24");
+        lomo_mem_get_stats(ctx, &s);
+        size_t hd = 64 / 4, per_pos = 2 * (hd / 2) * sizeof(float);
+        CHECK(s.current[LOMO_MEM_SCRATCH] - s0.current[LOMO_MEM_SCRATCH] == 24 * per_pos,
+              "tables after a forward at 24 of 4096 positions: %zu bytes, want %zu",
+              s.current[LOMO_MEM_SCRATCH] - s0.current[LOMO_MEM_SCRATCH], 24 * per_pos);
+        CHECK(lomo_model_forward(r, tok, NULL, 1, 8, NULL, l8) == LOMO_OK, "forward at 8");
+        lomo_mem_get_stats(ctx, &s);
+        CHECK(s.current[LOMO_MEM_SCRATCH] - s0.current[LOMO_MEM_SCRATCH] == 24 * per_pos, "a shorter forward keeps them");
+        lomo_model_create(&fresh, ctx, &big, NULL);
+        CHECK(lomo_model_forward(fresh, tok, NULL, 1, 8, NULL, f8) == LOMO_OK, "fresh forward at 8");
+        CHECK(memcmp(l8, f8, sizeof l8) == 0, "the same logits from tables of 24 positions and of 8");
+        lomo_model_destroy(fresh);
+        lomo_mem_reset_peak(ctx);
+        float next[100];
+        CHECK(lomo_model_decode(r, tok, 1, 1, 0, next) == LOMO_OK, "decode: %s", lomo_last_error(ctx));
+        lomo_mem_get_stats(ctx, &s);
+        size_t grown = s.current[LOMO_MEM_SCRATCH] - s0.current[LOMO_MEM_SCRATCH];
+        CHECK(grown >= 64 * per_pos && grown % per_pos == 0 && grown < 4096 * per_pos,
+              "tables for the cache: %zu positions", grown / per_pos);
+        CHECK(s.peak[LOMO_MEM_SCRATCH] - s0.current[LOMO_MEM_SCRATCH] == grown,
+              "growing frees the old tables first: peak %zu", s.peak[LOMO_MEM_SCRATCH] - s0.current[LOMO_MEM_SCRATCH]);
+        lomo_model_destroy(r);
+        lomo_mem_get_stats(ctx, &s);
+        CHECK(s.current_total == 0, "%zu bytes left after the RoPE checks", s.current_total);
+        lomo_mem_reset_peak(ctx);
+    }
 
     /* two contexts account independently */
     lomo_ctx *ctx2;
