@@ -43,8 +43,17 @@ function M.apply_override(cfg, spec)
   t[index_of(t, parts[#parts])] = value
 end
 
+M.run_usage = "usage: lomo run recipe.yaml [key=value ...]\n" ..
+  "  runs the recipe the YAML names (recipe: path/to/recipe.lua) with the YAML as its config;\n" ..
+  "  each key=value sets one setting (a.b.c=value for nested ones) over the file's"
+
+-- `lomo SUBCOMMAND --help`: the subcommand's usage, on stdout
+function M.print_usage(name)
+  io.stdout:write(M[name .. "_usage"], "\n")
+end
+
 function M.run(yaml, ...)
-  if not yaml then error("usage: lomo run recipe.yaml [key=value ...]", 0) end
+  if not yaml then error(M.run_usage, 0) end
   local cfg = lomo.yaml.load(yaml)
   if type(cfg) ~= "table" then error(yaml .. ": expected a mapping at the top level", 0) end
   for i = 1, select("#", ...) do M.apply_override(cfg, (select(i, ...))) end

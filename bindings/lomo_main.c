@@ -187,8 +187,16 @@ static int pmain(lua_State *L) {
                strcmp(argv[1], "chat") == 0 || strcmp(argv[1], "convert") == 0 ||
                strcmp(argv[1], "perplexity") == 0) {
         create_arg_table(L, argv, argc, 2);
-        lomo_cli_get(L, argv[1]);
-        status = lomo_cli_docall(L, push_args(L, argv, 2, argc), 0);
+        int help = 0;
+        for (int i = 2; i < argc; i++) help |= strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0;
+        if (help) {   /* `lomo plan --help`: the subcommand's usage, and nothing run */
+            lomo_cli_get(L, "print_usage");
+            lua_pushstring(L, argv[1]);
+            status = lomo_cli_docall(L, 1, 0);
+        } else {
+            lomo_cli_get(L, argv[1]);
+            status = lomo_cli_docall(L, push_args(L, argv, 2, argc), 0);
+        }
     } else if (argv[1][0] == '-' && argv[1][1] != 0) {
         fprintf(stderr, "lomo: unknown option %s\n", argv[1]);
         usage(stderr);

@@ -140,6 +140,17 @@ function T.overrides_that_cannot_be_applied_are_named()
           "train.batch.x=1")
 end
 
+-- every subcommand's --help (or -h, anywhere among its arguments) prints its usage and runs nothing
+function T.subcommands_print_their_usage_on_help()
+  for _, sub in ipairs({"run", "plan", "convert", "generate", "chat", "perplexity"}) do
+    local code, out = run_program(nil, sub, "--help")
+    check.truthy(code == 0 and out:find("^usage: lomo " .. sub .. " "), sub .. " --help:\n" .. out)
+  end
+  -- after other arguments too: nothing is opened (the model path is not there)
+  local code, out = run_program(nil, "plan", "/no/such/model.gguf", "--seq", "8", "-h")
+  check.truthy(code == 0 and out:find("^usage: lomo plan ") and not out:find("/no/such", 1, true), "plan -h:\n" .. out)
+end
+
 -- lomo plan: --checkpointing alone is blocks, =keep_attention is taken, any other mode is one line
 -- naming the option; --device cuda plans for a GPU on any machine (what each mode plans: test_bindings.lua's plan_from_config)
 function T.plan_takes_checkpointing_modes_and_refuses_others()
