@@ -8,7 +8,9 @@
  * when it is set; else beside the file this code was loaded from (the
  * installed liblomo.so, or a program that linked liblomo.a) and in the
  * libdir beside its bin (an install moved elsewhere), then the configured
- * install libdir, then the build tree. One built against another backend.h is passed over for the next.
+ * install libdir, then the build tree. The first that is lomo's module, of
+ * this backend.h, answers (a GPU or why not); one that does not open, is not
+ * lomo's or was built against another backend.h is passed over for the next.
  * The GPU driver (libcuda.so.1) is looked for before any module is opened:
  * without it there is no GPU, and the CUDA libraries stay unloaded.
  */
@@ -101,10 +103,11 @@ static const lomo_backend *find_backend(char *why, size_t why_len, int *unloadab
         if (!found[i]) continue;
         int opened_module = 0;
         const lomo_backend *be = open_module(paths[i], why, why_len, &opened_module);
+        /* a module of this backend.h answers for all: one that finds no GPU is not retried elsewhere */
         if (opened_module) *unloadable = 0;
-        if (be) return be;
+        if (be || opened_module) return be;
     }
-    return NULL; /* why: the last module's reason */
+    return NULL; /* why: the last candidate's reason */
 }
 
 const lomo_backend *lomo_backend_cuda(char *why, size_t why_len, int *unloadable) {
