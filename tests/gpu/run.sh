@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # tests/gpu/run.sh: the GPU checks, on a machine with an NVIDIA GPU.
 #
-# Builds lomo with the CUDA backend, runs the CPU-vs-GPU parity test of every
+# Builds lomo with the CUDA backend, checks that its module opens through the
+# runtime's loader with the GPU's driver (tests/test_cuda_loader.c), runs the CPU-vs-GPU parity test of every
 # op and of whole training steps (tests/gpu/test_cuda.c), cuBLAS alone on the
 # 7B GEMM shapes (tests/gpu/bench_gemm.cu), then the benchmark table
 # (tests/gpu/bench_cuda.c) with the 7B step's op profile (where its time goes:
@@ -10,7 +11,7 @@
 # build, one to run.
 #
 #   tests/gpu/run.sh [results-dir]
-#   LOMO_GPU_BIN=dir tests/gpu/run.sh   # use test_cuda, bench_gemm and bench_cuda already built in dir
+#   LOMO_GPU_BIN=dir tests/gpu/run.sh   # use test_cuda_loader, test_cuda, bench_gemm and bench_cuda built in dir
 #   LOMO_BENCH_QUICK=1                  # smaller benchmark (batch <= 8)
 #   LOMO_BENCH_LOGITS_CHUNK=32000       # the LM head's logits whole (default: 8192 rows at a time)
 set -uo pipefail
@@ -31,10 +32,15 @@ if [ -z "$bin" ]; then
     # this GPU's architecture only: the build takes a minute instead of four
     cmake -S "$root" -B "$root/build-gpu" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=native \
         -DLOMO_WERROR=ON >"$out/build.log" 2>&1 &&
-        cmake --build "$root/build-gpu" -j"$(nproc)" --target test_cuda bench_cuda bench_gemm >>"$out/build.log" 2>&1 ||
+        cmake --build "$root/build-gpu" -j"$(nproc)" --target test_cuda_loader test_cuda bench_cuda bench_gemm \
+            >>"$out/build.log" 2>&1 ||
         { tail -30 "$out/build.log"; echo "tests/gpu/run.sh: build failed (log: $out/build.log)"; exit 1; }
     bin=$root/build-gpu/tests
 fi
+
+echo "== the CUDA module, opened by the runtime's loader: the default context is on the GPU"
+timeout 60 "$bin/test_cuda_loader" 2>&1 | tee "$out/loader.txt"
+loader=${PIPESTATUS[0]}
 
 echo "== parity: CUDA backend against the CPU backend"
 timeout 240 "$bin/test_cuda" 2>&1 | tee "$out/parity.txt"
@@ -49,5 +55,5 @@ quick=()
 timeout 300 "$bin/bench_cuda" "${quick[@]}" --out "$out/bench.md" 2>&1 | tee "$out/bench.log"
 bench=${PIPESTATUS[0]}
 
-echo "== results in $out: parity exit $parity, benchmark exit $bench"
-[ "$parity" = 0 ] && [ "$bench" = 0 ]
+echo "== results in $out: loader exit $loader, parity exit $parity, benchmark exit $bench"
+[ "$loader" = 0 ] && [ "$parity" = 0 ] && [ "$bench" = 0 ]
