@@ -208,6 +208,23 @@ typedef struct lomo_backend {
     void (*adalomo_update)(void *w, lomo_dtype dt, float *g, float *row, float *col, int rows, int cols,
                            float beta, float lr, float wd, float eps1, float eps2, float clip_threshold,
                            uint64_t sr_seed);
+    /*
+     * AdaLomo 2-D in parts, for a [rows, cols] gradient that comes a block of
+     * rows at a time (a tied LM head in vocabulary chunks), with adalomo_update's
+     * arithmetic. adalomo_rows: rmean [n] = each row's mean of g^2 + eps1;
+     * colsum [cols] (f64) += the block's column sums of g^2 + eps1, its rows
+     * in order. adalomo_factors, once every block is in: row [rows] =
+     * beta*row + (1-beta)*rmean, col [cols] = beta*col + (1-beta)*colsum/rows,
+     * mean_row [1] = the new row's mean. adalomo_scale: g [n, cols] of the
+     * block whose factors are row [n] := g * rsqrt(row_i / mean_row) *
+     * rsqrt(col_j), in place. mean_row lives in device memory.
+     */
+    void (*adalomo_rows)(float *rmean, double *colsum, const float *g, int n, int cols, float eps1);
+    void (*adalomo_factors)(float *row, float *col, float *mean_row, const float *rmean, const double *colsum,
+                            int rows, int cols, float beta);
+    void (*adalomo_scale)(float *g, const float *row, const float *col, const float *mean_row, int n, int cols);
+    /* sum of squares of w (dt) [n] taken as f32 values, in f64 (AdaLomo's weight RMS) */
+    double (*weights_sumsq)(const void *w, lomo_dtype dt, size_t n);
     /* AdamW with bias corrections bc1 = 1 - b1^t, bc2 = 1 - b2^t; m, v [n] f32 state */
     void (*adamw_update)(void *w, lomo_dtype dt, const float *g, float *m, float *v, size_t n, float lr,
                          float wd, float b1, float b2, float eps, float bc1, float bc2, uint64_t sr_seed);

@@ -80,6 +80,11 @@ void cpu_sgd_update_rows(void *w, lomo_dtype dt, const float *g, const int32_t *
                          float lr, float wd, float gscale, float clip_value, float coef, uint64_t sr_seed);
 void cpu_rows_add(float *dst, const float *src, const int32_t *rows, int nrows, int C);
 void cpu_grad_prepare(float *g, size_t n, float gscale, float clip_value, float coef);
+void cpu_adalomo_rows(float *rmean, double *colsum, const float *g, int n, int cols, float eps1);
+void cpu_adalomo_factors(float *row, float *col, float *mean_row, const float *rmean, const double *colsum, int rows,
+                         int cols, float beta);
+void cpu_adalomo_scale(float *g, const float *row, const float *col, const float *mean_row, int n, int cols);
+double cpu_weights_sumsq(const void *w, lomo_dtype dt, size_t n);
 void cpu_adalomo_update(void *w, lomo_dtype dt, float *g, float *row, float *col, int rows, int cols,
                         float beta, float lr, float wd, float eps1, float eps2, float clip_threshold,
                         uint64_t sr_seed);

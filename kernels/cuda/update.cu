@@ -210,21 +210,24 @@ __global__ void adamw_kernel(void *w, lomo_dtype dt, const float *g, float *m, f
     }
 }
 
-/* AdaLomo 2-D, rows: one warp per row, mean of g^2 + eps1 in double (fixed lane split and butterfly) */
-__global__ void adalomo_row_kernel(float *row, const float *g, int rows, int cols, float beta, float eps1) {
+/* a warp's mean of gi[j]^2 + eps1 over j < cols, in double (fixed lane split and butterfly): every lane has it */
+__device__ __forceinline__ float warp_row_mean(const float *gi, int cols, double e1, int lane) {
+    double s = 0.0;
+    for (int j = lane; j < cols; j += 32) {
+        double v = (double)gi[j];
+        s = __dadd_rn(s, __dadd_rn(__dmul_rn(v, v), e1));
+    }
+    for (int off = 16; off > 0; off >>= 1) s = __dadd_rn(s, __shfl_xor_sync(0xffffffffu, s, off));
+    return __double2float_rn(__ddiv_rn(s, (double)cols));
+}
+
+/* AdaLomo 2-D, rows: one warp per row; ema: row := beta*row + (1-beta)*mean, else row := mean (the parts' rmean) */
+__global__ void adalomo_row_kernel(float *row, const float *g, int rows, int cols, float beta, float eps1, bool ema) {
     const int wpb = blockDim.x / 32, lane = threadIdx.x % 32;
     float ob = __fsub_rn(1.0f, beta);
-    double e1 = (double)eps1;
     for (size_t i = (size_t)blockIdx.x * wpb + threadIdx.x / 32; i < (size_t)rows; i += (size_t)gridDim.x * wpb) {
-        const float *gi = g + i * cols;
-        double s = 0.0;
-        for (int j = lane; j < cols; j += 32) {
-            double v = (double)gi[j];
-            s = __dadd_rn(s, __dadd_rn(__dmul_rn(v, v), e1));
-        }
-        for (int off = 16; off > 0; off >>= 1) s = __dadd_rn(s, __shfl_xor_sync(0xffffffffu, s, off));
-        if (lane == 0)
-            row[i] = __fadd_rn(__fmul_rn(beta, row[i]), __fmul_rn(ob, __double2float_rn(__ddiv_rn(s, (double)cols))));
+        float mean = warp_row_mean(g + i * cols, cols, (double)eps1, lane);
+        if (lane == 0) row[i] = ema ? __fadd_rn(__fmul_rn(beta, row[i]), __fmul_rn(ob, mean)) : mean;
     }
 }
 
@@ -251,15 +254,49 @@ __global__ void adalomo_col_kernel(float *col, const double *part, int nparts, i
     }
 }
 
-/* g[i, j] = g * (1 / sqrt(row[i] / mean_row)) / sqrt(col[j]); rs = sum of row (double), mean_row = rs / rows */
-__global__ void adalomo_scale_kernel(float *g, const float *row, const float *col, const double *rs, int rows,
-                                     int cols) {
-    float mean_row = __double2float_rn(__ddiv_rn(*rs, (double)rows));
+/* the parts: colsum[j] carries on with a block's partials, in order of p */
+__global__ void adalomo_colsum_kernel(double *colsum, const double *part, int nparts, int cols) {
+    CUDA_GRID_STRIDE(j, (size_t)cols) {
+        double s = colsum[j];
+        for (int p = 0; p < nparts; p++) s = __dadd_rn(s, part[(size_t)p * cols + j]);
+        colsum[j] = s;
+    }
+}
+
+/* the parts' factors: the row EMA from rmean, the column EMA from colsum */
+__global__ void adalomo_factors_kernel(float *row, float *col, const float *rmean, const double *colsum, int rows,
+                                       int cols, float beta) {
+    float ob = __fsub_rn(1.0f, beta);
+    CUDA_GRID_STRIDE(i, (size_t)rows) row[i] = __fadd_rn(__fmul_rn(beta, row[i]), __fmul_rn(ob, rmean[i]));
+    CUDA_GRID_STRIDE(j, (size_t)cols)
+        col[j] = __fadd_rn(__fmul_rn(beta, col[j]), __fmul_rn(ob, __double2float_rn(__ddiv_rn(colsum[j], (double)rows))));
+}
+
+/* mean_row [1] = rs / rows as f32 */
+__global__ void adalomo_mean_kernel(float *mean_row, const double *rs, int rows) {
+    *mean_row = __double2float_rn(__ddiv_rn(*rs, (double)rows));
+}
+
+/* g[i, j] = g * (1 / sqrt(row[i] / mean_row)) / sqrt(col[j]) over the rows of g */
+__device__ __forceinline__ void scale_rows(float *g, const float *row, const float *col, float mean_row, int rows,
+                                           int cols) {
     for (size_t i = blockIdx.x; i < (size_t)rows; i += gridDim.x) {
         float ri = __fdiv_rn(1.0f, __fsqrt_rn(__fdiv_rn(row[i], mean_row)));
         float *gi = g + i * cols;
         for (int j = threadIdx.x; j < cols; j += blockDim.x) gi[j] = __fdiv_rn(__fmul_rn(gi[j], ri), __fsqrt_rn(col[j]));
     }
+}
+
+/* the whole tensor: rs = sum of row (double), mean_row = rs / rows */
+__global__ void adalomo_scale_kernel(float *g, const float *row, const float *col, const double *rs, int rows,
+                                     int cols) {
+    scale_rows(g, row, col, __double2float_rn(__ddiv_rn(*rs, (double)rows)), rows, cols);
+}
+
+/* the parts: a block of rows, mean_row [1] from adalomo_factors */
+__global__ void adalomo_scale_part_kernel(float *g, const float *row, const float *col, const float *mean_row, int n,
+                                          int cols) {
+    scale_rows(g, row, col, *mean_row, n, cols);
 }
 
 /* AdaLomo 1-D: row is the full second moment */
@@ -455,21 +492,27 @@ void cuda_grad_prepare(float *g, size_t n, float gscale, float clip_value, float
     CUDA_LAUNCHED("grad_prepare_kernel");
 }
 
+}  /* extern "C" */
+
+/* column partials over row chunks of [rows, cols]: enough threads to fill the GPU, a bounded scratch */
+static void col_parts(int rows, int cols, int *nparts, int *rchunk) {
+    int np = (1 << 18) / cols;
+    if (np < 1) np = 1;
+    if (np > 4096) np = 4096;
+    if (np > rows) np = rows;
+    *rchunk = (rows + np - 1) / np;
+    *nparts = (rows + *rchunk - 1) / *rchunk;
+}
+
+extern "C" {
+
 void cuda_adalomo_update(void *w, lomo_dtype dt, float *g, float *row, float *col, int rows, int cols, float beta,
                          float lr, float wd, float eps1, float eps2, float clip_threshold, uint64_t sr_seed) {
     if (rows <= 0) return;
     size_t n = (size_t)rows * (cols > 0 ? cols : 1);
     cudaStream_t st = cuda_stream();
-    /* column partials over row chunks: enough threads to fill the GPU, a bounded scratch */
     int nparts = 0, rchunk = 0;
-    if (cols > 0) {
-        nparts = (1 << 18) / cols;
-        if (nparts < 1) nparts = 1;
-        if (nparts > 4096) nparts = 4096;
-        if (nparts > rows) nparts = rows;
-        rchunk = (rows + nparts - 1) / nparts;
-        nparts = (rows + rchunk - 1) / rchunk;
-    }
+    if (cols > 0) col_parts(rows, cols, &nparts, &rchunk);
     /* one request big enough for the two sumsq's below too: the slot cannot fail or regrow mid-update,
      * so no half-done update is ever applied with a NaN scale from a failed allocation */
     size_t need = (1 + (size_t)nparts * (cols > 0 ? cols : 0)) * sizeof(double);
@@ -480,7 +523,7 @@ void cuda_adalomo_update(void *w, lomo_dtype dt, float *g, float *row, float *co
         double *rs = scr, *part = scr + 1;
 
         adalomo_row_kernel<<<grid_rows(((size_t)rows + THREADS / 32 - 1) / (THREADS / 32)), THREADS, 0, st>>>(
-            row, g, rows, cols, beta, eps1);
+            row, g, rows, cols, beta, eps1, true);
         if (!CUDA_LAUNCHED("adalomo_row_kernel")) return;
         dim3 pgrid((unsigned)((cols + THREADS - 1) / THREADS), (unsigned)nparts);
         adalomo_colpart_kernel<<<pgrid, THREADS, 0, st>>>(part, g, rows, cols, rchunk, eps1);
@@ -505,6 +548,46 @@ void cuda_adalomo_update(void *w, lomo_dtype dt, float *g, float *row, float *co
     float lr_t = lr * fmaxf(eps2, rms_w);
     cuda_sgd_update(w, dt, g, n, lr_t, wd, inv_d, 0.0f, 1.0f, sr_seed, NULL);
 }
+
+void cuda_adalomo_rows(float *rmean, double *colsum, const float *g, int n, int cols, float eps1) {
+    if (n <= 0 || cols <= 0) return;
+    cudaStream_t st = cuda_stream();
+    int nparts, rchunk;
+    col_parts(n, cols, &nparts, &rchunk);
+    double *part = (double *)cuda_scratch(SCRATCH_SLOT, (size_t)nparts * cols * sizeof(double));
+    if (!part) return;
+    adalomo_row_kernel<<<grid_rows(((size_t)n + THREADS / 32 - 1) / (THREADS / 32)), THREADS, 0, st>>>(
+        rmean, g, n, cols, 0.0f, eps1, false);
+    if (!CUDA_LAUNCHED("adalomo_row_kernel (parts)")) return;
+    dim3 pgrid((unsigned)((cols + THREADS - 1) / THREADS), (unsigned)nparts);
+    adalomo_colpart_kernel<<<pgrid, THREADS, 0, st>>>(part, g, n, cols, rchunk, eps1);
+    if (!CUDA_LAUNCHED("adalomo_colpart_kernel (parts)")) return;
+    adalomo_colsum_kernel<<<grid_for((size_t)cols), THREADS, 0, st>>>(colsum, part, nparts, cols);
+    CUDA_LAUNCHED("adalomo_colsum_kernel");
+}
+
+void cuda_adalomo_factors(float *row, float *col, float *mean_row, const float *rmean, const double *colsum, int rows,
+                          int cols, float beta) {
+    if (rows <= 0) return;
+    cudaStream_t st = cuda_stream();
+    double *rs = (double *)cuda_scratch(SCRATCH_SLOT, sizeof(double));
+    if (!rs) return;
+    adalomo_factors_kernel<<<grid_for((size_t)(rows > cols ? rows : cols)), THREADS, 0, st>>>(row, col, rmean, colsum,
+                                                                                              rows, cols, beta);
+    if (!CUDA_LAUNCHED("adalomo_factors_kernel")) return;
+    serial_sum_kernel<float><<<1, THREADS, 0, st>>>(rs, row, (size_t)rows);   /* in index order, like the CPU */
+    if (!CUDA_LAUNCHED("adalomo factors serial_sum_kernel")) return;
+    adalomo_mean_kernel<<<1, 1, 0, st>>>(mean_row, rs, rows);
+    CUDA_LAUNCHED("adalomo_mean_kernel");
+}
+
+void cuda_adalomo_scale(float *g, const float *row, const float *col, const float *mean_row, int n, int cols) {
+    if (n <= 0 || cols <= 0) return;
+    adalomo_scale_part_kernel<<<grid_rows((size_t)n), THREADS, 0, cuda_stream()>>>(g, row, col, mean_row, n, cols);
+    CUDA_LAUNCHED("adalomo_scale_part_kernel");
+}
+
+double cuda_weights_sumsq(const void *w, lomo_dtype dt, size_t n) { return sumsq_dt(w, dt, n); }
 
 void cuda_adamw_update(void *w, lomo_dtype dt, const float *g, float *m, float *v, size_t n, float lr, float wd,
                        float b1, float b2, float eps, float bc1, float bc2, uint64_t sr_seed) {

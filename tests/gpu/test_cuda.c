@@ -596,6 +596,38 @@ static void test_optimizer_ops(void) {
             GPU->free(dgg); GPU->free(drc); GPU->free(dw);
         }
     }
+    /* adalomo in parts (a tied head's passes): rows in two blocks of 180 and 120, the factors, the
+     * second block scaled, and the weights' sum of squares in bf16 */
+    {
+        float *gg = hrand(nn, 1e-2f), *rc = hrand(rows + cols, 1e-4f), *wf = hrand(nn, 0.05f);
+        for (int i = 0; i < rows + cols; i++) rc[i] = fabsf(rc[i]);
+        float *rmean = malloc((rows + 1) * 4);
+        double *colsum = calloc(cols, sizeof(double));
+        float *dgg = dup_dev(gg, nn * 4), *drc = dup_dev(rc, (rows + cols) * 4), *drm = GPU->alloc((rows + 1) * 4);
+        double *dcs = GPU->alloc(cols * sizeof(double));
+        GPU->memset0(dcs, cols * sizeof(double));
+        for (int r0 = 0, bn = 180; r0 < rows; r0 += bn, bn = rows - r0) {
+            CPU->adalomo_rows(rmean + r0, colsum, gg + (size_t)r0 * cols, bn, cols, 1e-30f);
+            GPU->adalomo_rows(drm + r0, dcs, dgg + (size_t)r0 * cols, bn, cols, 1e-30f);
+        }
+        compare_dev("adalomo_rows row means (two blocks)", drm, rmean, rows, 1e-6);
+        CPU->adalomo_factors(rc, rc + rows, rmean + rows, rmean, colsum, rows, cols, 0.3f);
+        GPU->adalomo_factors(drc, drc + rows, drm + rows, drm, dcs, rows, cols, 0.3f);
+        compare_dev("adalomo_factors row and column factors", drc, rc, (size_t)rows + cols, 1e-6);
+        compare_dev("adalomo_factors mean of the row factor", drm + rows, rmean + rows, 1, 1e-6);
+        CPU->adalomo_scale(gg + (size_t)180 * cols, rc + 180, rc + rows, rmean + rows, rows - 180, cols);
+        GPU->adalomo_scale(dgg + (size_t)180 * cols, drc + 180, drc + rows, drm + rows, rows - 180, cols);
+        compare_dev("adalomo_scale (the second block)", dgg, gg, nn, 1e-6);
+        uint16_t *wb = malloc(nn * 2);
+        CPU->from_f32(wb, LOMO_BF16, wf, nn);
+        void *dwb = dup_dev(wb, nn * 2);
+        char wmsg[96];
+        double wc = CPU->weights_sumsq(wb, LOMO_BF16, nn), wg = GPU->weights_sumsq(dwb, LOMO_BF16, nn);
+        snprintf(wmsg, sizeof wmsg, "cpu %.17g gpu %.17g", wc, wg);
+        check("weights_sumsq bf16, bit for bit", wc == wg, wmsg);
+        free(gg); free(rc); free(wf); free(rmean); free(colsum); free(wb);
+        GPU->free(dgg); GPU->free(drc); GPU->free(drm); GPU->free(dcs); GPU->free(dwb);
+    }
     free(g); free(gp);
     GPU->free(dg); GPU->free(gate);
 }
@@ -935,6 +967,8 @@ int main(void) {
         {"lomo bf16 clip-norm 1 head in chunks", LOMO_OPTIM_LOMO, LOMO_BF16, 1.0f, 1, 0.05f, 0, 256},
         {"lomo bf16 tied clip-norm 1 head in chunks", LOMO_OPTIM_LOMO, LOMO_BF16, 1.0f, 1, 0.05f, 1, 256},
         {"adalomo bf16 head in chunks (whole)", LOMO_OPTIM_ADALOMO, LOMO_BF16, 0, 1, 1e-3f, 0, 256},
+        {"adalomo bf16 tied head in chunks (passes)", LOMO_OPTIM_ADALOMO, LOMO_BF16, 0, 1, 1e-3f, 1, 256},
+        {"adalomo f32 tied clip-norm 1 head in chunks (passes)", LOMO_OPTIM_ADALOMO, LOMO_F32, 1.0f, 1, 1e-3f, 1, 256},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) run_steps(&cases[i]);
     test_keep_attention_same();
