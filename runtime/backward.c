@@ -218,6 +218,39 @@ lomo_status lomo_model_backward(lomo_model *m, float loss_scale, const lomo_grad
     return model_backward(m, loss_scale, hook, BWD_PLAIN);
 }
 
+/*
+ * A tied head's whole gradient in passes (lomo_grad_hook.on_head_chunk), at
+ * the end of backward: each pass forms every chunk's rows again, from the
+ * logits of lnf and the loss's log-sum-exp, adds the embedding's rows that
+ * fall in the chunk (gradbuf [nrows, C] at erows), and hands the chunk over
+ * in m->hchunk. No [V, C] buffer; 2 N V C flops a pass more than one pass.
+ */
+static int head_passes(bwd *b, float dloss, int nrows) {
+    lomo_model *m = b->m;
+    const lomo_backend *be = m->be;
+    const lomo_grad_hook *hook = b->hook;
+    int N = m->head_rows, C = m->cfg.hidden_size, V = m->cfg.vocab_size, chunk = model_logits_chunk(m);
+    for (int pass = 0; pass < hook->head_passes; pass++) {
+        for (int v0 = 0, k0 = 0; v0 < V; v0 += chunk) {
+            int n = V - v0 < chunk ? V - v0 : chunk, k1 = k0;
+            model_head_logits(m, v0, n);
+            LOMO_TIMED(m->ctx, LOMO_OP_CROSSENTROPY, 0,
+                       be->crossentropy_backward(m->logits, m->logits, m->lse, m->targets, dloss, N, n, v0));
+            LOMO_TIMED(m->ctx, LOMO_OP_WEIGHT_GRAD, 2.0 * N * C * n,
+                       be->matmul_backward_weight(m->hchunk, m->logits, m->lnf, 1.0f, 0.0f, N, C, n));
+            /* the embedding's rows in this chunk: ecols holds each row's column within its chunk */
+            while (k1 < nrows && m->erows_host[k1] < v0 + n) k1++;
+            if (k1 > k0)
+                LOMO_TIMED(m->ctx, LOMO_OP_OPTIMIZER, 0,
+                           be->rows_add(m->hchunk, m->gradbuf + (size_t)k0 * C, m->ecols + k0, k1 - k0, C));
+            k0 = k1;
+            if (hook->on_head_chunk(hook->user, 0, pass, v0, n, m->hchunk)) return b->failed = 1;
+        }
+    }
+    m->logits_valid = 0;
+    return 0;
+}
+
 lomo_status model_backward(lomo_model *m, float loss_scale, const lomo_grad_hook *hook, bwd_mode mode) {
     if (!m) return LOMO_ERR_INVALID_ARG;
     if (!hook || !hook->on_linear || !hook->on_dense)
@@ -235,10 +268,12 @@ lomo_status model_backward(lomo_model *m, float loss_scale, const lomo_grad_hook
      * on_tied after the head's part, or dense. */
     int chunk = model_logits_chunk(m), whole = chunk == V;
     int rows_ok = whole || hook->on_linear_rows, tied = c->tie_word_embeddings;
-    int split = tied && hook->on_tied && rows_ok;
-    int sparse = rows_ok && (tied ? split : hook->on_rows != NULL);
-    int head_dense = (tied && !split) || !rows_ok, want_hrows = split && hook->tied_head;
-    if (model_reserve_gradbuf(m, !sparse, want_hrows)) return LOMO_ERR_OOM;
+    /* a tied head in chunks to a hook that takes it in passes: the embedding's rows, then the passes */
+    int passes = tied && !whole && hook->on_head_chunk && hook->head_passes > 0;
+    int split = !passes && tied && hook->on_tied && rows_ok;
+    int sparse = passes || (rows_ok && (tied ? split : hook->on_rows != NULL));
+    int head_dense = !passes && ((tied && !split) || !rows_ok), want_hrows = split && hook->tied_head;
+    if (model_reserve_gradbuf(m, !sparse, want_hrows, passes ? chunk : 0)) return LOMO_ERR_OOM;
     if (mode == BWD_RECORD && reserve_record(m)) return LOMO_ERR_OOM;
     lomo_ctx_apply_threads(m->ctx);
 
@@ -252,7 +287,8 @@ lomo_status model_backward(lomo_model *m, float loss_scale, const lomo_grad_hook
     /* the head's rows: every position, or those with a target (forward.c select_head_rows) */
     int N = m->head_rows, gathered = N < BT;
     float dloss = m->n_valid ? loss_scale / (float)m->n_valid : 0.0f;
-    for (int v0 = 0, i0 = 0; v0 < V; v0 += chunk) {
+    /* the head's dX now (its weight's gradient comes in the passes at the end); nothing in a replay */
+    for (int v0 = 0, i0 = 0; v0 < V && !(passes && mode == BWD_REPLAY); v0 += chunk) {
         int n = V - v0 < chunk ? V - v0 : chunk;
         /* dlogits in place of the logits: formed again unless forward's (or a record's) are there */
         if (!whole || mode != BWD_REPLAY) {
@@ -266,6 +302,7 @@ lomo_status model_backward(lomo_model *m, float loss_scale, const lomo_grad_hook
             model_linear_block_dinp(m, gathered ? m->g.dres : m->g.dln, m->logits, param_head(m), v0,
                                     v0 ? 1.0f : 0.0f, N, C, n);
         if (want_hrows) i0 = head_grad_at_rows(m, v0, n, i0, nrows);
+        if (passes) continue;
         if (head_dense)
             LOMO_TIMED(m->ctx, LOMO_OP_WEIGHT_GRAD, 2.0 * N * C * n,
                        be->matmul_backward_weight(m->gradbuf + (size_t)v0 * C, m->logits, m->lnf, 1.0f, 0.0f, N, C, n));
@@ -310,8 +347,10 @@ lomo_status model_backward(lomo_model *m, float loss_scale, const lomo_grad_hook
     if (sparse) {
         LOMO_TIMED(m->ctx, LOMO_OP_COPY, 0, be->memset0(m->gradbuf, (size_t)nrows * C * sizeof(float)));
         LOMO_TIMED(m->ctx, LOMO_OP_EMBEDDING, 0, be->embedding_backward(m->gradbuf, dx0, m->emap, BT, C));
-        if (!b.failed && (split ? hook->on_tied(hook->user, 0, m->erows, nrows, m->gradbuf, want_hrows ? m->hrows : NULL)
-                                : hook->on_rows(hook->user, 0, m->erows, nrows, m->gradbuf)))
+        if (!b.failed &&
+            (passes ? head_passes(&b, dloss, nrows)
+                    : split ? hook->on_tied(hook->user, 0, m->erows, nrows, m->gradbuf, want_hrows ? m->hrows : NULL)
+                            : hook->on_rows(hook->user, 0, m->erows, nrows, m->gradbuf)))
             b.failed = 1;
         if (b.failed) goto hook_failed;
         return lomo_device_check(m->ctx);

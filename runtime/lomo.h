@@ -230,6 +230,15 @@ typedef struct lomo_param_info {
  *   [nrows, C] (device, the hook may overwrite it); else head is NULL. When
  *   on_tied is NULL, a tied model forms the dense gradient and calls
  *   on_dense once instead.
+ * on_head_chunk with head_passes > 0 (optional): for what needs statistics
+ *   of the whole [V, C] gradient before it can change any row (AdaLomo's
+ *   factored moments), without a [V, C] buffer. A tied head whose logits
+ *   come in vocabulary chunks then hands over its whole gradient, head's
+ *   part and embedding's summed, a chunk of rows at a time, at the end of
+ *   backward: pass 0 .. head_passes-1, each pass every chunk in row order,
+ *   grad [nrows, C] for rows row0..row0+nrows-1 (device, formed again each
+ *   pass, the hook may overwrite it). It goes to no other callback. Ignored
+ *   for an untied head, or one whose logits come whole.
  * Return 0 to continue; non-zero aborts backward with LOMO_ERR_CALLBACK.
  */
 typedef struct lomo_grad_hook {
@@ -240,6 +249,8 @@ typedef struct lomo_grad_hook {
     int (*on_linear_rows)(void *user, int param, int row0, int nrows, const float *dout, const float *inp, int N);
     int (*on_tied)(void *user, int param, const int32_t *rows, int nrows, float *grad, const float *head);
     int tied_head;
+    int (*on_head_chunk)(void *user, int param, int pass, int row0, int nrows, float *grad);
+    int head_passes;
 } lomo_grad_hook;
 
 /* ---- context ---- */

@@ -434,22 +434,28 @@ lomo_status lomo_model_set_checkpointing(lomo_model *m, int mode) {
  * remake it. Sparse: normgrad, the rows [BT, C], hrows [BT, C] if kept, then
  * erows, emap and ecols [BT] each.
  */
-lomo_status model_reserve_gradbuf(lomo_model *m, int dense, int hrows) {
+lomo_status model_reserve_gradbuf(lomo_model *m, int dense, int hrows, int hchunk) {
     int BT = m->B * m->T;
-    if (m->gradbuf && m->gradbuf_dense == dense && (dense || (BT <= m->gradbuf_rows && (m->hrows || !hrows))))
+    if (m->gradbuf && m->gradbuf_dense == dense && hchunk <= m->hchunk_rows &&
+        (dense || (BT <= m->gradbuf_rows && (m->hrows || !hrows))))
         return LOMO_OK;
     hrows = !dense && (hrows || (m->hrows && !m->gradbuf_dense));
+    if (hchunk < m->hchunk_rows) hchunk = m->hchunk_rows;
     lomo_dev_free(m->ctx, LOMO_MEM_GRADIENTS, m->normgrad, m->gradbuf_bytes);
-    m->normgrad = m->gradbuf = m->hrows = NULL;
+    m->normgrad = m->gradbuf = m->hrows = m->hchunk = NULL;
     m->erows = m->emap = m->ecols = NULL;
     size_t C = (size_t)m->cfg.hidden_size, rows = dense ? (size_t)m->cfg.vocab_size : (size_t)BT;
-    size_t fl = (C + 15) & ~(size_t)15, grads = (hrows ? 2 : 1) * rows * C;
+    size_t fl = (C + 15) & ~(size_t)15, grads = ((hrows ? 2 : 1) * rows + (size_t)hchunk) * C;
     m->gradbuf_bytes = (fl + grads) * sizeof(float) + (dense ? 0 : 3 * rows * sizeof(int32_t));
     m->normgrad = lomo_dev_alloc(m->ctx, LOMO_MEM_GRADIENTS, m->gradbuf_bytes,
                                  dense ? "dense embedding gradient" : "embedding gradient rows");
-    if (!m->normgrad) return LOMO_ERR_OOM;
+    if (!m->normgrad) {
+        m->hchunk_rows = 0;
+        return LOMO_ERR_OOM;
+    }
     m->gradbuf = m->normgrad + fl;
     m->hrows = hrows ? m->gradbuf + rows * C : NULL;
+    m->hchunk = hchunk ? m->gradbuf + (hrows ? 2 : 1) * rows * C : NULL;
     if (!dense) {
         m->erows = (int32_t *)(m->gradbuf + grads);
         m->emap = m->erows + rows;
@@ -457,6 +463,7 @@ lomo_status model_reserve_gradbuf(lomo_model *m, int dense, int hrows) {
     }
     m->gradbuf_dense = dense;
     m->gradbuf_rows = (int)rows;
+    m->hchunk_rows = hchunk;
     return LOMO_OK;
 }
 

@@ -92,6 +92,8 @@ struct lomo_model {
     int32_t *erows, *emap;      /* [BT] each (sparse layout only) */
     int32_t *ecols;             /* [BT] each of erows's column in its chunk of the head's logits (sparse) */
     float *hrows;               /* [BT, C] a tied head's gradient at erows (sparse, when a hook wants it) */
+    float *hchunk;              /* [hchunk_rows, C] a tied head's chunk gradient, for a hook's head passes */
+    int hchunk_rows;
     size_t gradbuf_bytes;
     int gradbuf_dense;
     int gradbuf_rows;           /* row capacity of the sparse layout */
@@ -218,8 +220,9 @@ lomo_status model_create(lomo_model **out, lomo_ctx *ctx, const lomo_llama_confi
  */
 void model_param_write_f32(lomo_model *m, int p, size_t first, const float *src, size_t n);
 
-/* Makes the gradient buffer fit this backward: dense, or sparse for BT rows (with hrows if asked). */
-lomo_status model_reserve_gradbuf(lomo_model *m, int dense, int hrows);
+/* Makes the gradient buffer fit this backward: dense, or sparse for BT rows (with hrows if asked),
+ * and hchunk for a head's chunk of hchunk rows (0: none). */
+lomo_status model_reserve_gradbuf(lomo_model *m, int dense, int hrows, int hchunk);
 
 /* The vocabulary rows of the head's logits formed at a time (lomo_model_options.logits_chunk): at most V. */
 int model_logits_chunk(const lomo_model *m);

@@ -117,6 +117,7 @@ void lomo_optim_destroy(lomo_optim *o) {
     lomo_dev_free(o->ctx, LOMO_MEM_GRADIENTS, o->gscratch, o->gscratch_bytes);
     lomo_dev_free(o->ctx, LOMO_MEM_SCRATCH, o->gram, o->gram_bytes);
     lomo_dev_free(o->ctx, LOMO_MEM_SCRATCH, o->tied, o->tied_bytes);
+    lomo_dev_free(o->ctx, LOMO_MEM_SCRATCH, o->ada_colsum, o->ada_bytes);
     free(o->norm_choice);
     free(o->state_off);
     free(o);
@@ -132,6 +133,16 @@ int optim_kind_splits_tied(const lomo_optim_options *oo) {
 }
 
 int optim_splits_tied(const lomo_optim *o) { return o->m->cfg.tie_word_embeddings && optim_kind_splits_tied(&o->o); }
+
+/* Its factored moments need the whole gradient: a tied head in chunks comes in passes rather than dense
+ * (an untied one keeps its dense path: the untied embedding's gradient is dense for AdaLomo anyway). */
+int optim_ada_head_passes(const lomo_model *m, const lomo_optim_options *oo) {
+    return oo->kind == LOMO_OPTIM_ADALOMO && m->cfg.tie_word_embeddings && model_logits_chunk(m) < m->cfg.vocab_size;
+}
+
+size_t optim_ada_parts_bytes(const lomo_model *m) {
+    return (size_t)m->cfg.hidden_size * sizeof(double) + ((size_t)m->cfg.vocab_size + 1) * sizeof(float);
+}
 
 /* The largest linear gradient formed at once: a chunked head's is a chunk's rows, or none for AdaLomo,
  * which takes it through the model's dense buffer (no on_linear_rows). */

@@ -47,6 +47,14 @@ struct lomo_optim {
     lomo_norm_method *norm_choice;
     int norm_BT;
 
+    /* adalomo on a tied head taken in passes (optim_ada_head_passes): pass 0's column sums [C] (f64)
+     * and row means [V], the new row factor's mean [1] (device); the step's sum of u^2, lr_t, 1/d */
+    double *ada_colsum;
+    float *ada_rmean, *ada_mean;
+    size_t ada_bytes;
+    double ada_usq;
+    float ada_lr_t, ada_inv_d;
+
     /* adalomo: row/col (or full 1-D) second moments; adamw: m and v */
     float *state;
     size_t state_bytes;
@@ -68,6 +76,10 @@ uint64_t optim_sr_seed(const lomo_optim *o, int p);
 int optim_splits_tied(const lomo_optim *o);
 /* the same rule from the options alone (the memory plan's); the model's tying aside */
 int optim_kind_splits_tied(const lomo_optim_options *oo);
+/* 1 if AdaLomo takes m's tied head in passes of vocabulary chunks (on_head_chunk), not dense */
+int optim_ada_head_passes(const lomo_model *m, const lomo_optim_options *oo);
+/* bytes of the scratch those passes keep (ada_colsum, ada_rmean, ada_mean) */
+size_t optim_ada_parts_bytes(const lomo_model *m);
 /* Floats of the linear-gradient scratch: the largest linear gradient formed at once. */
 size_t optim_gscratch_floats(const lomo_model *m, lomo_optim_kind kind);
 /* Makes the linear-gradient scratch exist; LOMO_OK or LOMO_ERR_OOM. */

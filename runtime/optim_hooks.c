@@ -209,6 +209,14 @@ static int measure_rows(void *user, int p, const int32_t *rows, int nrows, float
     return measure_sumsq(o, p, grad_sumsq(o, grad, (size_t)nrows * o->m->params[p].shape[1]));
 }
 
+/* the tied weight's whole gradient, a chunk of rows at a time, in one pass (optim_ada_head_passes) */
+static int measure_head_chunk(void *user, int p, int pass, int row0, int nrows, float *grad) {
+    lomo_optim *o = user;
+    (void)pass;
+    (void)row0;
+    return measure_sumsq(o, p, grad_sumsq(o, grad, (size_t)nrows * o->m->cfg.hidden_size));
+}
+
 /*
  * The tied weight's rows E: what they add to the head's part H, which
  * measure_linear took: the sum over those rows r of ||H_r + E_r||^2 -
@@ -224,13 +232,15 @@ static int measure_tied(void *user, int p, const int32_t *rows, int nrows, float
 }
 
 /* The measuring pass takes the gradients in the same parts as the update pass that follows (AdaLomo:
- * the embedding and a chunked head dense), so the model's gradient buffer keeps its layout. */
+ * the embedding and an untied chunked head dense, a tied chunked head in passes), so the model's
+ * gradient buffer keeps its layout. */
 lomo_grad_hook optim_measure_hook(lomo_optim *o) {
-    int parts = o->o.kind != LOMO_OPTIM_ADALOMO;
+    int parts = o->o.kind != LOMO_OPTIM_ADALOMO, passes = optim_ada_head_passes(o->m, &o->o);
     return (lomo_grad_hook){.user = o, .on_linear = measure_linear, .on_dense = measure_dense,
                             .on_rows = parts ? measure_rows : NULL,
                             .on_linear_rows = parts ? measure_linear_rows : NULL,
-                            .on_tied = optim_splits_tied(o) ? measure_tied : NULL, .tied_head = 1};
+                            .on_tied = optim_splits_tied(o) ? measure_tied : NULL, .tied_head = 1,
+                            .on_head_chunk = passes ? measure_head_chunk : NULL, .head_passes = passes};
 }
 
 /* ---- pass two: apply ---- */
@@ -350,14 +360,80 @@ static int update_tied(void *user, int p, const int32_t *rows, int nrows, float 
     return rows_update(o, p, rows, nrows, grad, 0.0f, seed ? seed ^ 0x5bd1e9955bd1e994ull : 0);
 }
 
+/* The scratch of AdaLomo's head passes, made on first use and kept. */
+static int reserve_ada_parts(lomo_optim *o) {
+    if (o->ada_colsum) return 0;
+    size_t need = optim_ada_parts_bytes(o->m);
+    o->ada_colsum = lomo_dev_alloc(o->ctx, LOMO_MEM_SCRATCH, need, "AdaLomo's row and column sums of the head");
+    if (!o->ada_colsum) return 1;
+    o->ada_bytes = need;
+    o->ada_rmean = (float *)(o->ada_colsum + o->m->cfg.hidden_size);
+    o->ada_mean = o->ada_rmean + o->m->cfg.vocab_size;
+    return 0;
+}
+
+/*
+ * AdaLomo on the tied weight [V, C], a chunk of rows at a time in three passes
+ * (backend.h adalomo_rows, _factors, _scale): 0, each row's mean of g^2 and
+ * the column sums, then, every chunk in and found finite, the factors; 1, the
+ * sum of u^2 that clips the update; 2, the update. adalomo_update's arithmetic
+ * on the whole tensor, but for the order of that sum and each chunk's own
+ * rounding draws.
+ */
+static int update_head_chunk(void *user, int p, int pass, int row0, int nrows, float *g) {
+    lomo_optim *o = user;
+    lomo_model *m = o->m;
+    const param_desc *d = &m->params[p];
+    int V = (int)d->shape[0], C = (int)d->shape[1], last = row0 + nrows == V;
+    size_t n = (size_t)nrows * C, all = (size_t)V * C;
+    float *row = o->state + o->state_off[p], *col = row + V;
+    if (pass == 0 && row0 == 0 && reserve_ada_parts(o)) return out_of_memory(o);
+    if (pass == 0 && !o->checked) check_finite(o, p, g, n);
+    LOMO_TIMED(o->ctx, LOMO_OP_OPTIMIZER, 0, o->be->grad_prepare(g, n, o->gscale, o->o.clip_grad_value, o->coef));
+    if (pass == 0) {
+        if (row0 == 0)
+            LOMO_TIMED(o->ctx, LOMO_OP_OPTIMIZER, 0, o->be->memset0(o->ada_colsum, (size_t)C * sizeof(double)));
+        LOMO_TIMED(o->ctx, LOMO_OP_OPTIMIZER, 0,
+                   o->be->adalomo_rows(o->ada_rmean + row0, o->ada_colsum, g, nrows, C, o->o.adalomo_eps1));
+        if (!last) return 0;
+        /* every chunk is in: the moments change only for a step no non-finite gradient stops */
+        if (!o->checked && optim_gate_raised(o)) return 1;
+        float beta = 1.0f - powf((float)(o->t + 1), o->o.adalomo_decay);
+        LOMO_TIMED(o->ctx, LOMO_OP_OPTIMIZER, 0,
+                   o->be->adalomo_factors(row, col, o->ada_mean, o->ada_rmean, o->ada_colsum, V, C, beta));
+        o->ada_usq = 0.0;
+        return 0;
+    }
+    LOMO_TIMED(o->ctx, LOMO_OP_OPTIMIZER, 0, o->be->adalomo_scale(g, row + row0, col, o->ada_mean, nrows, C));
+    if (pass == 1) {
+        double s;
+        LOMO_TIMED(o->ctx, LOMO_OP_OPTIMIZER, 0, s = o->be->sumsq(g, n));
+        o->ada_usq += s;
+        if (last) {
+            double sw;
+            LOMO_TIMED(o->ctx, LOMO_OP_OPTIMIZER, 0, sw = o->be->weights_sumsq(param_ptr(m, p), m->dtype, all));
+            float rms_u = (float)sqrt(o->ada_usq / (double)all), rms_w = (float)sqrt(sw / (double)all);
+            o->ada_inv_d = 1.0f / fmaxf(1.0f, rms_u / o->o.adalomo_clip);
+            o->ada_lr_t = o->lr * fmaxf(o->o.adalomo_eps2, rms_w);
+        }
+        return 0;
+    }
+    void *w = (char *)param_ptr(m, p) + (size_t)row0 * C * lomo_dtype_size(m->dtype);
+    LOMO_TIMED(o->ctx, LOMO_OP_OPTIMIZER, 0,
+               o->be->sgd_update(w, m->dtype, g, n, o->ada_lr_t, o->o.weight_decay, o->ada_inv_d, 0.0f, 1.0f,
+                                 rows_sr_seed(optim_sr_seed(o, p), row0), NULL));
+    return 0;
+}
+
 /* AdaLomo's factored moments need every row of the embedding gradient, and the whole of a chunked
- * head's: it takes them dense. */
+ * head's: it takes them dense, or a tied chunked head in passes. */
 lomo_grad_hook optim_update_hook(lomo_optim *o) {
-    int parts = o->o.kind != LOMO_OPTIM_ADALOMO;
+    int parts = o->o.kind != LOMO_OPTIM_ADALOMO, passes = optim_ada_head_passes(o->m, &o->o);
     return (lomo_grad_hook){.user = o, .on_linear = update_linear, .on_dense = update_dense,
                             .on_rows = parts ? update_rows : NULL,
                             .on_linear_rows = parts ? update_linear_rows : NULL,
-                            .on_tied = optim_splits_tied(o) ? update_tied : NULL};
+                            .on_tied = optim_splits_tied(o) ? update_tied : NULL,
+                            .on_head_chunk = passes ? update_head_chunk : NULL, .head_passes = passes ? 3 : 0};
 }
 
 /* ---- baselines: full gradients, applied after backward ---- */

@@ -63,9 +63,15 @@ static lomo_status plan_on(lomo_ctx *ctx, const lomo_backend *be, const lomo_lla
          * optim_splits_tied), or dense for adalomo, and for a tied head clipped by value; the
          * baselines keep full gradients of their own */
         int split_tied = full || optim_kind_splits_tied(oo);
-        int dense = oo->kind == LOMO_OPTIM_ADALOMO || (cfg->tie_word_embeddings && !split_tied);
+        /* AdaLomo on a tied head in chunks: the embedding's rows and one chunk's gradient, in passes */
+        int passes = optim_ada_head_passes(&m, oo);
+        int dense = !passes && (oo->kind == LOMO_OPTIM_ADALOMO || (cfg->tie_word_embeddings && !split_tied));
         size_t Cp = round_up(C, 16);
         out->gradients = dense ? (Cp + V * C) * sizeof(float) : (Cp + BT * C) * sizeof(float) + 3 * BT * sizeof(int32_t);
+        if (passes) {
+            out->gradients += (size_t)model_logits_chunk(&m) * C * sizeof(float);
+            out->scratch += optim_ada_parts_bytes(&m);
+        }
         /* a tied head's gradient at the embedding's rows, for the norm (model.c model_reserve_gradbuf) */
         if (!dense && measuring && cfg->tie_word_embeddings && split_tied) out->gradients += BT * C * sizeof(float);
         if (oo->kind == LOMO_OPTIM_ADALOMO || oo->clip_grad_value > 0 ||

@@ -437,9 +437,86 @@ static void stop_midway(run *r) {
         }
 }
 
+/*
+ * AdaLomo on a tied head in vocabulary chunks takes the tied weight's whole
+ * gradient in passes (no [V, C] buffer): with a measuring pass (norm clipping,
+ * f16 loss scaling) it trains as the head whole does; a non-finite gradient of
+ * the tied weight, found in the first pass, leaves its weight and moments as
+ * they were while every other parameter took the clean step's update.
+ */
+static void head_passes(run *r) {
+    if (!r->cfg.tie_word_embeddings) return;
+    float lr;
+    for (int mode = 0; mode < 2; mode++) {
+        lomo_optim_options o = scenario_options(r, "adalomo", LOMO_OPTIM_ADALOMO, &lr);
+        lomo_dtype dt = mode ? LOMO_F16 : LOMO_F32;
+        if (!mode) o.clip_grad_norm = 0.5f;
+        float lw[16], lc[16];
+        size_t n1, n2;
+        logits_chunk = 0;
+        float *whole = trained_weights(r, &o, lr, dt, 1, lw, &n1);
+        logits_chunk = 16;
+        float *chunked = trained_weights(r, &o, lr, dt, 1, lc, &n2);
+        double dl = 0;
+        for (int s = 0; s < r->steps; s++) dl = fmax(dl, fabs(lw[s] - lc[s]) / fabs(lw[s]));
+        double dw = n1 == n2 ? max_rel_diff(chunked, whole, n1) : 1.0;
+        printf("adalomo tied head in passes vs whole, %s: loss rel diff %.2e, weights rel diff %.2e\n",
+               mode ? "f16 loss scaling" : "clip-norm 0.5", dl, dw);
+        CHECK(dl < 1e-5 && dw < (mode ? 1e-3 : 1e-5), "adalomo tied head in passes (%s): loss %g, weights %g",
+              mode ? "f16" : "clip-norm", dl, dw);
+        free(whole);
+        free(chunked);
+    }
+    /* the stop: param 0 faulted; everything else is the clean step's (the tied weight comes last) */
+    logits_chunk = 16;
+    lomo_ctx *ctx;
+    lomo_ctx_create(&ctx, NULL);
+    lomo_model *m = model_from(ctx, r, LOMO_F32, 1), *clean = model_from(ctx, r, LOMO_F32, 1);
+    lomo_optim_options o = scenario_options(r, "adalomo", LOMO_OPTIM_ADALOMO, &lr);
+    o.weight_decay = 0.1f;
+    lomo_optim *opt, *ref;
+    lomo_optim_create(&opt, m, &o);
+    lomo_optim_create(&ref, clean, &o);
+    const int32_t *tok = fx_i32(&r->fx, "tokens", 0), *tgt = fx_i32(&r->fx, "targets", 0);
+    lomo_step_result res;
+    CHECK(lomo_optim_step(opt, tok, tgt, r->B, r->T, lr, &res) == LOMO_OK &&
+              lomo_optim_step(ref, tok, tgt, r->B, r->T, lr, &res) == LOMO_OK, "a first clean step");
+    lomo_param_info e;
+    lomo_model_param(m, 0, &e);
+    size_t moments = (size_t)(e.shape[0] + e.shape[1]) * sizeof(float), bytes = e.numel * sizeof(float);
+    unsigned char *w0 = malloc(bytes), *s0 = malloc(moments);
+    memcpy(w0, e.data, bytes);
+    memcpy(s0, opt->state + opt->state_off[0], moments);
+    lomo_optim_inject_nonfinite(opt, 0);
+    lomo_status st = lomo_optim_step(opt, tok, tgt, r->B, r->T, lr, &res);
+    CHECK(st == LOMO_ERR_NONFINITE && strstr(lomo_last_error(ctx), e.name), "the tied weight faulted: %s",
+          lomo_last_error(ctx));
+    CHECK(lomo_optim_step(ref, tok, tgt, r->B, r->T, lr, &res) == LOMO_OK, "the clean step");
+    int wrong = 0;
+    for (int p = 1; p < lomo_model_num_params(m); p++) {
+        lomo_param_info a, c;
+        lomo_model_param(m, p, &a);
+        lomo_model_param(clean, p, &c);
+        wrong += memcmp(a.data, c.data, a.numel * sizeof(float)) != 0;
+    }
+    CHECK(!wrong && memcmp(w0, e.data, bytes) == 0 && memcmp(s0, opt->state + opt->state_off[0], moments) == 0,
+          "after the fault: %d other parameters not the clean step's; the tied weight %s, its moments %s", wrong,
+          memcmp(w0, e.data, bytes) ? "changed" : "kept", memcmp(s0, opt->state + opt->state_off[0], moments)
+                                                                ? "changed" : "kept");
+    free(w0);
+    free(s0);
+    lomo_optim_destroy(opt);
+    lomo_optim_destroy(ref);
+    lomo_model_destroy(m);
+    lomo_model_destroy(clean);
+    lomo_ctx_destroy(ctx);
+    logits_chunk = 0;
+}
+
 /* LOMO keeps one dense gradient buffer (embedding-sized) and nothing else; AdaLomo one linear-gradient
  * scratch besides, the largest linear's, or with the head in chunks the largest but the head's (its
- * gradient goes through the dense buffer). */
+ * gradient goes through the dense buffer; a tied one's through the embedding's rows and one chunk's
+ * gradient, in passes). */
 static void gradient_memory(run *r) {
     for (int mode = 0; mode < 6; mode++) {
         /* two chunks, the first larger than any other linear weight, so a scratch sized for it shows */
@@ -468,8 +545,11 @@ static void gradient_memory(run *r) {
         /* the embedding's gradient is its touched rows (at most B*T) for lomo, a tied head's part
          * kept as its two factors, save its rows at the embedding's for the norm; adalomo needs it dense */
         size_t BT = (size_t)r->B * r->T, Cp = (C + 15) / 16 * 16;
-        int kind = mode % 3, sparse = kind < 2, head_rows = kind == 1 && r->cfg.tie_word_embeddings;
-        size_t dense = sparse ? (Cp + (head_rows ? 2 : 1) * BT * C) * sizeof(float) + 3 * BT * sizeof(int32_t)
+        int kind = mode % 3, head_rows = kind == 1 && r->cfg.tie_word_embeddings;
+        int passes = kind == 2 && logits_chunk && r->cfg.tie_word_embeddings, sparse = kind < 2 || passes;
+        size_t chunk_rows = passes ? (size_t)logits_chunk : 0;
+        size_t dense = sparse ? (Cp + ((head_rows ? 2 : 1) * BT + chunk_rows) * C) * sizeof(float) +
+                                    3 * BT * sizeof(int32_t)
                               : (Cp + V * C) * sizeof(float);
         size_t expect = dense + (kind == 2 ? largest_linear * sizeof(float) : 0);
         printf("gradient memory, %s%s: peak %zu bytes (embedding+norm buffer %zu), optimizer state %zu, "
@@ -716,6 +796,7 @@ static void test_file(const char *file) {
     }
     logits_chunk = 0;
     cross_checks(&r, file);
+    head_passes(&r);
     loss_scaler(&r);
     stop_midway(&r);
     gradient_memory(&r);

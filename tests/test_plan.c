@@ -118,6 +118,10 @@ int main(void) {
                 lomo_optim_options_default(&o, LOMO_OPTIM_LOMO);
                 o.clip_grad_value = 0.1f;
                 check(ctx, &c, (lomo_dtype)dt, ckpt, &o, "lomo + clip_grad_value");
+                /* a measuring pass: a tied head in chunks goes through both in passes */
+                lomo_optim_options_default(&o, LOMO_OPTIM_ADALOMO);
+                o.clip_grad_norm = 1.0f;
+                check(ctx, &c, (lomo_dtype)dt, ckpt, &o, "adalomo + clip_grad_norm");
             }
         }
     }

@@ -66,7 +66,7 @@ end
 -- ---- module ----
 
 function T.module_fields()
-  eq(lomo.version, "0.3.0", "lomo.version")
+  eq(lomo.version, "0.4.0", "lomo.version")
   eq(type(lomo.path), "string", "lomo.path")
   truthy(package.path:find(lomo.path .. "/?.lua", 1, true), "scripts/ on package.path")
   truthy(lomo.clock() > 0, "clock")
