@@ -219,13 +219,14 @@ lomo_status lomo_model_backward(lomo_model *m, float loss_scale, const lomo_grad
 }
 
 /*
- * A tied head's whole gradient in passes (lomo_grad_hook.on_head_chunk), at
- * the end of backward: each pass forms every chunk's rows again, from the
- * logits of lnf and the loss's log-sum-exp, adds the embedding's rows that
- * fall in the chunk (gradbuf [nrows, C] at erows), and hands the chunk over
- * in m->hchunk. No [V, C] buffer; 2 N V C flops a pass more than one pass.
+ * A [V, C] gradient in passes (lomo_grad_hook.on_head_chunk), a chunk of rows
+ * at a time in m->hchunk, every pass forming each chunk again: with `head`,
+ * the LM head's part from the logits of lnf and the loss's log-sum-exp; then
+ * the embedding's rows that fall in the chunk (gradbuf [nrows, C] at erows),
+ * if nrows. A tied weight is both; an untied head the first, an untied
+ * embedding the second. No [V, C] buffer; 2 N V C flops a pass for a head.
  */
-static int head_passes(bwd *b, float dloss, int nrows) {
+static int chunk_passes(bwd *b, int p, int head, float dloss, int nrows) {
     lomo_model *m = b->m;
     const lomo_backend *be = m->be;
     const lomo_grad_hook *hook = b->hook;
@@ -233,18 +234,22 @@ static int head_passes(bwd *b, float dloss, int nrows) {
     for (int pass = 0; pass < hook->head_passes; pass++) {
         for (int v0 = 0, k0 = 0; v0 < V; v0 += chunk) {
             int n = V - v0 < chunk ? V - v0 : chunk, k1 = k0;
-            model_head_logits(m, v0, n);
-            LOMO_TIMED(m->ctx, LOMO_OP_CROSSENTROPY, 0,
-                       be->crossentropy_backward(m->logits, m->logits, m->lse, m->targets, dloss, N, n, v0));
-            LOMO_TIMED(m->ctx, LOMO_OP_WEIGHT_GRAD, 2.0 * N * C * n,
-                       be->matmul_backward_weight(m->hchunk, m->logits, m->lnf, 1.0f, 0.0f, N, C, n));
+            if (head) {
+                model_head_logits(m, v0, n);
+                LOMO_TIMED(m->ctx, LOMO_OP_CROSSENTROPY, 0,
+                           be->crossentropy_backward(m->logits, m->logits, m->lse, m->targets, dloss, N, n, v0));
+                LOMO_TIMED(m->ctx, LOMO_OP_WEIGHT_GRAD, 2.0 * N * C * n,
+                           be->matmul_backward_weight(m->hchunk, m->logits, m->lnf, 1.0f, 0.0f, N, C, n));
+            } else {
+                LOMO_TIMED(m->ctx, LOMO_OP_COPY, 0, be->memset0(m->hchunk, (size_t)n * C * sizeof(float)));
+            }
             /* the embedding's rows in this chunk: ecols holds each row's column within its chunk */
             while (k1 < nrows && m->erows_host[k1] < v0 + n) k1++;
             if (k1 > k0)
-                LOMO_TIMED(m->ctx, LOMO_OP_OPTIMIZER, 0,
+                LOMO_TIMED(m->ctx, LOMO_OP_EMBEDDING, 0,
                            be->rows_add(m->hchunk, m->gradbuf + (size_t)k0 * C, m->ecols + k0, k1 - k0, C));
             k0 = k1;
-            if (hook->on_head_chunk(hook->user, 0, pass, v0, n, m->hchunk)) return b->failed = 1;
+            if (hook->on_head_chunk(hook->user, p, pass, v0, n, m->hchunk)) return b->failed = p + 1;
         }
     }
     m->logits_valid = 0;
@@ -268,8 +273,9 @@ lomo_status model_backward(lomo_model *m, float loss_scale, const lomo_grad_hook
      * on_tied after the head's part, or dense. */
     int chunk = model_logits_chunk(m), whole = chunk == V;
     int rows_ok = whole || hook->on_linear_rows, tied = c->tie_word_embeddings;
-    /* a tied head in chunks to a hook that takes it in passes: the embedding's rows, then the passes */
-    int passes = tied && !whole && hook->on_head_chunk && hook->head_passes > 0;
+    /* a head in chunks to a hook that takes [V, C] gradients in passes: an untied head's after its dX,
+     * the embedding's (and a tied head's) from the embedding's rows at the end */
+    int passes = !whole && hook->on_head_chunk && hook->head_passes > 0;
     int split = !passes && tied && hook->on_tied && rows_ok;
     int sparse = passes || (rows_ok && (tied ? split : hook->on_rows != NULL));
     int head_dense = !passes && ((tied && !split) || !rows_ok), want_hrows = split && hook->tied_head;
@@ -287,7 +293,7 @@ lomo_status model_backward(lomo_model *m, float loss_scale, const lomo_grad_hook
     /* the head's rows: every position, or those with a target (forward.c select_head_rows) */
     int N = m->head_rows, gathered = N < BT;
     float dloss = m->n_valid ? loss_scale / (float)m->n_valid : 0.0f;
-    /* the head's dX now (its weight's gradient comes in the passes at the end); nothing in a replay */
+    /* the head's dX now (its weight's gradient comes in passes after); nothing in a replay */
     for (int v0 = 0, i0 = 0; v0 < V && !(passes && mode == BWD_REPLAY); v0 += chunk) {
         int n = V - v0 < chunk ? V - v0 : chunk;
         /* dlogits in place of the logits: formed again unless forward's (or a record's) are there */
@@ -310,8 +316,9 @@ lomo_status model_backward(lomo_model *m, float loss_scale, const lomo_grad_hook
                        : linear_block_grad(&b, param_head(m), v0, n, m->logits, m->lnf, N))
             goto hook_failed;
     }
-    /* an untied head formed dense goes now; a tied one waits for the embedding's part */
+    /* an untied head formed dense goes now, or in passes; a tied one waits for the embedding's part */
     if (head_dense && !tied && dense_grad(&b, param_head(m), m->gradbuf)) goto hook_failed;
+    if (passes && !tied && chunk_passes(&b, param_head(m), 1, dloss, 0)) goto hook_failed;
     /* dX's rows to their positions, zero where there was no target: a gather through head_from,
      * whose rows without a target read the zeroed row N; after the head's update, which may reuse
      * an operand its dX GEMM prepared (a write would drop it) */
@@ -348,7 +355,7 @@ lomo_status model_backward(lomo_model *m, float loss_scale, const lomo_grad_hook
         LOMO_TIMED(m->ctx, LOMO_OP_COPY, 0, be->memset0(m->gradbuf, (size_t)nrows * C * sizeof(float)));
         LOMO_TIMED(m->ctx, LOMO_OP_EMBEDDING, 0, be->embedding_backward(m->gradbuf, dx0, m->emap, BT, C));
         if (!b.failed &&
-            (passes ? head_passes(&b, dloss, nrows)
+            (passes ? chunk_passes(&b, 0, tied, dloss, nrows)
                     : split ? hook->on_tied(hook->user, 0, m->erows, nrows, m->gradbuf, want_hrows ? m->hrows : NULL)
                             : hook->on_rows(hook->user, 0, m->erows, nrows, m->gradbuf)))
             b.failed = 1;

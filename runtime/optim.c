@@ -134,10 +134,10 @@ int optim_kind_splits_tied(const lomo_optim_options *oo) {
 
 int optim_splits_tied(const lomo_optim *o) { return o->m->cfg.tie_word_embeddings && optim_kind_splits_tied(&o->o); }
 
-/* Its factored moments need the whole gradient: a tied head in chunks comes in passes rather than dense
- * (an untied one keeps its dense path: the untied embedding's gradient is dense for AdaLomo anyway). */
+/* Its factored moments need the whole gradient: with the head in chunks, the [V, C] ones (head and
+ * embedding, or the tied weight) come in passes rather than dense. */
 int optim_ada_head_passes(const lomo_model *m, const lomo_optim_options *oo) {
-    return oo->kind == LOMO_OPTIM_ADALOMO && m->cfg.tie_word_embeddings && model_logits_chunk(m) < m->cfg.vocab_size;
+    return oo->kind == LOMO_OPTIM_ADALOMO && model_logits_chunk(m) < m->cfg.vocab_size;
 }
 
 size_t optim_ada_parts_bytes(const lomo_model *m) {

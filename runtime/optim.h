@@ -47,7 +47,7 @@ struct lomo_optim {
     lomo_norm_method *norm_choice;
     int norm_BT;
 
-    /* adalomo on a tied head taken in passes (optim_ada_head_passes): pass 0's column sums [C] (f64)
+    /* adalomo on [V, C] gradients taken in passes (optim_ada_head_passes): pass 0's column sums [C] (f64)
      * and row means [V], the new row factor's mean [1] (device); the step's sum of u^2, lr_t, 1/d */
     double *ada_colsum;
     float *ada_rmean, *ada_mean;
@@ -76,7 +76,7 @@ uint64_t optim_sr_seed(const lomo_optim *o, int p);
 int optim_splits_tied(const lomo_optim *o);
 /* the same rule from the options alone (the memory plan's); the model's tying aside */
 int optim_kind_splits_tied(const lomo_optim_options *oo);
-/* 1 if AdaLomo takes m's tied head in passes of vocabulary chunks (on_head_chunk), not dense */
+/* 1 if AdaLomo takes m's [V, C] gradients (head, embedding) in passes of row chunks (on_head_chunk), not dense */
 int optim_ada_head_passes(const lomo_model *m, const lomo_optim_options *oo);
 /* bytes of the scratch those passes keep (ada_colsum, ada_rmean, ada_mean) */
 size_t optim_ada_parts_bytes(const lomo_model *m);

@@ -209,7 +209,7 @@ static int measure_rows(void *user, int p, const int32_t *rows, int nrows, float
     return measure_sumsq(o, p, grad_sumsq(o, grad, (size_t)nrows * o->m->params[p].shape[1]));
 }
 
-/* the tied weight's whole gradient, a chunk of rows at a time, in one pass (optim_ada_head_passes) */
+/* a [V, C] gradient (head, embedding), a chunk of rows at a time, in one pass (optim_ada_head_passes) */
 static int measure_head_chunk(void *user, int p, int pass, int row0, int nrows, float *grad) {
     lomo_optim *o = user;
     (void)pass;
@@ -232,7 +232,7 @@ static int measure_tied(void *user, int p, const int32_t *rows, int nrows, float
 }
 
 /* The measuring pass takes the gradients in the same parts as the update pass that follows (AdaLomo:
- * the embedding and an untied chunked head dense, a tied chunked head in passes), so the model's
+ * the embedding dense, or with a chunked head, both in passes), so the model's
  * gradient buffer keeps its layout. */
 lomo_grad_hook optim_measure_hook(lomo_optim *o) {
     int parts = o->o.kind != LOMO_OPTIM_ADALOMO, passes = optim_ada_head_passes(o->m, &o->o);
@@ -373,7 +373,7 @@ static int reserve_ada_parts(lomo_optim *o) {
 }
 
 /*
- * AdaLomo on the tied weight [V, C], a chunk of rows at a time in three passes
+ * AdaLomo on a [V, C] weight (the head, the embedding or the tied weight), a chunk of rows at a time in three passes
  * (backend.h adalomo_rows, _factors, _scale): 0, each row's mean of g^2 and
  * the column sums, then, every chunk in and found finite, the factors; 1, the
  * sum of u^2 that clips the update; 2, the update. adalomo_update's arithmetic
@@ -425,8 +425,8 @@ static int update_head_chunk(void *user, int p, int pass, int row0, int nrows, f
     return 0;
 }
 
-/* AdaLomo's factored moments need every row of the embedding gradient, and the whole of a chunked
- * head's: it takes them dense, or a tied chunked head in passes. */
+/* AdaLomo's factored moments need every row of the embedding gradient, and the whole of the head's:
+ * it takes them dense, or with the head in chunks in passes. */
 lomo_grad_hook optim_update_hook(lomo_optim *o) {
     int parts = o->o.kind != LOMO_OPTIM_ADALOMO, passes = optim_ada_head_passes(o->m, &o->o);
     return (lomo_grad_hook){.user = o, .on_linear = update_linear, .on_dense = update_dense,

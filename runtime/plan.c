@@ -63,7 +63,7 @@ static lomo_status plan_on(lomo_ctx *ctx, const lomo_backend *be, const lomo_lla
          * optim_splits_tied), or dense for adalomo, and for a tied head clipped by value; the
          * baselines keep full gradients of their own */
         int split_tied = full || optim_kind_splits_tied(oo);
-        /* AdaLomo on a tied head in chunks: the embedding's rows and one chunk's gradient, in passes */
+        /* AdaLomo with the head in chunks: the embedding's rows and one chunk's gradient, in passes */
         int passes = optim_ada_head_passes(&m, oo);
         int dense = !passes && (oo->kind == LOMO_OPTIM_ADALOMO || (cfg->tie_word_embeddings && !split_tied));
         size_t Cp = round_up(C, 16);

@@ -4,8 +4,8 @@
  * float64 fixtures: logits, loss and every gradient, with the head's gradient
  * handed over chunk by chunk (on_linear_rows), or formed whole for a hook
  * without that callback; a tied head's gradient at the embedding's rows
- * (on_tied's head) against the head's own part; a tied head's whole gradient
- * in passes (on_head_chunk); the recorded and replayed backward bit for bit;
+ * (on_tied's head) against the head's own part; the [V, C] gradients in
+ * passes (on_head_chunk); the recorded and replayed backward bit for bit;
  * and the memory the chunks save.
  */
 #include <math.h>
@@ -66,24 +66,30 @@ static int watch_erows(void *u, int p, const int32_t *rows, int n, float *grad) 
 }
 
 /*
- * A tied head taken in passes (on_head_chunk, head_passes 2), around the
- * accumulating hook for everything else: pass 0's chunks assemble the tied
- * weight's whole gradient, pass 1's must be the same chunks, bit for bit, in
- * the same order, and nothing else may carry the tied weight.
+ * [V, C] gradients taken in passes (on_head_chunk, head_passes 2), around the
+ * accumulating hook for everything else: an untied head's right after its
+ * dX, then the embedding's (a tied weight's whole) at the end. Each tensor's
+ * pass 0 chunks assemble its gradient, its pass 1 must give the same chunks,
+ * bit for bit, in the same order; nothing else may carry these tensors.
  */
 typedef struct passes {
     lomo_grad_hook inner;
     lomo_grads *g;
-    int V, C;
-    int next_row, next_pass, calls, stray, mismatched;
+    int V, C, head;             /* head: the untied head's parameter, -1 if tied */
+    int p, next_row, next_pass, calls, tensors, stray, mismatched;
 } passes;
 
 static int passes_chunk(void *u, int p, int pass, int row0, int nrows, float *grad) {
     passes *w = u;
-    CHECK(p == 0 && pass == w->next_pass && row0 == w->next_row && nrows > 0 && nrows <= CHUNK,
-          "pass %d chunk at row %d of %d rows (param %d), want pass %d row %d", pass, row0, nrows, p, w->next_pass,
-          w->next_row);
-    float *whole = (float *)lomo_grads_get(w->g, 0) + (size_t)row0 * w->C;   /* host memory on the CPU */
+    if (w->next_pass == 2 || w->p < 0) {   /* a tensor done (or none yet): the next one starts */
+        w->p = p;
+        w->next_pass = w->next_row = 0;
+        w->tensors++;
+    }
+    CHECK(p == w->p && pass == w->next_pass && row0 == w->next_row && nrows > 0 && nrows <= CHUNK,
+          "param %d pass %d chunk at row %d of %d rows; want param %d pass %d row %d", p, pass, row0, nrows, w->p,
+          w->next_pass, w->next_row);
+    float *whole = (float *)lomo_grads_get(w->g, p) + (size_t)row0 * w->C;   /* host memory on the CPU */
     size_t bytes = (size_t)nrows * w->C * sizeof(float);
     if (pass == 0) memcpy(whole, grad, bytes);
     else w->mismatched += memcmp(whole, grad, bytes) != 0;
@@ -94,11 +100,12 @@ static int passes_chunk(void *u, int p, int pass, int row0, int nrows, float *gr
 }
 static int passes_dense(void *u, int p, float *grad) {
     passes *w = u;
-    w->stray += p == 0;
+    w->stray += p == 0 || p == w->head;
     return w->inner.on_dense(w->inner.user, p, grad);
 }
 static int passes_linear(void *u, int p, const float *d, const float *x, int BT) {
     passes *w = u;
+    w->stray += p == w->head;
     return w->inner.on_linear(w->inner.user, p, d, x, BT);
 }
 static int passes_stray_rows(void *u, int p, const int32_t *rows, int n, float *grad) {
@@ -111,25 +118,28 @@ static int passes_stray_rows(void *u, int p, const int32_t *rows, int n, float *
 /* the passes' gradients against PyTorch's, and the same chunks recorded and replayed */
 static void check_passes(lomo_ctx *ctx, lomo_model *m, setup *s, const char *file) {
     const lomo_llama_config *c = lomo_model_config(m);
+    int tensors = c->tie_word_embeddings ? 1 : 2, per_pass = (c->vocab_size + CHUNK - 1) / CHUNK;
     for (int mode = BWD_PLAIN; mode <= BWD_REPLAY; mode++) {
-        passes w = {.V = c->vocab_size, .C = c->hidden_size};
+        passes w = {.V = c->vocab_size, .C = c->hidden_size, .head = c->tie_word_embeddings ? -1 : param_head(m),
+                    .p = -1};
         lomo_grads_create(&w.g, m);
         w.inner = lomo_grads_hook(w.g);
         lomo_grad_hook h = {.user = &w, .on_linear = passes_linear, .on_dense = passes_dense,
                             .on_rows = passes_stray_rows, .on_head_chunk = passes_chunk, .head_passes = 2};
         float l;
         CHECK(lomo_model_forward(m, s->tokens, s->targets, s->B, s->T, &l, NULL) == LOMO_OK, "forward");
-        if (mode == BWD_REPLAY) CHECK(model_backward(m, 1.0f, &h, BWD_RECORD) == LOMO_OK, "record");
         if (mode == BWD_REPLAY) {
+            CHECK(model_backward(m, 1.0f, &h, BWD_RECORD) == LOMO_OK, "record");
             lomo_grads_zero(w.g);
-            w.next_pass = w.next_row = w.calls = 0;
+            w.p = -1;
+            w.calls = w.tensors = 0;
         }
         CHECK(model_backward(m, 1.0f, &h, (bwd_mode)mode) == LOMO_OK, "backward in passes: %s", lomo_last_error(ctx));
-        int per_pass = (c->vocab_size + CHUNK - 1) / CHUNK;
-        CHECK(w.calls == 2 * per_pass && w.next_pass == 2 && !w.stray && !w.mismatched,
-              "%s (mode %d): %d chunk calls of %d, %d stray, %d chunks differ between the passes", file, mode, w.calls,
-              2 * per_pass, w.stray, w.mismatched);
-        check_grads(m, s, w.g, mode == BWD_REPLAY ? "tied head in passes, replayed" : "tied head in passes");
+        CHECK(w.calls == 2 * per_pass * tensors && w.tensors == tensors && w.next_pass == 2 && !w.stray &&
+                  !w.mismatched,
+              "%s (mode %d): %d chunk calls of %d over %d tensors, %d stray, %d chunks differ between the passes", file,
+              mode, w.calls, 2 * per_pass * tensors, w.tensors, w.stray, w.mismatched);
+        check_grads(m, s, w.g, mode == BWD_REPLAY ? "[V, C] gradients in passes, replayed" : "[V, C] gradients in passes");
         lomo_grads_destroy(w.g);
     }
 }
@@ -183,7 +193,7 @@ static void test_fixture(const char *file) {
         }
         lomo_grads_destroy(w.g);
     }
-    if (c->tie_word_embeddings) check_passes(ctx, m, &s, file);
+    check_passes(ctx, m, &s, file);
 
     /* a hook without on_linear_rows gets the head's gradient whole (and the embedding's dense) */
     {

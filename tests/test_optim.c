@@ -438,14 +438,14 @@ static void stop_midway(run *r) {
 }
 
 /*
- * AdaLomo on a tied head in vocabulary chunks takes the tied weight's whole
- * gradient in passes (no [V, C] buffer): with a measuring pass (norm clipping,
- * f16 loss scaling) it trains as the head whole does; a non-finite gradient of
- * the tied weight, found in the first pass, leaves its weight and moments as
- * they were while every other parameter took the clean step's update.
+ * AdaLomo with the head in vocabulary chunks takes the [V, C] gradients (head
+ * and embedding, or the tied weight) in passes, no [V, C] buffer: with a
+ * measuring pass (norm clipping, f16 loss scaling) it trains as the head whole
+ * does; a non-finite gradient of the embedding (the last in backward), found
+ * in the first pass, leaves its weight and moments as they were while every
+ * other parameter took the clean step's update.
  */
 static void head_passes(run *r) {
-    if (!r->cfg.tie_word_embeddings) return;
     float lr;
     for (int mode = 0; mode < 2; mode++) {
         lomo_optim_options o = scenario_options(r, "adalomo", LOMO_OPTIM_ADALOMO, &lr);
@@ -460,14 +460,14 @@ static void head_passes(run *r) {
         double dl = 0;
         for (int s = 0; s < r->steps; s++) dl = fmax(dl, fabs(lw[s] - lc[s]) / fabs(lw[s]));
         double dw = n1 == n2 ? max_rel_diff(chunked, whole, n1) : 1.0;
-        printf("adalomo tied head in passes vs whole, %s: loss rel diff %.2e, weights rel diff %.2e\n",
+        printf("adalomo in passes vs the head whole, %s: loss rel diff %.2e, weights rel diff %.2e\n",
                mode ? "f16 loss scaling" : "clip-norm 0.5", dl, dw);
-        CHECK(dl < 1e-5 && dw < (mode ? 1e-3 : 1e-5), "adalomo tied head in passes (%s): loss %g, weights %g",
+        CHECK(dl < 1e-5 && dw < (mode ? 1e-3 : 1e-5), "adalomo in passes (%s): loss %g, weights %g",
               mode ? "f16" : "clip-norm", dl, dw);
         free(whole);
         free(chunked);
     }
-    /* the stop: param 0 faulted; everything else is the clean step's (the tied weight comes last) */
+    /* the stop: param 0 faulted; everything else is the clean step's (the embedding comes last) */
     logits_chunk = 16;
     lomo_ctx *ctx;
     lomo_ctx_create(&ctx, NULL);
@@ -489,7 +489,7 @@ static void head_passes(run *r) {
     memcpy(s0, opt->state + opt->state_off[0], moments);
     lomo_optim_inject_nonfinite(opt, 0);
     lomo_status st = lomo_optim_step(opt, tok, tgt, r->B, r->T, lr, &res);
-    CHECK(st == LOMO_ERR_NONFINITE && strstr(lomo_last_error(ctx), e.name), "the tied weight faulted: %s",
+    CHECK(st == LOMO_ERR_NONFINITE && strstr(lomo_last_error(ctx), e.name), "the embedding faulted: %s",
           lomo_last_error(ctx));
     CHECK(lomo_optim_step(ref, tok, tgt, r->B, r->T, lr, &res) == LOMO_OK, "the clean step");
     int wrong = 0;
@@ -500,7 +500,7 @@ static void head_passes(run *r) {
         wrong += memcmp(a.data, c.data, a.numel * sizeof(float)) != 0;
     }
     CHECK(!wrong && memcmp(w0, e.data, bytes) == 0 && memcmp(s0, opt->state + opt->state_off[0], moments) == 0,
-          "after the fault: %d other parameters not the clean step's; the tied weight %s, its moments %s", wrong,
+          "after the fault: %d other parameters not the clean step's; the embedding %s, its moments %s", wrong,
           memcmp(w0, e.data, bytes) ? "changed" : "kept", memcmp(s0, opt->state + opt->state_off[0], moments)
                                                                 ? "changed" : "kept");
     free(w0);
@@ -515,8 +515,7 @@ static void head_passes(run *r) {
 
 /* LOMO keeps one dense gradient buffer (embedding-sized) and nothing else; AdaLomo one linear-gradient
  * scratch besides, the largest linear's, or with the head in chunks the largest but the head's (its
- * gradient goes through the dense buffer; a tied one's through the embedding's rows and one chunk's
- * gradient, in passes). */
+ * gradient, and the embedding's, go through the embedding's rows and one chunk's gradient, in passes). */
 static void gradient_memory(run *r) {
     for (int mode = 0; mode < 6; mode++) {
         /* two chunks, the first larger than any other linear weight, so a scratch sized for it shows */
@@ -546,7 +545,7 @@ static void gradient_memory(run *r) {
          * kept as its two factors, save its rows at the embedding's for the norm; adalomo needs it dense */
         size_t BT = (size_t)r->B * r->T, Cp = (C + 15) / 16 * 16;
         int kind = mode % 3, head_rows = kind == 1 && r->cfg.tie_word_embeddings;
-        int passes = kind == 2 && logits_chunk && r->cfg.tie_word_embeddings, sparse = kind < 2 || passes;
+        int passes = kind == 2 && logits_chunk, sparse = kind < 2 || passes;
         size_t chunk_rows = passes ? (size_t)logits_chunk : 0;
         size_t dense = sparse ? (Cp + ((head_rows ? 2 : 1) * BT + chunk_rows) * C) * sizeof(float) +
                                     3 * BT * sizeof(int32_t)
