@@ -962,11 +962,11 @@ int main(void) {
         {"lomo f32 tied clip-norm 1", LOMO_OPTIM_LOMO, LOMO_F32, 1.0f, 1, 0.05f, 1, 0},
         {"lomo bf16 tied clip-norm 1", LOMO_OPTIM_LOMO, LOMO_BF16, 1.0f, 1, 0.05f, 1, 0},
         {"adalomo bf16 tied (dense)", LOMO_OPTIM_ADALOMO, LOMO_BF16, 0, 1, 1e-3f, 1, 0},
-        /* the LM head a quarter of the vocabulary at a time: chunk by chunk, and whole for adalomo */
+        /* the LM head a quarter of the vocabulary at a time: chunk by chunk, in passes for adalomo */
         {"lomo f32 head in chunks", LOMO_OPTIM_LOMO, LOMO_F32, 0, 1, 0.05f, 0, 256},
         {"lomo bf16 clip-norm 1 head in chunks", LOMO_OPTIM_LOMO, LOMO_BF16, 1.0f, 1, 0.05f, 0, 256},
         {"lomo bf16 tied clip-norm 1 head in chunks", LOMO_OPTIM_LOMO, LOMO_BF16, 1.0f, 1, 0.05f, 1, 256},
-        {"adalomo bf16 head in chunks (whole)", LOMO_OPTIM_ADALOMO, LOMO_BF16, 0, 1, 1e-3f, 0, 256},
+        {"adalomo bf16 head in chunks (passes)", LOMO_OPTIM_ADALOMO, LOMO_BF16, 0, 1, 1e-3f, 0, 256},
         {"adalomo bf16 tied head in chunks (passes)", LOMO_OPTIM_ADALOMO, LOMO_BF16, 0, 1, 1e-3f, 1, 256},
         {"adalomo f32 tied clip-norm 1 head in chunks (passes)", LOMO_OPTIM_ADALOMO, LOMO_F32, 1.0f, 1, 1e-3f, 1, 256},
     };
