@@ -267,10 +267,10 @@ lomo_status model_backward(lomo_model *m, float loss_scale, const lomo_grad_hook
     const lomo_backend *be = m->be;
     const lomo_llama_config *c = &m->cfg;
     int BT = m->B * m->T, C = c->hidden_size, V = c->vocab_size, L = c->num_hidden_layers;
-    /* The head's gradient: whole (on_linear), a chunk of rows at a time (on_linear_rows), or formed in
-     * the dense gradient buffer, for a tied head without on_tied or a chunked one without
-     * on_linear_rows. The embedding's: as its touched rows, untied through on_rows, tied through
-     * on_tied after the head's part, or dense. */
+    /* The head's gradient: whole (on_linear), a chunk of rows at a time (on_linear_rows), in passes
+     * (on_head_chunk), or formed in the dense gradient buffer, for a tied head without on_tied or a
+     * chunked one without on_linear_rows. The embedding's: as its touched rows, untied through
+     * on_rows, tied through on_tied after the head's part, in passes, or dense. */
     int chunk = model_logits_chunk(m), whole = chunk == V;
     int rows_ok = whole || hook->on_linear_rows, tied = c->tie_word_embeddings;
     /* a head in chunks to a hook that takes [V, C] gradients in passes: an untied head's after its dX,
