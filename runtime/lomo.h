@@ -231,14 +231,15 @@ typedef struct lomo_param_info {
  *   on_tied is NULL, a tied model forms the dense gradient and calls
  *   on_dense once instead.
  * on_head_chunk with head_passes > 0 (optional): for what needs statistics
- *   of the whole [V, C] gradient before it can change any row (AdaLomo's
- *   factored moments), without a [V, C] buffer. A tied head whose logits
- *   come in vocabulary chunks then hands over its whole gradient, head's
- *   part and embedding's summed, a chunk of rows at a time, at the end of
- *   backward: pass 0 .. head_passes-1, each pass every chunk in row order,
- *   grad [nrows, C] for rows row0..row0+nrows-1 (device, formed again each
- *   pass, the hook may overwrite it). It goes to no other callback. Ignored
- *   for an untied head, or one whose logits come whole.
+ *   of a whole [V, C] gradient before it can change any row (AdaLomo's
+ *   factored moments), without a [V, C] buffer. When the head's logits come
+ *   in vocabulary chunks, the model hands the [V, C] gradients over a chunk
+ *   of rows at a time: an untied head's right after its dX, the embedding's
+ *   at the end of backward (a tied weight's there too, head's part and
+ *   embedding's summed). For each: pass 0 .. head_passes-1, each pass every
+ *   chunk in row order, grad [nrows, C] for rows row0..row0+nrows-1 (device,
+ *   formed again each pass, the hook may overwrite it). Those tensors go to
+ *   no other callback. Ignored when the logits come whole.
  * Return 0 to continue; non-zero aborts backward with LOMO_ERR_CALLBACK.
  */
 typedef struct lomo_grad_hook {
