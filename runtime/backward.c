@@ -225,21 +225,34 @@ lomo_status lomo_model_backward(lomo_model *m, float loss_scale, const lomo_grad
  * the embedding's rows that fall in the chunk (gradbuf [nrows, C] at erows),
  * if nrows. A tied weight is both; an untied head the first, an untied
  * embedding the second. No [V, C] buffer; 2 N V C flops a pass for a head.
+ * Passes from `first` on (an untied head's pass 0 comes with its dX).
  */
-static int chunk_passes(bwd *b, int p, int head, float dloss, int nrows) {
+static int head_chunk(bwd *b, int p, int pass, int v0, int n) {
+    lomo_model *m = b->m;
+    if (b->hook->on_head_chunk(b->hook->user, p, pass, v0, n, m->hchunk)) b->failed = p + 1;
+    return b->failed;
+}
+
+/* the head's gradient rows v0..v0+n-1 from the dlogits in m->logits, into m->hchunk */
+static void head_chunk_grad(lomo_model *m, int n) {
+    int N = m->head_rows, C = m->cfg.hidden_size;
+    LOMO_TIMED(m->ctx, LOMO_OP_WEIGHT_GRAD, 2.0 * N * C * n,
+               m->be->matmul_backward_weight(m->hchunk, m->logits, m->lnf, 1.0f, 0.0f, N, C, n));
+}
+
+static int chunk_passes(bwd *b, int p, int head, float dloss, int nrows, int first) {
     lomo_model *m = b->m;
     const lomo_backend *be = m->be;
     const lomo_grad_hook *hook = b->hook;
     int N = m->head_rows, C = m->cfg.hidden_size, V = m->cfg.vocab_size, chunk = model_logits_chunk(m);
-    for (int pass = 0; pass < hook->head_passes; pass++) {
+    for (int pass = first; pass < hook->head_passes; pass++) {
         for (int v0 = 0, k0 = 0; v0 < V; v0 += chunk) {
             int n = V - v0 < chunk ? V - v0 : chunk, k1 = k0;
             if (head) {
                 model_head_logits(m, v0, n);
                 LOMO_TIMED(m->ctx, LOMO_OP_CROSSENTROPY, 0,
                            be->crossentropy_backward(m->logits, m->logits, m->lse, m->targets, dloss, N, n, v0));
-                LOMO_TIMED(m->ctx, LOMO_OP_WEIGHT_GRAD, 2.0 * N * C * n,
-                           be->matmul_backward_weight(m->hchunk, m->logits, m->lnf, 1.0f, 0.0f, N, C, n));
+                head_chunk_grad(m, n);
             } else {
                 LOMO_TIMED(m->ctx, LOMO_OP_COPY, 0, be->memset0(m->hchunk, (size_t)n * C * sizeof(float)));
             }
@@ -249,7 +262,7 @@ static int chunk_passes(bwd *b, int p, int head, float dloss, int nrows) {
                 LOMO_TIMED(m->ctx, LOMO_OP_EMBEDDING, 0,
                            be->rows_add(m->hchunk, m->gradbuf + (size_t)k0 * C, m->ecols + k0, k1 - k0, C));
             k0 = k1;
-            if (hook->on_head_chunk(hook->user, p, pass, v0, n, m->hchunk)) return b->failed = p + 1;
+            if (head_chunk(b, p, pass, v0, n)) return b->failed;
         }
     }
     m->logits_valid = 0;
@@ -308,6 +321,11 @@ lomo_status model_backward(lomo_model *m, float loss_scale, const lomo_grad_hook
             model_linear_block_dinp(m, gathered ? m->g.dres : m->g.dln, m->logits, param_head(m), v0,
                                     v0 ? 1.0f : 0.0f, N, C, n);
         if (want_hrows) i0 = head_grad_at_rows(m, v0, n, i0, nrows);
+        /* an untied head's pass 0 from these dlogits: one formation fewer */
+        if (passes && !tied) {
+            head_chunk_grad(m, n);
+            if (head_chunk(&b, param_head(m), 0, v0, n)) goto hook_failed;
+        }
         if (passes) continue;
         if (head_dense)
             LOMO_TIMED(m->ctx, LOMO_OP_WEIGHT_GRAD, 2.0 * N * C * n,
@@ -318,7 +336,7 @@ lomo_status model_backward(lomo_model *m, float loss_scale, const lomo_grad_hook
     }
     /* an untied head formed dense goes now, or in passes; a tied one waits for the embedding's part */
     if (head_dense && !tied && dense_grad(&b, param_head(m), m->gradbuf)) goto hook_failed;
-    if (passes && !tied && chunk_passes(&b, param_head(m), 1, dloss, 0)) goto hook_failed;
+    if (passes && !tied && chunk_passes(&b, param_head(m), 1, dloss, 0, mode == BWD_REPLAY ? 0 : 1)) goto hook_failed;
     /* dX's rows to their positions, zero where there was no target: a gather through head_from,
      * whose rows without a target read the zeroed row N; after the head's update, which may reuse
      * an operand its dX GEMM prepared (a write would drop it) */
@@ -355,7 +373,7 @@ lomo_status model_backward(lomo_model *m, float loss_scale, const lomo_grad_hook
         LOMO_TIMED(m->ctx, LOMO_OP_COPY, 0, be->memset0(m->gradbuf, (size_t)nrows * C * sizeof(float)));
         LOMO_TIMED(m->ctx, LOMO_OP_EMBEDDING, 0, be->embedding_backward(m->gradbuf, dx0, m->emap, BT, C));
         if (!b.failed &&
-            (passes ? chunk_passes(&b, 0, tied, dloss, nrows)
+            (passes ? chunk_passes(&b, 0, tied, dloss, nrows, 0)
                     : split ? hook->on_tied(hook->user, 0, m->erows, nrows, m->gradbuf, want_hrows ? m->hrows : NULL)
                             : hook->on_rows(hook->user, 0, m->erows, nrows, m->gradbuf)))
             b.failed = 1;
