@@ -10,6 +10,7 @@
 #ifndef LOMO_BACKEND_H
 #define LOMO_BACKEND_H
 
+#include <math.h>
 #include "lomo.h"
 
 #ifdef __cplusplus
@@ -239,6 +240,19 @@ typedef struct lomo_backend {
      * for benchmarks, which must not spend minutes drawing billions of weights on the host */
     void (*fill_uniform)(void *w, lomo_dtype dt, size_t n, uint64_t seed, float scale);
 } lomo_backend;
+
+/*
+ * AdaLomo's step scalars from the sums of squares of the update u and of the
+ * weights w over their n elements: *inv_d = 1 / max(1, rms(u) / clip) and
+ * *lr_t = lr * max(eps2, rms(w)). One definition for both backends' whole
+ * update and the engine's passes, so all three agree bit for bit.
+ */
+static inline void lomo_adalomo_scalars(float *lr_t, float *inv_d, double usq, double wsq, size_t n, float lr,
+                                        float eps2, float clip) {
+    float rms_u = (float)sqrt(usq / (double)n), rms_w = (float)sqrt(wsq / (double)n);
+    *inv_d = 1.0f / fmaxf(1.0f, rms_u / clip);
+    *lr_t = lr * fmaxf(eps2, rms_w);
+}
 
 const lomo_backend *lomo_backend_cpu(void);
 #ifdef LOMO_HAVE_CUDA

@@ -412,9 +412,8 @@ static int update_head_chunk(void *user, int p, int pass, int row0, int nrows, f
         if (last) {
             double sw;
             LOMO_TIMED(o->ctx, LOMO_OP_OPTIMIZER, 0, sw = o->be->weights_sumsq(param_ptr(m, p), m->dtype, all));
-            float rms_u = (float)sqrt(o->ada_usq / (double)all), rms_w = (float)sqrt(sw / (double)all);
-            o->ada_inv_d = 1.0f / fmaxf(1.0f, rms_u / o->o.adalomo_clip);
-            o->ada_lr_t = o->lr * fmaxf(o->o.adalomo_eps2, rms_w);
+            lomo_adalomo_scalars(&o->ada_lr_t, &o->ada_inv_d, o->ada_usq, sw, all, o->lr, o->o.adalomo_eps2,
+                                 o->o.adalomo_clip);
         }
         return 0;
     }

@@ -108,9 +108,7 @@ void cpu_adalomo_update(void *w, lomo_dtype dt, float *g, float *row, float *col
             g[i] = g[i] / sqrtf(row[i]);
         }
     }
-    float rms_u = (float)sqrt(cpu_sumsq(g, n) / (double)n);
-    float inv_d = 1.0f / fmaxf(1.0f, rms_u / clip_threshold);
-    float rms_w = (float)sqrt(cpu_weights_sumsq(w, dt, n) / (double)n);
-    float lr_t = lr * fmaxf(eps2, rms_w);
+    float lr_t, inv_d;
+    lomo_adalomo_scalars(&lr_t, &inv_d, cpu_sumsq(g, n), cpu_weights_sumsq(w, dt, n), n, lr, eps2, clip_threshold);
     cpu_sgd_update(w, dt, g, n, lr_t, wd, inv_d, 0.0f, 1.0f, sr_seed, NULL);
 }

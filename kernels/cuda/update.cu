@@ -542,10 +542,8 @@ void cuda_adalomo_update(void *w, lomo_dtype dt, float *g, float *row, float *co
     /* the same host scalar math as adalomo.c, on the same doubles */
     double su = sumsq_dt(g, LOMO_F32, n);
     double sw = sumsq_dt(w, dt, n);
-    float rms_u = (float)sqrt(su / (double)n);
-    float inv_d = 1.0f / fmaxf(1.0f, rms_u / clip_threshold);
-    float rms_w = (float)sqrt(sw / (double)n);
-    float lr_t = lr * fmaxf(eps2, rms_w);
+    float lr_t, inv_d;
+    lomo_adalomo_scalars(&lr_t, &inv_d, su, sw, n, lr, eps2, clip_threshold);
     cuda_sgd_update(w, dt, g, n, lr_t, wd, inv_d, 0.0f, 1.0f, sr_seed, NULL);
 }
 
