@@ -46,6 +46,12 @@ static int linear_block_grad(bwd *b, int p, int row0, int nrows, const float *do
     return b->failed;
 }
 
+/* past the embedding's sorted rows (erows_host) from k on that lie below row `end`: the first that does not */
+static int erows_below(const lomo_model *m, int k, int nrows, int end) {
+    while (k < nrows && m->erows_host[k] < end) k++;
+    return k;
+}
+
 /*
  * A tied head's gradient at the embedding's rows (erows) that fall in the
  * chunk of vocabulary rows v0..v0+n-1, whose dlogits [N, n] are in m->logits:
@@ -54,8 +60,8 @@ static int linear_block_grad(bwd *b, int p, int row0, int nrows, const float *do
  * past the chunk.
  */
 static int head_grad_at_rows(lomo_model *m, int v0, int n, int i0, int nrows) {
-    int N = m->head_rows, C = m->cfg.hidden_size, F = m->cfg.intermediate_size, i1 = i0;
-    while (i1 < nrows && m->erows_host[i1] < v0 + n) i1++;
+    int N = m->head_rows, C = m->cfg.hidden_size, F = m->cfg.intermediate_size;
+    int i1 = erows_below(m, i0, nrows, v0 + n);
     for (int a = i0; a < i1; a += F) {
         int w = i1 - a < F ? i1 - a : F;
         LOMO_TIMED(m->ctx, LOMO_OP_COPY, 0, m->be->gather_cols(m->g.dh, m->logits, m->ecols + a, N, n, w));
@@ -247,7 +253,7 @@ static int chunk_passes(bwd *b, int p, int head, float dloss, int nrows, int fir
     int N = m->head_rows, C = m->cfg.hidden_size, V = m->cfg.vocab_size, chunk = model_logits_chunk(m);
     for (int pass = first; pass < hook->head_passes; pass++) {
         for (int v0 = 0, k0 = 0; v0 < V; v0 += chunk) {
-            int n = V - v0 < chunk ? V - v0 : chunk, k1 = k0;
+            int n = V - v0 < chunk ? V - v0 : chunk;
             if (head) {
                 model_head_logits(m, v0, n);
                 LOMO_TIMED(m->ctx, LOMO_OP_CROSSENTROPY, 0,
@@ -257,7 +263,7 @@ static int chunk_passes(bwd *b, int p, int head, float dloss, int nrows, int fir
                 LOMO_TIMED(m->ctx, LOMO_OP_COPY, 0, be->memset0(m->hchunk, (size_t)n * C * sizeof(float)));
             }
             /* the embedding's rows in this chunk: ecols holds each row's column within its chunk */
-            while (k1 < nrows && m->erows_host[k1] < v0 + n) k1++;
+            int k1 = erows_below(m, k0, nrows, v0 + n);
             if (k1 > k0)
                 LOMO_TIMED(m->ctx, LOMO_OP_EMBEDDING, 0,
                            be->rows_add(m->hchunk, m->gradbuf + (size_t)k0 * C, m->ecols + k0, k1 - k0, C));
