@@ -6,6 +6,7 @@
 #ifndef LOMO_MODEL_CHECK_H
 #define LOMO_MODEL_CHECK_H
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -103,6 +104,22 @@ static inline size_t compare_grad(const lomo_model *m, setup *s, int p, const fl
     const double *want = fx_f64(&s->fx, name, info.numel);
     if (!want) return 1;
     return fx_compare(name, got, want, info.numel, MODEL_ATOL_REL * fx_max_abs(want, info.numel), MODEL_RTOL);
+}
+
+/* A loss against PyTorch's; what names the case in a failure. */
+static inline void check_loss(setup *s, float loss, const char *what) {
+    double want = fx_scalar(&s->fx, "loss");
+    CHECK(fabs(loss - want) <= 1e-6 + MODEL_RTOL * fabs(want), "%s: loss %.9g want %.9g", what, loss, want);
+}
+
+/* Every position's logits [B*T, V] and the loss against PyTorch's; the fixture's logits, for more checks. */
+static inline const double *check_logits_loss(setup *s, const float *logits, float loss, const char *what) {
+    size_t nlog = (size_t)s->B * s->T * s->cfg.vocab_size;
+    const double *want = fx_f64(&s->fx, "logits", nlog);
+    CHECK(fx_compare("logits", logits, want, nlog, MODEL_ATOL_REL * fx_max_abs(want, nlog), MODEL_RTOL) == 0,
+          "%s: logits differ", what);
+    check_loss(s, loss, what);
+    return want;
 }
 
 /* Every parameter's gradient in g against PyTorch's; what names the case in a failure. */

@@ -161,12 +161,9 @@ static void test_fixture(const char *file) {
     size_t nlog = (size_t)s.B * s.T * V;
     float loss = 0, *logits = malloc(nlog * sizeof(float));
     lomo_grads *g = fwd_bwd(m, &s, &loss, logits);
-    const double *want_logits = fx_f64(&s.fx, "logits", nlog);
-    CHECK(fx_compare("logits", logits, want_logits, nlog, MODEL_ATOL_REL * fx_max_abs(want_logits, nlog),
-                     MODEL_RTOL) == 0, "%s: chunked logits differ", file);
-    double want_loss = fx_scalar(&s.fx, "loss");
-    CHECK(fabs(loss - want_loss) <= 1e-6 + MODEL_RTOL * fabs(want_loss), "%s: chunked loss %.9g want %.9g", file,
-          loss, want_loss);
+    char what[160];
+    snprintf(what, sizeof what, "%s, head in chunks", file);
+    const double *want_logits = check_logits_loss(&s, logits, loss, what);
     check_grads(m, &s, g, file);
     lomo_grads_destroy(g);
 
