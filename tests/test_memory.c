@@ -110,6 +110,27 @@ int main(void) {
         lomo_mem_get_stats(ctx, &s);
         CHECK(s.current_total == 0, "%zu bytes left after the RoPE checks", s.current_total);
         lomo_mem_reset_peak(ctx);
+
+        /* tables that do not fit (memory_limit: the model and nothing more): the forward says so by name,
+         * holds nothing new, and a decode fails the same way */
+        lomo_ctx *tight;
+        lomo_ctx_options lim = {.device = "cpu", .memory_limit = s0.current_total + 64};
+        CHECK(lomo_ctx_create(&tight, &lim) == LOMO_OK, "a limited context");
+        lomo_model *small;
+        CHECK(lomo_model_create(&small, tight, &big, NULL) == LOMO_OK, "a model within the limit: %s",
+              lomo_last_error(tight));
+        lomo_mem_stats t0, t1;
+        lomo_mem_get_stats(tight, &t0);
+        CHECK(lomo_model_forward(small, tok, NULL, 1, 24, NULL, l24) == LOMO_ERR_OOM &&
+                  strstr(lomo_last_error(tight), "rope tables"),
+              "tables past the limit: %s", lomo_last_error(tight));
+        CHECK(lomo_model_decode(small, tok, 1, 1, 0, next) == LOMO_ERR_OOM && strstr(lomo_last_error(tight), "rope tables"),
+              "decode's tables past the limit: %s", lomo_last_error(tight));
+        lomo_mem_get_stats(tight, &t1);
+        CHECK(t1.current_total == t0.current_total, "the failed tables hold %zu bytes",
+              t1.current_total - t0.current_total);
+        lomo_model_destroy(small);
+        lomo_ctx_destroy(tight);
     }
 
     /* two contexts account independently */
