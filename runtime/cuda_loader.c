@@ -32,10 +32,11 @@ enum { MAX_CANDIDATES = 4 };
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static const lomo_backend *loaded;
 
-/* paths[] := where to look, in order; returns how many */
-static int candidates(char paths[MAX_CANDIDATES][PATH_MAX]) {
+/* paths[] := where to look, in order; returns how many; *from_env := 1 when LOMO_CUDA_MODULE named the one */
+static int candidates(char paths[MAX_CANDIDATES][PATH_MAX], int *from_env) {
     const char *env = getenv("LOMO_CUDA_MODULE");
-    if (env && *env) {
+    *from_env = env && *env;
+    if (*from_env) {
         snprintf(paths[0], PATH_MAX, "%s", env);
         return 1;
     }
@@ -79,13 +80,13 @@ static const lomo_backend *open_module(const char *path, char *why, size_t why_l
 /* *unloadable := 1 when the driver is here and no module opened */
 static const lomo_backend *find_backend(char *why, size_t why_len, int *unloadable) {
     char paths[MAX_CANDIDATES][PATH_MAX];
-    int n = candidates(paths), found[MAX_CANDIDATES], any = 0;
+    int from_env, n = candidates(paths, &from_env), found[MAX_CANDIDATES], any = 0;
     for (int i = 0; i < n; i++) any |= found[i] = access(paths[i], F_OK) == 0;
     void *driver = dlopen("libcuda.so.1", RTLD_LAZY | RTLD_LOCAL);
     if (driver) dlclose(driver);
     *unloadable = driver != NULL; /* until a module opens */
     if (!any) {
-        if (getenv("LOMO_CUDA_MODULE") && *getenv("LOMO_CUDA_MODULE"))
+        if (from_env)
             snprintf(why, why_len, "LOMO_CUDA_MODULE=%s: no such file", paths[0]);
         else {
             int k = snprintf(why, why_len, "its module is in none of");

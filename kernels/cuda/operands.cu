@@ -17,7 +17,7 @@
  * The rounding also notes whether its source held a NaN or an inf, so the
  * update pass's finiteness check of an output gradient its dX GEMM has just
  * rounded reads one word instead of the tensor again (cuda_operand_check):
- * about two thirds of the bytes those checks read in a 7B step.
+ * about two thirds of the bytes those checks read in a 7B step (by count of the tensors checked).
  *
  * The cache is per process like the scratch slots it lives in; the backend
  * runs on one stream.
