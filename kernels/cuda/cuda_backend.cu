@@ -11,13 +11,12 @@
 #include <string.h>
 #include "cuda_ops.h"
 
-/* attention kernel families for 16-bit models (LOMO_ATTENTION=simt|mma) */
-enum { ATT_SIMT, ATT_MMA };
+/* attention kernel families for 16-bit models (LOMO_ATTENTION=simt|mma|pipe) */
+enum { ATT_SIMT, ATT_MMA, ATT_PIPE };
 
 static struct {
     pthread_once_t once;
     int usable;
-    int attention;             /* LOMO_ATTENTION: the kernel family for 16-bit models */
     char why[256];
     cudaStream_t stream;
     cublasHandle_t blas;
@@ -25,7 +24,7 @@ static struct {
     char err[512];
     void *scratch[CUDA_SCRATCH_SLOTS];
     size_t scratch_cap[CUDA_SCRATCH_SLOTS];
-} S = {PTHREAD_ONCE_INIT, 0, 0, "", 0, 0, PTHREAD_MUTEX_INITIALIZER, "", {0}, {0}};
+} S = {PTHREAD_ONCE_INIT, 0, "", 0, 0, PTHREAD_MUTEX_INITIALIZER, "", {0}, {0}};
 
 static void init_once(void) {
     int n = 0;
@@ -45,8 +44,6 @@ static void init_once(void) {
         snprintf(S.why, sizeof S.why, "cuBLAS: %s", cublasGetStatusString(bs));
         return;
     }
-    const char *att = getenv("LOMO_ATTENTION");
-    S.attention = att && !strcmp(att, "simt") ? ATT_SIMT : ATT_MMA;
     S.usable = 1;
 }
 
@@ -164,18 +161,26 @@ static void cu_sync(void) { cuda_ok(cudaStreamSynchronize(S.stream), "cudaStream
 /*
  * Attention: tensor cores for 16-bit models (products in the model's dtype, as
  * for the linear layers), the f32 kernels for f32 models and for head sizes
- * the tensor-core kernels lack. LOMO_ATTENTION=simt forces the f32 kernels
- * (for comparison); the default is attention_tc.cu's mma.sync kernels.
+ * the tensor-core kernels lack. The default is attention_tc.cu's mma.sync
+ * kernels; LOMO_ATTENTION=pipe asks for attention_pipe.cu's (the same products,
+ * tiles staged asynchronously; where the GPU's shared memory holds them, else
+ * the default), LOMO_ATTENTION=simt for the f32 kernels. The variable is read
+ * at every call, so a test or a benchmark can compare the families in one
+ * process; the families give the same results bit for bit but simt's.
  */
 static int attention_kind(int hd, lomo_dtype dt) {
     if (dt == LOMO_F32) return ATT_SIMT;
-    return S.attention == ATT_MMA && cuda_attention_tc_supported(hd) ? ATT_MMA : ATT_SIMT;
+    const char *want = getenv("LOMO_ATTENTION");
+    if (want && !strcmp(want, "simt")) return ATT_SIMT;
+    if (want && !strcmp(want, "pipe") && cuda_attention_pipe_supported(hd)) return ATT_PIPE;
+    return cuda_attention_tc_supported(hd) ? ATT_MMA : ATT_SIMT;
 }
 
 static void cu_attention_forward(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T,
                                  int NH, int NKV, int hd, lomo_dtype dt) {
     switch (attention_kind(hd, dt)) {
     case ATT_MMA: cuda_attention_tc_forward(out, lse, q, k, v, B, T, NH, NKV, hd, dt); break;
+    case ATT_PIPE: cuda_attention_pipe_forward(out, lse, q, k, v, B, T, NH, NKV, hd, dt); break;
     default: cuda_attention_forward(out, lse, q, k, v, B, T, NH, NKV, hd);
     }
 }
@@ -186,6 +191,9 @@ static void cu_attention_backward(float *dq, float *dk, float *dv, float *scratc
     switch (attention_kind(hd, dt)) {
     case ATT_MMA:
         cuda_attention_tc_backward(dq, dk, dv, scratch, dout, out, lse, q, k, v, B, T, NH, NKV, hd, dt);
+        break;
+    case ATT_PIPE:
+        cuda_attention_pipe_backward(dq, dk, dv, scratch, dout, out, lse, q, k, v, B, T, NH, NKV, hd, dt);
         break;
     default: cuda_attention_backward(dq, dk, dv, scratch, dout, out, lse, q, k, v, B, T, NH, NKV, hd);
     }

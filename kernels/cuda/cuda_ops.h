@@ -34,8 +34,9 @@ int cublas_ok(cublasStatus_t s, const char *what);
  * are independent buffers; contents do not survive the next call with that slot.
  * NULL (error recorded) if the device is out of memory.
  */
-#define CUDA_SCRATCH_SLOTS 6   /* 0, 1: GEMM operands (operands.cu keeps them); 2: update.cu; 3: attention; 4: GEMM f32 chunks;
-                                  5: a gated update's alpha, beta */
+#define CUDA_SCRATCH_SLOTS 7   /* 0, 1: GEMM operands (operands.cu keeps them); 2: update.cu; 3: attention; 4: GEMM f32 chunks;
+                                  5: a gated update's alpha, beta; 6: attention_pipe.cu's 16-bit inputs */
+#define CUDA_SCRATCH_ATTENTION16 6
 void *cuda_scratch(int slot, size_t bytes);
 /* bytes held by the scratch slots (reported by benchmarks) */
 size_t cuda_scratch_bytes(void);
@@ -79,6 +80,8 @@ const void *cuda_gemm_operand(lomo_dtype dt, const float *src, size_t n, const i
 int cuda_operand_check(int *gate, const float *src, size_t n, int tag);
 /* device memory may have been written: nothing kept is reused */
 void cuda_operands_forget(void);
+/* out [n] = src [n] rounded to the 16-bit dt (not kept, no finiteness note); 0 (error recorded) if the launch failed */
+int cuda_round16(void *out, const float *src, size_t n, lomo_dtype dt);
 /* bytes at p were written: what was rounded from there is not reused */
 void cuda_operands_forget_range(const void *p, size_t bytes);
 
@@ -123,6 +126,15 @@ void cuda_attention_tc_forward(float *out, float *lse, const float *q, const flo
 void cuda_attention_tc_backward(float *dq, float *dk, float *dv, float *scratch, const float *dout,
                                 const float *out, const float *lse, const float *q, const float *k, const float *v,
                                 int B, int T, int NH, int NKV, int hd, lomo_dtype dt);
+
+/* ---- attention_pipe.cu: the same, its tiles staged with cp.async from 16-bit copies of the inputs,
+ * the next tile's copy in flight while the current one is multiplied (sm_80 / sm_90 shared memory) ---- */
+int cuda_attention_pipe_supported(int hd);
+void cuda_attention_pipe_forward(float *out, float *lse, const float *q, const float *k, const float *v, int B,
+                                 int T, int NH, int NKV, int hd, lomo_dtype dt);
+void cuda_attention_pipe_backward(float *dq, float *dk, float *dv, float *scratch, const float *dout,
+                                  const float *out, const float *lse, const float *q, const float *k, const float *v,
+                                  int B, int T, int NH, int NKV, int hd, lomo_dtype dt);
 
 /* ---- update.cu (optimizer math, f32, rounding to storage) ---- */
 void cuda_to_f32(float *out, const void *src, lomo_dtype dt, size_t n);

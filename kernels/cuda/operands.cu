@@ -118,6 +118,12 @@ int cuda_operand_check(int *gate, const float *src, size_t n, int tag) {
     return 0;
 }
 
+int cuda_round16(void *out, const float *src, size_t n, lomo_dtype dt) {
+    if (dt == LOMO_BF16) launch_round<__nv_bfloat16>(out, src, n, NULL, -1, 0);
+    else launch_round<__half>(out, src, n, NULL, -1, 0);
+    return CUDA_LAUNCHED("rounding to 16 bits");
+}
+
 void cuda_operands_forget(void) {
     for (int i = 0; i < OPERAND_SLOTS; i++) K[i].src = NULL;
 }

@@ -1,5 +1,7 @@
 /*
- * bench_cuda.c: LOMO training steps on the GPU for LLaMA shapes with random
+ * bench_cuda.c: first the two tensor-core attention families side by side (the
+ * faster, when their bits agree, runs what follows unless LOMO_ATTENTION names
+ * one); then LOMO training steps on the GPU for LLaMA shapes with random
  * weights (bf16, activation checkpointing, seq 1024): peak device memory, step
  * time, tokens/s and model FLOP utilization, at batch 1 and at the largest
  * batch the memory plan says fits; the 7B step again with checkpointing that
@@ -295,6 +297,70 @@ static void profile_table(const shape *s, int B, int T, const result *r) {
     }
 }
 
+/*
+ * The attention kernel families for 16-bit models side by side on the 7B
+ * attention shape (NH = NKV = 32, hd 128, bf16) at batch B: each family's
+ * forward and backward timed alone (the best of three after a warm-up),
+ * TFLOP/s counted as the profile counts them (forward 2 B NH T^2 hd for
+ * causal attention, backward twice that), and whether its outputs are the
+ * mma family's bit for bit. *faster: 1 if pipe ran and beat mma with the same
+ * bits. LOMO_ATTENTION is read at every call (cuda_backend.cu), so the
+ * families run in this one process, on the same inputs.
+ */
+static void attention_families(const lomo_backend *be, int B, int T, int *faster) {
+    const int NH = 32, NKV = 32, hd = 128;
+    const char *fam[] = {"mma", "pipe"};
+    size_t nq = (size_t)B * T * NH * hd, nk = (size_t)B * T * NKV * hd, ns = be->attention_saved_floats(B, T, NH);
+    float *q = be->alloc(nq * 4), *k = be->alloc(nk * 4), *v = be->alloc(nk * 4), *dy = be->alloc(nq * 4);
+    float *ao = be->alloc(nq * 4), *sv = be->alloc(ns * 4), *dq = be->alloc(nq * 4), *dk = be->alloc(nk * 4);
+    float *dv = be->alloc(nk * 4), *sc = be->alloc(be->attention_scratch_floats(B, T, NH) * 4);
+    float *host[2] = {malloc((2 * nq + 2 * nk) * 4), malloc((2 * nq + 2 * nk) * 4)};
+    double t[2][2] = {{0, 0}, {0, 0}};
+    int ok = q && k && v && dy && ao && sv && dq && dk && dv && sc && host[0] && host[1];
+    if (ok) {
+        be->fill_uniform(q, LOMO_F32, nq, 11, 1.0f);
+        be->fill_uniform(k, LOMO_F32, nk, 12, 1.0f);
+        be->fill_uniform(v, LOMO_F32, nk, 13, 1.0f);
+        be->fill_uniform(dy, LOMO_F32, nq, 14, 1.0f);
+    }
+    for (int f = 0; ok && f < 2; f++) {
+        setenv("LOMO_ATTENTION", fam[f], 1);
+        for (int pass = 0; pass < 2; pass++) {   /* the best of three after a warm-up */
+            double best = 1e30;
+            for (int rep = 0; rep < 4; rep++) {
+                be->sync();
+                double t0 = now();
+                if (pass == 0) be->attention_forward(ao, sv, q, k, v, B, T, NH, NKV, hd, LOMO_BF16);
+                else be->attention_backward(dq, dk, dv, sc, dy, ao, sv, q, k, v, B, T, NH, NKV, hd, LOMO_BF16);
+                be->sync();
+                if (rep) best = fmin(best, now() - t0);
+            }
+            t[f][pass] = best;
+        }
+        float *h = host[f];
+        be->to_host(h, ao, nq * 4);
+        be->to_host(h + nq, dq, nq * 4);
+        be->to_host(h + 2 * nq, dk, nk * 4);
+        be->to_host(h + 2 * nq + nk, dv, nk * 4);
+    }
+    unsetenv("LOMO_ATTENTION");
+    const char *err = be->error();
+    if (!ok || err) {
+        say("| attention B%d | %s |\n", B, err ? err : "out of device memory");
+    } else {
+        int same = !memcmp(host[0], host[1], (2 * nq + 2 * nk) * 4);
+        double fl = 2.0 * B * NH * (double)T * T * hd;
+        for (int f = 0; f < 2; f++)
+            say("| %s | %d | %d | %.3f | %.1f | %.3f | %.1f | %s |\n", fam[f], B, T, t[f][0] * 1e3, fl / t[f][0] / 1e12,
+                t[f][1] * 1e3, 2 * fl / t[f][1] / 1e12, f == 0 ? "-" : same ? "yes" : "NO");
+        *faster = same && t[1][0] + t[1][1] < t[0][0] + t[0][1];
+    }
+    void *bufs[] = {q, k, v, dy, ao, sv, dq, dk, dv, sc};
+    for (int i = 0; i < 10; i++) be->free(bufs[i]);
+    free(host[0]);
+    free(host[1]);
+}
+
 int main(int argc, char **argv) {
     int quick = 0;
     const char *out_path = NULL;
@@ -320,11 +386,29 @@ int main(int argc, char **argv) {
     strftime(date, sizeof date, "%Y-%m-%d", gmtime(&t));
     say("GPU: %s, %.1f GiB (%.1f free), %d SMs; %s\n\n", prop.name, total / 1073741824.0, free0 / 1073741824.0,
         prop.multiProcessorCount, date);
+    /* the attention families first: the faster of mma and pipe (same bits) runs the steps below,
+     * unless LOMO_ATTENTION names one */
+    const lomo_backend *gpu = lomo_backend_cuda(why, sizeof why, NULL);
+    const char *att_env = getenv("LOMO_ATTENTION");
+    char att_set[16] = "";
+    if (att_env) snprintf(att_set, sizeof att_set, "%s", att_env);
+    say("Attention kernels for 16-bit models on the 7B attention shape (32 heads of 128, bf16; forward and "
+        "backward each timed alone, the best of three): mma = attention_tc.cu (tiles rounded from f32 between "
+        "barriers), pipe = attention_pipe.cu (16-bit copies, tiles double-buffered with cp.async).\n\n"
+        "| family | batch | seq | forward ms | TFLOP/s | backward ms | TFLOP/s | same bits as mma |\n"
+        "|---|---|---|---|---|---|---|---|\n");
+    int pipe_b1 = 0, pipe_b8 = 0;
+    attention_families(gpu, 1, 1024, &pipe_b1);
+    attention_families(gpu, 8, 1024, &pipe_b8);
+    if (att_set[0]) setenv("LOMO_ATTENTION", att_set, 1);
+    else if (pipe_b8) setenv("LOMO_ATTENTION", "pipe", 1);
+    say("\n");
     const char *att = getenv("LOMO_ATTENTION"), *chunk = getenv("LOMO_BENCH_LOGITS_CHUNK");
     LOGITS_CHUNK = chunk && *chunk ? atoi(chunk) : 0;
     say("LOMO step (plain SGD fused into backward), bf16 weights, activation checkpointing, random weights; "
-        "attention kernels: %s; the LM head's logits %d vocabulary rows at a time (0: 8192 under checkpointing).\n",
-        att && *att ? att : "default (mma)", LOGITS_CHUNK);
+        "attention kernels: %s%s; the LM head's logits %d vocabulary rows at a time (0: 8192 under checkpointing).\n",
+        att && *att ? att : "default (mma)",
+        att_set[0] ? " (LOMO_ATTENTION)" : pipe_b8 ? " (faster above at batch 8, same bits)" : "", LOGITS_CHUNK);
     say("plan = lomo_plan_memory total; accounted = the runtime's peak; used = cudaMemGetInfo delta "
         "(adds scratch, cuBLAS workspace, CUDA context). forward = one forward with the loss; attention = "
         "the flash-attention kernels' time in one step (two forwards, one backward per layer), timed alone.\n\n");

@@ -5,6 +5,7 @@
  * scaling), compared with tolerances per dtype. Prints one line per check and
  * exits 1 if any fails, 77 (skipped) when no usable GPU is present.
  */
+#include <cuda_runtime_api.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -469,7 +470,9 @@ static void test_attention_shape(int B, int T, int NH, int NKV, int hd, lomo_dty
     GPU->attention_backward(gdq, gdk, gdv, gs, gy, gout, gatt, gq, gk, gv, B, T, NH, NKV, hd, dt);
     /* 16-bit products: errors of the operands' rounding (bf16 8 bits, f16 11 bits), relative to the tensor's scale */
     double tol = dt == LOMO_F32 ? 1e-5 : dt == LOMO_BF16 ? 2e-2 : 1e-2;   /* seen on an H200: 6e-3 bf16 */
-    const char *dn = lomo_dtype_name(dt);
+    const char *fam = getenv("LOMO_ATTENTION");
+    char dn[32];   /* the dtype, and the family when one is asked for */
+    snprintf(dn, sizeof dn, "%s%s%s", lomo_dtype_name(dt), fam ? " " : "", fam ? fam : "");
     char name[96];
     snprintf(name, sizeof name, "attention %s out B%d T%d NH%d NKV%d hd%d", dn, B, T, NH, NKV, hd);
     compare_dev(name, gout, out, nq, tol);
@@ -482,6 +485,62 @@ static void test_attention_shape(int B, int T, int NH, int NKV, int hd, lomo_dty
     snprintf(name, sizeof name, "attention %s B%d T%d hd%d", dn, B, T, hd);
     check_device_error(name);
     free(q); free(k); free(v); free(dy); free(out); free(att); free(datt); free(dq); free(dk); free(dv);
+    float *dev[] = {gq, gk, gv, gy, gout, gatt, gs, gdq, gdk, gdv};
+    for (int i = 0; i < 10; i++) GPU->free(dev[i]);
+}
+
+/* LOMO_ATTENTION for what follows (NULL: unset); the family is read at every attention call */
+static void use_attention(const char *family) {
+    if (family) setenv("LOMO_ATTENTION", family, 1);
+    else unsetenv("LOMO_ATTENTION");
+}
+
+/* attention_pipe.cu's kernels run where a block's opt-in shared memory holds its largest one (its
+ * T3Dims::max_smem: six [64][hd + 8] 16-bit tiles and four rows of 64 floats); elsewhere
+ * LOMO_ATTENTION=pipe runs attention_tc.cu's, and comparing the two here would compare one with itself */
+static int pipe_runs_here(int hd) {
+    int dev = 0, optin = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess)
+        return 0;
+    return (size_t)optin >= 6 * 64 * (size_t)(hd + 8) * 2 + 4 * 64 * 4;
+}
+
+/* The pipe family gives the mma family's bits: the same products in the same order (attention_mma.cuh),
+ * only the staging differs. Every output of a forward and a backward, on one set of inputs. */
+static void test_attention_pipe_same(int B, int T, int NH, int NKV, int hd, lomo_dtype dt) {
+    size_t nq = (size_t)B * T * NH * hd, nk = (size_t)B * T * NKV * hd, na = GPU->attention_saved_floats(B, T, NH);
+    float *q = hrand(nq, 1.0f), *k = hrand(nk, 1.0f), *v = hrand(nk, 1.0f), *dy = hrand(nq, 1.0f);
+    float *gq = dup_dev(q, nq * 4), *gk = dup_dev(k, nk * 4), *gv = dup_dev(v, nk * 4), *gy = dup_dev(dy, nq * 4);
+    float *gout = GPU->alloc(nq * 4), *gatt = GPU->alloc(na * 4);
+    float *gs = GPU->alloc(GPU->attention_scratch_floats(B, T, NH) * 4);
+    float *gdq = GPU->alloc(nq * 4), *gdk = GPU->alloc(nk * 4), *gdv = GPU->alloc(nk * 4);
+    size_t n = 2 * nq + 2 * nk + na;
+    float *got[2] = {malloc(n * 4), malloc(n * 4)};
+    const char *fam[2] = {"mma", "pipe"};
+    for (int f = 0; f < 2; f++) {
+        use_attention(fam[f]);
+        GPU->memset0(gdq, nq * 4);
+        GPU->attention_forward(gout, gatt, gq, gk, gv, B, T, NH, NKV, hd, dt);
+        GPU->attention_backward(gdq, gdk, gdv, gs, gy, gout, gatt, gq, gk, gv, B, T, NH, NKV, hd, dt);
+        float *h = got[f];
+        GPU->to_host(h, gout, nq * 4);
+        GPU->to_host(h + nq, gdq, nq * 4);
+        GPU->to_host(h + 2 * nq, gdk, nk * 4);
+        GPU->to_host(h + 2 * nq + nk, gdv, nk * 4);
+        GPU->to_host(h + 2 * nq + 2 * nk, gatt, na * 4);
+    }
+    use_attention("pipe");
+    size_t first = n;
+    for (size_t i = 0; i < n && first == n; i++)
+        if (memcmp(&got[0][i], &got[1][i], 4)) first = i;
+    char name[96], detail[128] = "";
+    if (first < n) snprintf(detail, sizeof detail, "first difference at [%zu] of out|dq|dk|dv|lse: %.9g vs %.9g",
+                            first, got[1][first], got[0][first]);
+    snprintf(name, sizeof name, "attention %s pipe == mma B%d T%d NH%d NKV%d hd%d", lomo_dtype_name(dt), B, T, NH,
+             NKV, hd);
+    check(name, first == n, detail);
+    free(q); free(k); free(v); free(dy); free(got[0]); free(got[1]);
     float *dev[] = {gq, gk, gv, gy, gout, gatt, gs, gdq, gdk, gdv};
     for (int i = 0; i < 10; i++) GPU->free(dev[i]);
 }
@@ -793,6 +852,32 @@ static void test_keep_attention_same(void) {
     free(weights[1]);
 }
 
+/* Whole bf16 steps with checkpointing under the pipe family: the mma family's losses and weights bit
+ * for bit (the step's attention is hd 64: attention_pipe.cu's hd-64 kernels) */
+static void test_pipe_steps_same(void) {
+    step_case sc = {"pipe attention", LOMO_OPTIM_LOMO, LOMO_BF16, 1.0f, LOMO_CHECKPOINT_BLOCKS, 0.05f, 0, 0};
+    float losses[2][STEPS];
+    float *weights[2] = {0};
+    size_t nw[2] = {0, 0};
+    char err[2][300] = {"", ""};
+    lomo_op_stats prof[2];
+    for (int f = 0; f < 2; f++) {
+        use_attention(f ? "pipe" : "mma");
+        train_on("cuda", &sc, losses[f], &weights[f], &nw[f], &prof[f], err[f], sizeof err[f]);
+    }
+    char detail[700];
+    snprintf(detail, sizeof detail, "mma: %s / pipe: %s", err[0][0] ? err[0] : "ok", err[1][0] ? err[1] : "ok");
+    int ran = !err[0][0] && !err[1][0];
+    check("bf16 clip-norm steps with checkpointing, attention mma and pipe, run on the GPU", ran, detail);
+    if (ran)
+        check("pipe attention: the same losses and weights as mma, bit for bit",
+              nw[0] == nw[1] && !memcmp(losses[0], losses[1], sizeof losses[0]) &&
+                  !memcmp(weights[0], weights[1], nw[0] * sizeof(float)),
+              "differ");
+    free(weights[0]);
+    free(weights[1]);
+}
+
 /* next_logits (the LM head on each row's last position), rows of three lengths, on both backends */
 /* n queries at positions pos.. against a cache of cap positions (the positions past pos + n hold noise) */
 static void test_attention_cached(int B, int n, int pos, int cap, int NH, int NKV, int hd) {
@@ -939,6 +1024,29 @@ int main(void) {
     test_attention_shape(2, 67, 4, 2, 64, LOMO_F16);
     test_attention_shape(1, 130, 4, 4, 128, LOMO_F16);
     test_attention_shape(2, 17, 6, 2, 8, LOMO_BF16);   /* no tensor-core kernel for hd 8: the f32 one */
+    /* the pipe family: against the CPU, and against mma bit for bit; T across tiles, GQA, both head sizes */
+    char *asked = getenv("LOMO_ATTENTION") ? strdup(getenv("LOMO_ATTENTION")) : NULL;
+    if (pipe_runs_here(64) && pipe_runs_here(128)) {
+        use_attention("pipe");
+        test_attention_shape(1, 1, 2, 1, 64, LOMO_BF16);
+        test_attention_shape(2, 67, 4, 2, 64, LOMO_BF16);
+        test_attention_shape(1, 200, 8, 2, 128, LOMO_BF16);
+        test_attention_shape(1, 1100, 4, 4, 128, LOMO_BF16);
+        test_attention_shape(1, 130, 4, 4, 128, LOMO_F16);
+        test_attention_pipe_same(1, 1, 2, 1, 64, LOMO_BF16);
+        test_attention_pipe_same(2, 67, 4, 2, 64, LOMO_BF16);
+        test_attention_pipe_same(1, 200, 8, 2, 128, LOMO_BF16);
+        test_attention_pipe_same(2, 1030, 4, 1, 128, LOMO_BF16);
+        test_attention_pipe_same(1, 130, 4, 4, 128, LOMO_F16);
+        test_attention_pipe_same(1, 64, 2, 2, 64, LOMO_F16);
+        test_pipe_steps_same();
+        check_device_error("attention, pipe family");
+    } else {
+        printf("SKIP attention pipe family: this GPU's opt-in shared memory a block is below its kernels' "
+               "(attention_pipe.cu); LOMO_ATTENTION=pipe runs the mma family here\n");
+    }
+    use_attention(asked);
+    free(asked);
     /* decoding's attention against a cache: one query, a prompt, head sizes not a multiple of 32, 256 */
     test_attention_cached(2, 1, 40, 64, 4, 2, 64);
     test_attention_cached(1, 7, 0, 16, 4, 4, 128);
