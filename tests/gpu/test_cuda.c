@@ -5,7 +5,6 @@
  * scaling), compared with tolerances per dtype. Prints one line per check and
  * exits 1 if any fails, 77 (skipped) when no usable GPU is present.
  */
-#include <cuda_runtime_api.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +13,7 @@
 #include "runtime/dtype.h"
 #include "runtime/lomo.h"
 #include "tests/fixture.h"
+#include "tests/gpu/attention_pipe_support.h"
 
 static const lomo_backend *CPU, *GPU;
 static int failures, checks;
@@ -493,17 +493,6 @@ static void test_attention_shape(int B, int T, int NH, int NKV, int hd, lomo_dty
 static void use_attention(const char *family) {
     if (family) setenv("LOMO_ATTENTION", family, 1);
     else unsetenv("LOMO_ATTENTION");
-}
-
-/* attention_pipe.cu's kernels run where a block's opt-in shared memory holds its largest one (its
- * T3Dims::max_smem: six [64][hd + 8] 16-bit tiles and four rows of 64 floats); elsewhere
- * LOMO_ATTENTION=pipe runs attention_tc.cu's, and comparing the two here would compare one with itself */
-static int pipe_runs_here(int hd) {
-    int dev = 0, optin = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess ||
-        cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess)
-        return 0;
-    return (size_t)optin >= 6 * 64 * (size_t)(hd + 8) * 2 + 4 * 64 * 4;
 }
 
 /* The pipe family gives the mma family's bits: the same products in the same order (attention_mma.cuh),
@@ -1024,29 +1013,6 @@ int main(void) {
     test_attention_shape(2, 67, 4, 2, 64, LOMO_F16);
     test_attention_shape(1, 130, 4, 4, 128, LOMO_F16);
     test_attention_shape(2, 17, 6, 2, 8, LOMO_BF16);   /* no tensor-core kernel for hd 8: the f32 one */
-    /* the pipe family: against the CPU, and against mma bit for bit; T across tiles, GQA, both head sizes */
-    char *asked = getenv("LOMO_ATTENTION") ? strdup(getenv("LOMO_ATTENTION")) : NULL;
-    if (pipe_runs_here(64) && pipe_runs_here(128)) {
-        use_attention("pipe");
-        test_attention_shape(1, 1, 2, 1, 64, LOMO_BF16);
-        test_attention_shape(2, 67, 4, 2, 64, LOMO_BF16);
-        test_attention_shape(1, 200, 8, 2, 128, LOMO_BF16);
-        test_attention_shape(1, 1100, 4, 4, 128, LOMO_BF16);
-        test_attention_shape(1, 130, 4, 4, 128, LOMO_F16);
-        test_attention_pipe_same(1, 1, 2, 1, 64, LOMO_BF16);
-        test_attention_pipe_same(2, 67, 4, 2, 64, LOMO_BF16);
-        test_attention_pipe_same(1, 200, 8, 2, 128, LOMO_BF16);
-        test_attention_pipe_same(2, 1030, 4, 1, 128, LOMO_BF16);
-        test_attention_pipe_same(1, 130, 4, 4, 128, LOMO_F16);
-        test_attention_pipe_same(1, 64, 2, 2, 64, LOMO_F16);
-        test_pipe_steps_same();
-        check_device_error("attention, pipe family");
-    } else {
-        printf("SKIP attention pipe family: this GPU's opt-in shared memory a block is below its kernels' "
-               "(attention_pipe.cu); LOMO_ATTENTION=pipe runs the mma family here\n");
-    }
-    use_attention(asked);
-    free(asked);
     /* decoding's attention against a cache: one query, a prompt, head sizes not a multiple of 32, 256 */
     test_attention_cached(2, 1, 40, 64, 4, 2, 64);
     test_attention_cached(1, 7, 0, 16, 4, 4, 128);
@@ -1087,6 +1053,31 @@ int main(void) {
     test_oom_message();
     test_head_dim_limit();
     check_device_error("the out-of-memory and head-size checks");
+    /* the pipe family last, so that a fault of its kernels (a device error is sticky) cannot take the
+     * checks above with it: against the CPU, and against mma bit for bit; T across tiles, GQA, both
+     * head sizes, attention alone and whole steps */
+    char *asked = getenv("LOMO_ATTENTION") ? strdup(getenv("LOMO_ATTENTION")) : NULL;
+    if (attention_pipe_runs_here(64) && attention_pipe_runs_here(128)) {
+        use_attention("pipe");
+        test_attention_shape(1, 1, 2, 1, 64, LOMO_BF16);
+        test_attention_shape(2, 67, 4, 2, 64, LOMO_BF16);
+        test_attention_shape(1, 200, 8, 2, 128, LOMO_BF16);
+        test_attention_shape(1, 1100, 4, 4, 128, LOMO_BF16);
+        test_attention_shape(1, 130, 4, 4, 128, LOMO_F16);
+        test_attention_pipe_same(1, 1, 2, 1, 64, LOMO_BF16);
+        test_attention_pipe_same(2, 67, 4, 2, 64, LOMO_BF16);
+        test_attention_pipe_same(1, 200, 8, 2, 128, LOMO_BF16);
+        test_attention_pipe_same(2, 1030, 4, 1, 128, LOMO_BF16);
+        test_attention_pipe_same(1, 130, 4, 4, 128, LOMO_F16);
+        test_attention_pipe_same(1, 64, 2, 2, 64, LOMO_F16);
+        test_pipe_steps_same();
+        check_device_error("attention, pipe family");
+    } else {
+        printf("SKIP attention pipe family: this GPU's opt-in shared memory a block is below its kernels' "
+               "(attention_pipe.cu); LOMO_ATTENTION=pipe runs the mma family here\n");
+    }
+    use_attention(asked);
+    free(asked);
     printf("%d checks, %d failed\n", checks, failures);
     return failures ? 1 : 0;
 }
