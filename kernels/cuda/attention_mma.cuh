@@ -2,7 +2,7 @@
  * attention_mma.cuh: the tensor-core pieces of the causal flash attention for
  * 16-bit models, shared by its two kernel families: attention_tc.cu (f32
  * inputs rounded while they are staged, one tile at a time) and
- * attention_pipe.cu (16-bit copies of the inputs staged with cp.async, the
+ * the pipe family (16-bit copies of the inputs staged with cp.async, the
  * next tile's copy in flight while the current one is used). The families
  * differ only in how tiles reach shared memory; the products, the softmax
  * and the stores below are the same code, so they give the same bits.

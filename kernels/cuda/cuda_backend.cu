@@ -162,7 +162,7 @@ static void cu_sync(void) { cuda_ok(cudaStreamSynchronize(S.stream), "cudaStream
  * Attention: tensor cores for 16-bit models (products in the model's dtype, as
  * for the linear layers), the f32 kernels for f32 models and for head sizes
  * the tensor-core kernels lack. The default is attention_tc.cu's mma.sync
- * kernels; LOMO_ATTENTION=pipe asks for attention_pipe.cu's (the same products,
+ * kernels; LOMO_ATTENTION=pipe asks for its pipe family (the same products,
  * tiles staged asynchronously; where the GPU's shared memory holds them, else
  * the default), LOMO_ATTENTION=simt for the f32 kernels. The variable is read
  * at every call, so a test or a benchmark can compare the families in one

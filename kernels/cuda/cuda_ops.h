@@ -35,7 +35,7 @@ int cublas_ok(cublasStatus_t s, const char *what);
  * NULL (error recorded) if the device is out of memory.
  */
 #define CUDA_SCRATCH_SLOTS 7   /* 0, 1: GEMM operands (operands.cu keeps them); 2: update.cu; 3: attention; 4: GEMM f32 chunks;
-                                  5: a gated update's alpha, beta; 6: attention_pipe.cu's 16-bit inputs */
+                                  5: a gated update's alpha, beta; 6: the pipe attention's 16-bit inputs */
 #define CUDA_SCRATCH_ATTENTION16 6
 void *cuda_scratch(int slot, size_t bytes);
 /* bytes held by the scratch slots (reported by benchmarks) */
@@ -127,8 +127,9 @@ void cuda_attention_tc_backward(float *dq, float *dk, float *dv, float *scratch,
                                 const float *out, const float *lse, const float *q, const float *k, const float *v,
                                 int B, int T, int NH, int NKV, int hd, lomo_dtype dt);
 
-/* ---- attention_pipe.cu: the same, its tiles staged with cp.async from 16-bit copies of the inputs,
- * the next tile's copy in flight while the current one is multiplied (sm_80 / sm_90 shared memory) ---- */
+/* ---- attention_tc.cu too: the pipe family, the same products with the tiles staged with cp.async
+ * from 16-bit copies of the inputs, the next tile's copy in flight while the current one is
+ * multiplied (sm_80 / sm_90 shared memory) ---- */
 int cuda_attention_pipe_supported(int hd);
 void cuda_attention_pipe_forward(float *out, float *lse, const float *q, const float *k, const float *v, int B,
                                  int T, int NH, int NKV, int hd, lomo_dtype dt);

@@ -1,9 +1,10 @@
 /*
- * attention_pipe_support.h: whether this GPU runs attention_pipe.cu's kernels,
+ * attention_pipe_support.h: whether this GPU runs the pipe attention kernels,
  * for test_cuda and bench_cuda. They run where a block's opt-in shared memory
- * holds the largest of them (T3Dims::max_smem there: six [64][hd + 8] 16-bit
- * tiles and four rows of 64 floats); elsewhere LOMO_ATTENTION=pipe runs
- * attention_tc.cu's, and a comparison of the two would compare one with itself.
+ * holds the largest of them (attention_tc.cu's T2Dims<hd, true>::max_smem:
+ * six [64][hd + 8] 16-bit tiles and four rows of 64 floats); elsewhere
+ * LOMO_ATTENTION=pipe runs the mma family, and a comparison of the two would
+ * compare one with itself.
  */
 #ifndef LOMO_ATTENTION_PIPE_SUPPORT_H
 #define LOMO_ATTENTION_PIPE_SUPPORT_H

@@ -386,7 +386,7 @@ static int families_in_child(void) {
         }
         say("Attention kernels for 16-bit models on the 7B attention shape (32 heads of 128, bf16; forward "
             "and backward each timed alone, the best of three): mma = attention_tc.cu (tiles rounded from f32 "
-            "between barriers), pipe = attention_pipe.cu (16-bit copies, tiles double-buffered with "
+            "between barriers), pipe = the same products from 16-bit copies, tiles double-buffered with "
             "cp.async).\n\n"
             "| family | batch | seq | forward ms | TFLOP/s | backward ms | TFLOP/s | same bits as mma |\n"
             "|---|---|---|---|---|---|---|---|\n");

@@ -808,63 +808,71 @@ static void test_plan_without_gpu(void) {
     lomo_ctx_destroy(cc);
 }
 
-/* On the GPU too, keeping attention outputs changes nothing: the same losses and weights, bit for bit,
- * as recomputing attention (the kernels are deterministic, and the skipped forward wrote the same). */
-static void test_keep_attention_same(void) {
-    step_case sc = {"keep attention", LOMO_OPTIM_LOMO, LOMO_BF16, 1.0f, LOMO_CHECKPOINT_BLOCKS, 0.05f, 0, 0};
+/*
+ * Trains sc on the GPU twice, vary(sc, 0) and vary(sc, 1) before each run, and checks that both ran
+ * (`what`, the runs named names[0] and names[1]) and gave the same losses and weights bit for bit
+ * (`same`); prof: the last step's profile of each run. 1 if both ran.
+ */
+static int gpu_runs_same(step_case *sc, void (*vary)(step_case *, int), const char *const names[2],
+                         const char *what, const char *same, lomo_op_stats prof[2]) {
     float losses[2][STEPS];
     float *weights[2] = {0};
     size_t nw[2] = {0, 0};
     char err[2][300] = {"", ""};
-    lomo_op_stats prof[2];
     for (int k = 0; k < 2; k++) {
-        sc.checkpointing = k ? LOMO_CHECKPOINT_KEEP_ATTENTION : LOMO_CHECKPOINT_BLOCKS;
-        train_on("cuda", &sc, losses[k], &weights[k], &nw[k], &prof[k], err[k], sizeof err[k]);
+        vary(sc, k);
+        train_on("cuda", sc, losses[k], &weights[k], &nw[k], &prof[k], err[k], sizeof err[k]);
     }
     char detail[700];
-    snprintf(detail, sizeof detail, "blocks: %s / keep_attention: %s", err[0][0] ? err[0] : "ok",
+    snprintf(detail, sizeof detail, "%s: %s / %s: %s", names[0], err[0][0] ? err[0] : "ok", names[1],
              err[1][0] ? err[1] : "ok");
     int ran = !err[0][0] && !err[1][0];
-    check("bf16 clip-norm steps with checkpointing, blocks and keep_attention, run on the GPU", ran, detail);
-    if (ran) {
-        check("keep_attention: the same losses and weights as blocks, bit for bit",
-              nw[0] == nw[1] && !memcmp(losses[0], losses[1], sizeof losses[0]) &&
-                  !memcmp(weights[0], weights[1], nw[0] * sizeof(float)),
+    check(what, ran, detail);
+    if (ran)
+        check(same, nw[0] == nw[1] && !memcmp(losses[0], losses[1], sizeof losses[0]) &&
+                        !memcmp(weights[0], weights[1], nw[0] * sizeof(float)),
               "differ");
+    free(weights[0]);
+    free(weights[1]);
+    return ran;
+}
+
+static void vary_checkpointing(step_case *sc, int k) {
+    sc->checkpointing = k ? LOMO_CHECKPOINT_KEEP_ATTENTION : LOMO_CHECKPOINT_BLOCKS;
+}
+
+/* On the GPU too, keeping attention outputs changes nothing: the same losses and weights, bit for bit,
+ * as recomputing attention (the kernels are deterministic, and the skipped forward wrote the same). */
+static void test_keep_attention_same(void) {
+    step_case sc = {"keep attention", LOMO_OPTIM_LOMO, LOMO_BF16, 1.0f, LOMO_CHECKPOINT_BLOCKS, 0.05f, 0, 0};
+    const char *const names[2] = {"blocks", "keep_attention"};
+    lomo_op_stats prof[2];
+    if (gpu_runs_same(&sc, vary_checkpointing, names,
+                      "bf16 clip-norm steps with checkpointing, blocks and keep_attention, run on the GPU",
+                      "keep_attention: the same losses and weights as blocks, bit for bit", prof)) {
+        char detail[160];
         snprintf(detail, sizeof detail, "attention forwards in the last step: blocks %llu, keep_attention %llu",
                  (unsigned long long)prof[0].calls[LOMO_OP_ATTENTION_FWD],
                  (unsigned long long)prof[1].calls[LOMO_OP_ATTENTION_FWD]);
         check("keep_attention: the recompute skips attention", prof[1].calls[LOMO_OP_ATTENTION_FWD] <
                   prof[0].calls[LOMO_OP_ATTENTION_FWD], detail);
     }
-    free(weights[0]);
-    free(weights[1]);
+}
+
+static void vary_attention(step_case *sc, int k) {
+    (void)sc;
+    use_attention(k ? "pipe" : "mma");
 }
 
 /* Whole bf16 steps with checkpointing under the pipe family: the mma family's losses and weights bit
- * for bit (the step's attention is hd 64: attention_pipe.cu's hd-64 kernels) */
+ * for bit (the step's attention is hd 64: the pipe family's hd-64 kernels) */
 static void test_pipe_steps_same(void) {
     step_case sc = {"pipe attention", LOMO_OPTIM_LOMO, LOMO_BF16, 1.0f, LOMO_CHECKPOINT_BLOCKS, 0.05f, 0, 0};
-    float losses[2][STEPS];
-    float *weights[2] = {0};
-    size_t nw[2] = {0, 0};
-    char err[2][300] = {"", ""};
+    const char *const names[2] = {"mma", "pipe"};
     lomo_op_stats prof[2];
-    for (int f = 0; f < 2; f++) {
-        use_attention(f ? "pipe" : "mma");
-        train_on("cuda", &sc, losses[f], &weights[f], &nw[f], &prof[f], err[f], sizeof err[f]);
-    }
-    char detail[700];
-    snprintf(detail, sizeof detail, "mma: %s / pipe: %s", err[0][0] ? err[0] : "ok", err[1][0] ? err[1] : "ok");
-    int ran = !err[0][0] && !err[1][0];
-    check("bf16 clip-norm steps with checkpointing, attention mma and pipe, run on the GPU", ran, detail);
-    if (ran)
-        check("pipe attention: the same losses and weights as mma, bit for bit",
-              nw[0] == nw[1] && !memcmp(losses[0], losses[1], sizeof losses[0]) &&
-                  !memcmp(weights[0], weights[1], nw[0] * sizeof(float)),
-              "differ");
-    free(weights[0]);
-    free(weights[1]);
+    gpu_runs_same(&sc, vary_attention, names,
+                  "bf16 clip-norm steps with checkpointing, attention mma and pipe, run on the GPU",
+                  "pipe attention: the same losses and weights as mma, bit for bit", prof);
 }
 
 /* next_logits (the LM head on each row's last position), rows of three lengths, on both backends */
@@ -1074,7 +1082,7 @@ int main(void) {
         check_device_error("attention, pipe family");
     } else {
         printf("SKIP attention pipe family: this GPU's opt-in shared memory a block is below its kernels' "
-               "(attention_pipe.cu); LOMO_ATTENTION=pipe runs the mma family here\n");
+               "(attention_tc.cu's T2Dims); LOMO_ATTENTION=pipe runs the mma family here\n");
     }
     use_attention(asked);
     free(asked);
