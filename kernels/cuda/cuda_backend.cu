@@ -169,10 +169,18 @@ static void cu_sync(void) { cuda_ok(cudaStreamSynchronize(S.stream), "cudaStream
  * process; the families give the same results bit for bit but simt's.
  */
 static int attention_kind(int hd, lomo_dtype dt) {
+    static int noted;   /* a value that is not followed is said once a process */
     if (dt == LOMO_F32) return ATT_SIMT;
     const char *want = getenv("LOMO_ATTENTION");
+    if (want && *want && strcmp(want, "simt") && strcmp(want, "mma") && strcmp(want, "pipe") && !noted++)
+        fprintf(stderr, "lomo: LOMO_ATTENTION=%s is none of simt, mma, pipe: the default (mma) runs\n", want);
     if (want && !strcmp(want, "simt")) return ATT_SIMT;
-    if (want && !strcmp(want, "pipe") && cuda_attention_pipe_supported(hd)) return ATT_PIPE;
+    if (want && !strcmp(want, "pipe")) {
+        if (cuda_attention_pipe_supported(hd)) return ATT_PIPE;
+        if (!noted++)
+            fprintf(stderr, "lomo: LOMO_ATTENTION=pipe: this GPU's shared memory a block is too small for the pipe "
+                            "kernels at head size %d: mma runs\n", hd);
+    }
     return cuda_attention_tc_supported(hd) ? ATT_MMA : ATT_SIMT;
 }
 
