@@ -131,6 +131,7 @@ static void usage(FILE *f) {
             "Without arguments, lomo opens a REPL (help(lomo) lists the API) or runs stdin.\n"
             "Environment: LOMO_DEVICE (cpu | cuda, the default device), LOMO_PATH (the recipe library, for\n"
             "an installed lomo), LOMO_CUDA_MODULE (the CUDA backend's liblomo_cuda.so, when moved),\n"
+            "LOMO_ATTENTION (mma | pipe | simt: the GPU's attention kernels for 16-bit models),\n"
             "LOMO_TRACEBACK=1 (a traceback with every error), OMP_NUM_THREADS.\n");
 }
 
