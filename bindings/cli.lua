@@ -244,10 +244,18 @@ local function timing(n, seconds, why, extra)
     n, seconds, n > 0 and 1e3 * seconds / n or 0, why == "stop" and "the end token" or "--max-new", extra or ""))
 end
 
+-- The model's chat template (prompts.template_for); a guess is said on stderr.
+local function template_noted(prompts, tok)
+  local name, note = prompts.template_for(tok)
+  if note then io.stderr:write("lomo: ", note, "\n") end
+  return name
+end
+
 M.generate_usage = "usage: lomo generate <model.gguf | hf-folder> [prompt ...] " ..
-                   "[--chat[=chatml|smollm2|llama3]] " .. SAMPLING_USAGE ..
+                   "[--chat[=chatml|smollm2|llama3|zephyr]] " .. SAMPLING_USAGE ..
                    "\n  the prompt is the words after the model, or standard input when there are none;" ..
-                   "\n  --chat alone takes the template the tokenizer's special tokens point to"
+                   "\n  --chat alone takes the model's template (its chat template's format, else its" ..
+                   "\n  tokenizer's special tokens: llama3 or chatml)"
 
 -- Prints the reply as it is generated, then a line of timing to stderr.
 function M.generate(...)
@@ -260,8 +268,9 @@ function M.generate(...)
   if opt.chat and opt.chat ~= true then call(prompts.template, opt.chat) end   -- a bad name, before loading
   if opt.system and not opt.chat then error("--system needs --chat\n" .. M.generate_usage, 0) end
   local m, tok = load_for_generation(path, opt)
-  -- --chat alone: the template the tokenizer's special tokens point to
-  local template = opt.chat == true and prompts.template_for(tok) or opt.chat
+  -- --chat alone: the model's template
+  local template = opt.chat
+  if template == true then template = template_noted(prompts, tok) end
   if template then
     text = call(prompts.chat, {{role = "user", content = text}},
                 {template = template, system = opt.system, add_generation_prompt = true})
@@ -278,10 +287,11 @@ function M.generate(...)
   return reply
 end
 
-M.chat_usage = "usage: lomo chat <model.gguf | hf-folder> [--template chatml|smollm2|llama3] " ..
+M.chat_usage = "usage: lomo chat <model.gguf | hf-folder> [--template chatml|smollm2|llama3|zephyr] " ..
                SAMPLING_USAGE ..
                "\n  a conversation on standard input, a line a turn; /reset starts a new one;" ..
-               "\n  without --template, the one the tokenizer's special tokens point to (llama3 or chatml)"
+               "\n  without --template, the model's (its chat template's format, else its tokenizer's" ..
+               "\n  special tokens: llama3 or chatml)"
 
 -- A conversation: each turn's tokens join the key/value cache after the earlier turns', so a turn
 -- costs its own tokens only. The template's end of turn (ChatML's <|im_end|>, Llama 3's <|eot_id|>)
@@ -293,7 +303,7 @@ function M.chat(...)
   if not path or opt[2] then error(M.chat_usage, 0) end
   if opt.template then call(prompts.template, opt.template) end   -- a bad template, before loading
   local m, tok = load_for_generation(path, opt)
-  local template = opt.template or prompts.template_for(tok)
+  local template = opt.template or template_noted(prompts, tok)
   local t = prompts.template(template)
   local stop = eval.chat_stops(tok, template)
   local r = rng.new(opt.seed or 0)

@@ -180,6 +180,13 @@ static int tok_id_to_token(lua_State *L) {
     return 1;
 }
 
+static int tok_chat_template(lua_State *L) {
+    const char *src = lomo_tokenizer_chat_template(check_tok(L, 1)->t);
+    if (src) lua_pushstring(L, src);
+    else lua_pushnil(L);
+    return 1;
+}
+
 static int tok_save(lua_State *L) {
     tok_handle *h = check_tok(L, 1);
     lomo_status st = lomo_tokenizer_save_hf(h->t, luaL_checkstring(L, 2));
@@ -193,6 +200,7 @@ static const lomo_lua_reg tok_methods[] = {
     {"vocab_size", tok_vocab_size, "() -> number of tokens"},
     {"token_to_id", tok_token_to_id, "(s) -> id or nil"},
     {"id_to_token", tok_id_to_token, "(id) -> string or nil"},
+    {"chat_template", tok_chat_template, "() -> the model's chat template (Jinja source, not run) or nil"},
     {"save", tok_save, "(folder): tokenizer.json and tokenizer_config.json, as transformers reads them"},
     {"close", tok_close, "()"},
     {NULL, NULL, NULL},

@@ -147,6 +147,15 @@ lomo_status lomo_tokenizer_load_gguf(lomo_tokenizer **out, lomo_ctx *ctx, const 
     st = read_spec(f, &spec, &b);
     if (!st) st = tokenizer_create(out, ctx, &spec, gguf_path);
     free_buffers(&b);
+    /* the chat template, when the file has one (a string, or an error naming the key) */
+    char *tmpl = NULL;
+    if (!st && gguf_find(f, "tokenizer.chat_template") && !(st = gguf_get_str(f, "tokenizer.chat_template", &tmpl)))
+        st = tok_set_chat_template(*out, tmpl, gguf_path);
+    free(tmpl);
+    if (st && *out) {
+        lomo_tokenizer_destroy(*out);
+        *out = NULL;
+    }
     gguf_close(f);
     return st;
 }

@@ -18,11 +18,11 @@ extern "C" {
 typedef struct lomo_tokenizer lomo_tokenizer;
 
 /* tokenizer.json; when the file is named tokenizer.json, a tokenizer_config.json beside it names
- * the BOS and EOS (bos_token, eos_token), as transformers reads them. */
+ * the BOS and EOS (bos_token, eos_token), as transformers reads them, and gives the chat template. */
 lomo_status lomo_tokenizer_load_hf(lomo_tokenizer **out, lomo_ctx *ctx, const char *tokenizer_json_path);
 lomo_status lomo_tokenizer_load_gguf(lomo_tokenizer **out, lomo_ctx *ctx, const char *gguf_path);
 /*
- * Writes dir/tokenizer.json and dir/tokenizer_config.json (BOS and EOS by name),
+ * Writes dir/tokenizer.json and dir/tokenizer_config.json (BOS and EOS by name, the chat template),
  * creating dir if needed, each file whole or not at all: a GGUF's tokenizer saved
  * beside a fine-tune makes the folder complete for lomo and for transformers.
  * lomo_tokenizer_load_hf of dir/tokenizer.json gives the same ids, BOS and EOS.
@@ -43,6 +43,13 @@ int lomo_tokenizer_bos_id(const lomo_tokenizer *t);   /* -1 if none */
 int lomo_tokenizer_adds_bos(const lomo_tokenizer *t);
 int lomo_tokenizer_eos_id(const lomo_tokenizer *t);   /* -1 if none */
 int lomo_tokenizer_token_to_id(const lomo_tokenizer *t, const char *token);   /* -1 if absent */
+/*
+ * The model's chat template as its files give it, NUL-terminated, or NULL if they give none:
+ * tokenizer_config.json's chat_template (a string, or the one named "default" of a list of
+ * {"name", "template"}), a GGUF's tokenizer.chat_template. It is Jinja source: lomo does not run
+ * it (lomo.prompts recognizes the formats it has). Saved back by lomo_tokenizer_save_hf.
+ */
+const char *lomo_tokenizer_chat_template(const lomo_tokenizer *t);
 const char *lomo_tokenizer_id_to_token(const lomo_tokenizer *t, int id);       /* NULL if out of range */
 
 #ifdef __cplusplus

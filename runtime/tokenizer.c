@@ -240,7 +240,16 @@ void lomo_tokenizer_destroy(lomo_tokenizer *t) {
     strmap_free(t->vocab);
     pairmap_free(t->merges);
     free(t->added), free(t->by_first);
+    free(t->chat_template);
     free(t);
+}
+
+lomo_status tok_set_chat_template(lomo_tokenizer *t, const char *src, const char *what) {
+    char *copy = strdup(src);
+    if (!copy) return lomo_fail(t->ctx, LOMO_ERR_OOM, "%s: out of memory for the chat template", what);
+    free(t->chat_template);
+    t->chat_template = copy;
+    return LOMO_OK;
 }
 
 /* Grows an array of n elements of size sz by one; NULL on OOM (the old array stays valid). */
@@ -1322,6 +1331,7 @@ int lomo_tokenizer_adds_bos(const lomo_tokenizer *t) {
     return t && t->bos_id >= 0 && t->n_prefix > 0 && t->prefix[0] == t->bos_id;
 }
 int lomo_tokenizer_eos_id(const lomo_tokenizer *t) { return t ? t->eos_id : -1; }
+const char *lomo_tokenizer_chat_template(const lomo_tokenizer *t) { return t ? t->chat_template : NULL; }
 
 int lomo_tokenizer_token_to_id(const lomo_tokenizer *t, const char *token) {
     if (!t || !token) return -1;

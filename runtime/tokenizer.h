@@ -165,6 +165,7 @@ struct lomo_tokenizer {
     int has_decoder;         /* 0: decode joins token texts with ' ' (HF's default) */
     int32_t *prefix, *suffix;   /* ids added around the text when add_special */
     int n_prefix, n_suffix;
+    char *chat_template;     /* the model's chat template (Jinja source, not run), NULL if none */
 };
 
 /* Empties normalizer, pre-tokenizer, decoder and post-processor. */
@@ -180,6 +181,8 @@ lomo_status tok_pre_add_preset(lomo_tokenizer *t, const char *name);
  * in score mode, the merges that rank the same way (each split of a token into two tokens,
  * by the token's score). Returns the count, or -1 when out of memory; *pairs is malloc'd. */
 int tok_merges_by_rank(const lomo_tokenizer *t, int32_t **pairs);
+/* Keeps a copy of src as the chat template (replacing any); what names it in an out-of-memory error. */
+lomo_status tok_set_chat_template(lomo_tokenizer *t, const char *src, const char *what);
 /* Sets the strip flags of the added token with this id (HF added_tokens lstrip/rstrip). */
 void tok_added_set_strip(lomo_tokenizer *t, int id, int lstrip, int rstrip);
 

@@ -644,7 +644,33 @@ static lomo_status config_token(lomo_tokenizer *t, const char *path, const json_
     return LOMO_OK;
 }
 
-/* tokenizer_config.json beside .../tokenizer.json, when there is one: the BOS and EOS by name. */
+/* chat_template of tokenizer_config.json: a string, a list of {"name", "template"} (the "default"
+ * one), or null; anything else is an error naming the file and key. */
+static lomo_status config_chat_template(lomo_tokenizer *t, const char *path, const json_t *root) {
+    const json_t *v = json_object_get(root, "chat_template");
+    if (!v || json_is_null(v)) return LOMO_OK;
+    if (json_is_array(v)) {
+        const json_t *found = NULL;
+        size_t i;
+        const json_t *e;
+        json_array_foreach(v, i, e) {
+            const json_t *name = json_object_get(e, "name"), *src = json_object_get(e, "template");
+            if (!json_is_object(e) || !json_is_string(name) || !json_is_string(src))
+                return lomo_fail(t->ctx, LOMO_ERR_FORMAT,
+                                 "%s: chat_template[%zu]: expected {\"name\": string, \"template\": string}", path, i);
+            if (!strcmp(json_string_value(name), "default")) found = src;
+        }
+        if (!found) return LOMO_OK;   /* named templates only (tool use, RAG): no chat template */
+        v = found;
+    }
+    if (!json_is_string(v))
+        return lomo_fail(t->ctx, LOMO_ERR_FORMAT, "%s: chat_template: expected a string or a list of named templates",
+                         path);
+    return tok_set_chat_template(t, json_string_value(v), path);
+}
+
+/* tokenizer_config.json beside .../tokenizer.json, when there is one: the BOS and EOS by name, the
+ * chat template. */
 static lomo_status read_tokenizer_config(lomo_tokenizer *t, const char *json_path) {
     const char *base = strrchr(json_path, '/');
     base = base ? base + 1 : json_path;
@@ -661,8 +687,9 @@ static lomo_status read_tokenizer_config(lomo_tokenizer *t, const char *json_pat
                          err.column, err.text);
     lomo_status st = json_is_object(root) ? LOMO_OK
                                           : lomo_fail(t->ctx, LOMO_ERR_FORMAT, "%s: expected a JSON object", path);
-    if (!st && !(st = config_token(t, path, root, "bos_token", &t->bos_id)))
-        st = config_token(t, path, root, "eos_token", &t->eos_id);
+    if (!st && !(st = config_token(t, path, root, "bos_token", &t->bos_id)) &&
+        !(st = config_token(t, path, root, "eos_token", &t->eos_id)))
+        st = config_chat_template(t, path, root);
     json_decref(root);
     return st;
 }

@@ -239,5 +239,10 @@ lomo_status lomo_tokenizer_save_hf(const lomo_tokenizer *t, const char *dir) {
     json_t *cfg = json_pack("{s:s,s:o,s:o,s:o,s:b}", "tokenizer_class", "PreTrainedTokenizerFast", "bos_token",
                             name_or_null(t, t->bos_id), "eos_token", name_or_null(t, t->eos_id), "unk_token",
                             name_or_null(t, t->unk_id), "clean_up_tokenization_spaces", 0);
+    /* the model's chat template goes with it: transformers' apply_chat_template reads it from here */
+    if (cfg && t->chat_template && json_object_set_new(cfg, "chat_template", json_string(t->chat_template))) {
+        json_decref(cfg);
+        cfg = NULL;
+    }
     return write_json(t, dir, "tokenizer_config.json", cfg);
 }

@@ -811,6 +811,28 @@ static void test_llama_errors(void) {
 
 /* ------------------------------------------------------------------ tokenizer */
 
+/* a builder holding a SentencePiece ("llama") vocabulary of the one token "a" */
+static void b_one_token(builder *b) {
+    b_init(b);
+    kv_str(b, "tokenizer.ggml.model", "llama");
+    kv_head(b, "tokenizer.ggml.tokens", GGUF_ARRAY);
+    put_u32(&b->kv, GGUF_STRING);
+    put_u64(&b->kv, 1);
+    put_str(&b->kv, "a");
+}
+
+/* the tokenizer of b's file (finished, written, loaded, removed): its status, *t NULL on failure */
+static lomo_status load_built_tokenizer(builder *b, lomo_tokenizer **t) {
+    size_t n;
+    uint8_t *buf = b_finish(b, &n);
+    const char *path = write_tmp(buf, n);
+    free(buf);
+    *t = NULL;
+    lomo_status st = path ? lomo_tokenizer_load_gguf(t, ctx, path) : LOMO_ERR_IO;
+    if (path) unlink(path);
+    return st;
+}
+
 static void test_tokenizer(void) {
     lomo_tokenizer *t = NULL;
     lomo_status st = lomo_tokenizer_load_gguf(&t, ctx, fx_path("gguf/llama_gqa.gguf"));
@@ -818,6 +840,7 @@ static void test_tokenizer(void) {
     if (!st) {
         CHECK(lomo_tokenizer_vocab_size(t) == 211, "vocab %d", lomo_tokenizer_vocab_size(t));
         CHECK(lomo_tokenizer_bos_id(t) == 0 && lomo_tokenizer_eos_id(t) == 0, "bos/eos");
+        CHECK(!lomo_tokenizer_chat_template(t), "no tokenizer.chat_template: none");
         CHECK(lomo_tokenizer_token_to_id(t, "\xc4\xa0the") == 98, "token_to_id(Gthe) = %d",
               lomo_tokenizer_token_to_id(t, "\xc4\xa0the"));
         CHECK(lomo_tokenizer_id_to_token(t, 1) && !strcmp(lomo_tokenizer_id_to_token(t, 1), "!"), "id_to_token(1)");
@@ -862,21 +885,28 @@ static void test_tokenizer(void) {
     /* a token id outside the vocabulary */
     {
         builder b;
-        b_init(&b);
-        kv_str(&b, "tokenizer.ggml.model", "llama");
-        kv_head(&b, "tokenizer.ggml.tokens", GGUF_ARRAY);
-        put_u32(&b.kv, GGUF_STRING);
-        put_u64(&b.kv, 1);
-        put_str(&b.kv, "a");
+        b_one_token(&b);
         kv_u32(&b, "tokenizer.ggml.eos_token_id", 5);
-        size_t n;
-        uint8_t *buf = b_finish(&b, &n);
-        const char *path = write_tmp(buf, n);
-        free(buf);
-        st = path ? lomo_tokenizer_load_gguf(&t, ctx, path) : LOMO_ERR_IO;
+        st = load_built_tokenizer(&b, &t);
         CHECK(st == LOMO_ERR_FORMAT && strstr(lomo_last_error(ctx), "tokenizer.ggml.eos_token_id: token id 5"),
               "eos out of range: %s", lomo_last_error(ctx));
-        if (path) unlink(path);
+    }
+    /* tokenizer.chat_template: kept as it is; not a string, an error naming the key */
+    for (int wrong = 0; wrong < 2; wrong++) {
+        builder b;
+        b_one_token(&b);
+        kv_u32(&b, "tokenizer.ggml.bos_token_id", 0);   /* SentencePiece adds one */
+        if (wrong) kv_u32(&b, "tokenizer.chat_template", 7);
+        else kv_str(&b, "tokenizer.chat_template", "{{ '<|user|>' }}\n");
+        st = load_built_tokenizer(&b, &t);
+        if (wrong)
+            CHECK(st == LOMO_ERR_FORMAT && !t && strstr(lomo_last_error(ctx), "tokenizer.chat_template"),
+                  "a chat template that is not a string: %s", lomo_last_error(ctx));
+        else
+            CHECK(st == LOMO_OK && lomo_tokenizer_chat_template(t) &&
+                      !strcmp(lomo_tokenizer_chat_template(t), "{{ '<|user|>' }}\n"),
+                  "the chat template: %s", st ? lomo_last_error(ctx) : lomo_tokenizer_chat_template(t));
+        lomo_tokenizer_destroy(t);
     }
 }
 

@@ -170,6 +170,10 @@ int main(void) {
     CHECK(lomo_model_load_gguf(&m, ctx, path, &o) == LOMO_OK, "load_gguf: %s", lomo_last_error(ctx));
     CHECK(lomo_tokenizer_load_gguf(&tok, ctx, path) == LOMO_OK, "tokenizer: %s", lomo_last_error(ctx));
     if (m && tok) {
+        /* the GGUF's chat template: SmolLM2's ChatML, with its default system message */
+        const char *tmpl = lomo_tokenizer_chat_template(tok);
+        CHECK(tmpl && strstr(tmpl, "<|im_start|>") && strstr(tmpl, "You are a helpful AI assistant named SmolLM"),
+              "chat template: %.80s", tmpl ? tmpl : "(none)");
         const lomo_llama_config *c = lomo_model_config(m);
         CHECK(c->hidden_size == 576 && c->num_hidden_layers == 30 && c->num_attention_heads == 9 &&
               c->num_key_value_heads == 3 && c->intermediate_size == 1536 && c->vocab_size == 49152 &&

@@ -516,7 +516,8 @@ static void test_bos_eos(void) {
     lomo_tokenizer_destroy(t);
 }
 
-/* tokenizer_config.json beside tokenizer.json names the BOS and EOS; bad ones are errors naming it */
+/* tokenizer_config.json beside tokenizer.json names the BOS and EOS and gives the chat template; bad
+ * ones are errors naming it and the key */
 static void test_tokenizer_config(void) {
     char dir[256], json_path[300], cfg_path[300];
     snprintf(dir, sizeof dir, "%s/config", save_root);
@@ -529,16 +530,32 @@ static void test_tokenizer_config(void) {
     CHECK(text && f && fwrite(text, 1, len, f) == len, "copy smollm2's tokenizer.json");
     if (f) fclose(f);
     free(text);
-    static const struct { const char *cfg; lomo_status want; int bos, eos; const char *needle; } cases[] = {
-        {"{\"bos_token\": \"<|im_start|>\", \"eos_token\": \"<|im_end|>\"}", LOMO_OK, 1, 2, NULL},
+    static const struct {
+        const char *cfg;
+        lomo_status want;
+        int bos, eos;
+        const char *needle, *tmpl;   /* the error's words; the chat template read (NULL: none) */
+    } cases[] = {
+        {"{\"bos_token\": \"<|im_start|>\", \"eos_token\": \"<|im_end|>\"}", LOMO_OK, 1, 2, NULL, NULL},
         {"{\"bos_token\": {\"content\": \"<|im_start|>\", \"lstrip\": false}, \"eos_token\": null}", LOMO_OK, 1, 0,
-         NULL},
-        {"{\"model_max_length\": 8192}", LOMO_OK, -1, 0, NULL},
-        {"{\"bos_token\": 1}", LOMO_ERR_FORMAT, 0, 0, "tokenizer_config.json: bos_token: expected a token"},
+         NULL, NULL},
+        {"{\"model_max_length\": 8192}", LOMO_OK, -1, 0, NULL, NULL},
+        {"{\"bos_token\": 1}", LOMO_ERR_FORMAT, 0, 0, "tokenizer_config.json: bos_token: expected a token", NULL},
         {"{\"eos_token\": \"<|nope|>\"}", LOMO_ERR_FORMAT, 0, 0,
-         "tokenizer_config.json: eos_token: \"<|nope|>\" is not in the vocabulary"},
-        {"{\"bos_token\": ", LOMO_ERR_FORMAT, 0, 0, "tokenizer_config.json: invalid JSON"},
-        {"[]", LOMO_ERR_FORMAT, 0, 0, "tokenizer_config.json: expected a JSON object"},
+         "tokenizer_config.json: eos_token: \"<|nope|>\" is not in the vocabulary", NULL},
+        {"{\"bos_token\": ", LOMO_ERR_FORMAT, 0, 0, "tokenizer_config.json: invalid JSON", NULL},
+        {"[]", LOMO_ERR_FORMAT, 0, 0, "tokenizer_config.json: expected a JSON object", NULL},
+        /* the chat template: a string; the "default" of named ones; none but named others; null */
+        {"{\"chat_template\": \"{{ messages }}\"}", LOMO_OK, -1, 0, NULL, "{{ messages }}"},
+        {"{\"chat_template\": [{\"name\": \"tool_use\", \"template\": \"T\"}, {\"name\": \"default\", "
+         "\"template\": \"D\"}]}",
+         LOMO_OK, -1, 0, NULL, "D"},
+        {"{\"chat_template\": [{\"name\": \"rag\", \"template\": \"R\"}]}", LOMO_OK, -1, 0, NULL, NULL},
+        {"{\"chat_template\": null}", LOMO_OK, -1, 0, NULL, NULL},
+        {"{\"chat_template\": 5}", LOMO_ERR_FORMAT, 0, 0,
+         "tokenizer_config.json: chat_template: expected a string or a list of named templates", NULL},
+        {"{\"chat_template\": [{\"name\": \"default\"}]}", LOMO_ERR_FORMAT, 0, 0,
+         "tokenizer_config.json: chat_template[0]: expected {\"name\": string, \"template\": string}", NULL},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         f = fopen(cfg_path, "wb");
@@ -546,12 +563,36 @@ static void test_tokenizer_config(void) {
         lomo_tokenizer *t = NULL;
         lomo_status st = lomo_tokenizer_load_hf(&t, ctx, json_path);
         CHECK(st == cases[i].want, "config %zu: %s", i, lomo_last_error(ctx));
-        if (!st && t)
+        if (!st && t) {
             CHECK(lomo_tokenizer_bos_id(t) == cases[i].bos && lomo_tokenizer_eos_id(t) == cases[i].eos,
                   "config %zu: bos %d eos %d", i, lomo_tokenizer_bos_id(t), lomo_tokenizer_eos_id(t));
+            const char *got = lomo_tokenizer_chat_template(t);
+            CHECK(cases[i].tmpl ? got && !strcmp(got, cases[i].tmpl) : !got, "config %zu: chat template %s", i,
+                  got ? got : "(none)");
+        }
         if (cases[i].needle) CHECK(!t && strstr(lomo_last_error(ctx), cases[i].needle), "config %zu: %s", i, lomo_last_error(ctx));
         lomo_tokenizer_destroy(t);
     }
+    /* the chat template goes with a saved tokenizer, whole (tmpl as JSON writes it: a newline escaped) */
+    static const char tmpl[] = "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' }}{% endfor %}";
+    f = fopen(cfg_path, "wb");
+    if (f) fprintf(f, "{\"chat_template\": \"%s\"}", tmpl), fclose(f);
+    char saved[320], saved_json[360];
+    snprintf(saved, sizeof saved, "%s/saved", dir);
+    snprintf(saved_json, sizeof saved_json, "%s/tokenizer.json", saved);
+    lomo_tokenizer *t = NULL, *t2 = NULL;
+    CHECK(lomo_tokenizer_load_hf(&t, ctx, json_path) == LOMO_OK && lomo_tokenizer_save_hf(t, saved) == LOMO_OK &&
+              lomo_tokenizer_load_hf(&t2, ctx, saved_json) == LOMO_OK,
+          "save with a chat template: %s", lomo_last_error(ctx));
+    const char *want = "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' }}{% endfor %}";
+    const char *got = t2 ? lomo_tokenizer_chat_template(t2) : NULL;
+    CHECK(got && !strcmp(got, want), "the saved chat template: %s", got ? got : "(none)");
+    lomo_tokenizer_destroy(t);
+    lomo_tokenizer_destroy(t2);
+    unlink(saved_json);
+    snprintf(saved_json, sizeof saved_json, "%s/tokenizer_config.json", saved);
+    unlink(saved_json);
+    rmdir(saved);
     unlink(cfg_path);
     /* a tokenizer.json under another name takes no config from beside it */
     char other[300];
@@ -559,7 +600,7 @@ static void test_tokenizer_config(void) {
     rename(json_path, other);
     f = fopen(cfg_path, "wb");
     if (f) fputs("{\"eos_token\": \"<|nope|>\"}", f), fclose(f);
-    lomo_tokenizer *t = NULL;
+    t = NULL;
     CHECK(lomo_tokenizer_load_hf(&t, ctx, other) == LOMO_OK && lomo_tokenizer_eos_id(t) == 0,
           "another file name: the config beside it is not read: %s", lomo_last_error(ctx));
     lomo_tokenizer_destroy(t);

@@ -27,7 +27,11 @@ end
 return function(cfg)
   local t0 = lomo.clock()
   local seed = int_field(cfg, "seed", 0)
-  local template = cfg.template or "smollm2"
+  if cfg.template ~= nil and not prompts.TEMPLATES[cfg.template] then   -- before the model loads
+    error(string.format("recipe.yaml: template must be one of %s, got %s", prompts.TEMPLATE_NAMES,
+                        tostring(cfg.template)), 0)
+  end
+  local template = cfg.template   -- nil: the model's own, once its tokenizer is loaded
   local model_path = path_of(cfg.model)
   local data_path = path_of(cfg.data)
   local n_held = int_field(cfg, "heldout", 4)
@@ -67,6 +71,11 @@ return function(cfg)
   local ctx = util.context(cfg)
   local m = lomo.load(ctx, model_path, model_opts)
   local tok = lomo.tokenizer(model_path)
+  if not template then
+    local note
+    template, note = prompts.template_for(tok)
+    print(string.format("template: %s, the model's%s", template, note and " (" .. note .. ")" or ""))
+  end
 
   local function example(messages)
     return data.segments(tok, prompts.chat_turns(messages, {template = template}), {max_len = max_len})

@@ -173,7 +173,9 @@ end
 -- SmolLM2's default system message when none is given; "llama3" is Meta's Llama 3 format,
 -- "<|start_header_id|>role<|end_header_id|>\n\ncontent<|eot_id|>" after "<|begin_of_text|>",
 -- each message trimmed as its template does (Llama 3.1 and 3.2 Instruct add a system message
--- with dates of their own: give one with `system` to match them).
+-- with dates of their own: give one with `system` to match them); "zephyr" is Zephyr's and
+-- TinyLlama-Chat's "<|role|>\ncontent</s>\n" after "<s>" (the BOS and EOS of the Llama 2 and
+-- Mistral tokenizers those models use, written as their training text had them).
 
 M.SMOLLM2_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 
@@ -182,19 +184,37 @@ M.TEMPLATES = {
   smollm2 = {open = "<|im_start|>%s\n", close = "<|im_end|>", sep = "\n", system = M.SMOLLM2_SYSTEM},
   llama3 = {open = "<|start_header_id|>%s<|end_header_id|>\n\n", close = "<|eot_id|>", sep = "",
             begin = "<|begin_of_text|>", trim = true},
+  zephyr = {open = "<|%s|>\n", close = "</s>", sep = "\n", begin = "<s>"},
 }
+M.TEMPLATE_NAMES = "chatml, smollm2, llama3, zephyr"   -- for messages
+local KNOWN = M.TEMPLATE_NAMES
 
 local function template_of(name, who)
   local t = M.TEMPLATES[name or "chatml"]
-  if not t then fail(who, "unknown template '%s' (chatml, smollm2, llama3)", tostring(name)) end
+  if not t then fail(who, "unknown template '%s' (%s)", tostring(name), KNOWN) end
   return t
 end
 
--- template_for(tok): the template a tokenizer's special tokens point to: "llama3" when it has
--- Llama 3's header and end-of-turn tokens, else "chatml" (ChatML's, and the default).
+-- template_for(tok): the template for a tokenizer's model, and a note when that is a guess.
+-- From the chat template its files give (tok:chat_template(), Jinja lomo does not run) when it is
+-- a format lomo has: Llama 3's header and end-of-turn marks -> "llama3"; ChatML's -> "smollm2"
+-- when it writes SmolLM2's default system message, else "chatml"; Zephyr's role tags ->
+-- "zephyr". Otherwise from the tokenizer's special tokens: "llama3" when it has Llama 3's header
+-- and end-of-turn tokens, else "chatml" (the default); then the note says the files' template is
+-- one lomo does not know.
 function M.template_for(tok)
-  if tok:token_to_id("<|start_header_id|>") and tok:token_to_id("<|eot_id|>") then return "llama3" end
-  return "chatml"
+  local src = tok.chat_template and tok:chat_template() or nil
+  if src then
+    local function has(s) return src:find(s, 1, true) ~= nil end
+    if has("<|start_header_id|>") and has("<|eot_id|>") then return "llama3" end
+    if has("<|im_start|>") and has("<|im_end|>") then return has(M.SMOLLM2_SYSTEM) and "smollm2" or "chatml" end
+    if has("<|user|>") and has("<|assistant|>") then return "zephyr" end
+  end
+  local name = (tok:token_to_id("<|start_header_id|>") and tok:token_to_id("<|eot_id|>")) and "llama3" or "chatml"
+  if src then
+    return name, ("the model's chat template is none lomo knows (%s): %s, by its special tokens"):format(KNOWN, name)
+  end
+  return name
 end
 
 -- template(name): the template table ({open, close, sep, begin, system, trim}); an error names
@@ -226,7 +246,7 @@ local function start(t, first, opts)
   return out
 end
 
--- chat(messages, {template = "chatml"|"smollm2"|"llama3", add_generation_prompt = false,
+-- chat(messages, {template = "chatml"|"smollm2"|"llama3"|"zephyr", add_generation_prompt = false,
 -- system = s, continues = false}). continues = true writes turns that follow earlier ones
 -- (no opening text, no system message): a conversation fed to a key/value cache turn by turn.
 function M.chat(messages, opts)

@@ -357,8 +357,9 @@ static void attention_families(const lomo_backend *be, int B, int T, int *faster
         for (int f = 0; f < nfam; f++)
             say("| %s | %d | %d | %.3f | %.1f | %.3f | %.1f | %s |\n", fam[f], B, T, t[f][0] * 1e3, fl / t[f][0] / 1e12,
                 t[f][1] * 1e3, 2 * fl / t[f][1] / 1e12, f == 0 ? "-" : same ? "yes" : "NO");
-        if (nfam < 2) say("| pipe | %d | %d | not on this GPU: its opt-in shared memory a block is below the kernels' |\n",
-                          B, T);
+        if (nfam < 2)
+            say("| pipe | %d | %d | not on this GPU: its opt-in shared memory a block is below the kernels' |\n", B,
+                T);
         *faster = nfam == 2 && same && t[1][0] + t[1][1] < t[0][0] + t[0][1];
     }
     void *bufs[] = {q, k, v, dy, ao, sv, dq, dk, dv, sc};

@@ -66,7 +66,7 @@ end
 -- ---- module ----
 
 function T.module_fields()
-  eq(lomo.version, "0.4.0", "lomo.version")
+  eq(lomo.version, "0.5.0", "lomo.version")
   eq(type(lomo.path), "string", "lomo.path")
   truthy(package.path:find(lomo.path .. "/?.lua", 1, true), "scripts/ on package.path")
   truthy(lomo.clock() > 0, "clock")
@@ -368,6 +368,39 @@ function T.llama3_template_with_a_llama3_tokenizer()
   local stops = require("lomo.eval").chat_stops(tok, "llama3")
   eq(stops[#stops], tok:token_to_id("<|eot_id|>"), "a reply stops at the end of its turn")
   truthy(stops[1] == tok.eos and tok.eos ~= stops[#stops], "and at the EOS")
+end
+
+-- the zephyr template's BOS and EOS are single special tokens of a Llama 2 tokenizer, its role tags
+-- plain text, and its text carries the one BOS; the model's chat template comes from
+-- tokenizer_config.json beside tokenizer.json and points template_for to zephyr
+function T.zephyr_template_with_a_llama2_tokenizer()
+  local prompts = require "lomo.prompts"
+  local dir = tmpname("_zephyr")
+  assert(os.execute("mkdir -p '" .. dir .. "'"))
+  write_file(dir .. "/tokenizer.json", read_file(fixtures .. "/tok/llama2.tokenizer.json"))
+  local tmpl = "{% for message in messages %}{% if message['role'] == 'user' %}{{ '<|user|>\\n' + " ..
+               "message['content'] + eos_token }}{% else %}{{ '<|assistant|>\\n' + message['content'] + eos_token }}" ..
+               "{% endif %}{% endfor %}"
+  write_file(dir .. "/tokenizer_config.json", '{"bos_token": "<s>", "eos_token": "</s>", "chat_template": "' ..
+             tmpl .. '"}')
+  local tok = lomo.tokenizer(dir .. "/tokenizer.json")
+  eq(tok:chat_template(), (tmpl:gsub("\\n", "\n")), "the chat template, as the JSON string reads")
+  eq(prompts.template_for(tok), "zephyr", "its format")
+  local t = prompts.template("zephyr")
+  eq(tok:encode(t.begin, {add_special = false})[1], tok.bos, "<s> is the BOS")
+  eq(tok:encode(t.close, {add_special = false})[1], tok.eos, "</s> is the EOS")
+  local text = prompts.chat({{role = "user", content = "Hi"}}, {template = "zephyr", add_generation_prompt = true})
+  local ids = tok:encode(text, {add_special = false})
+  local n = 0
+  for _, id in ipairs(ids) do n = n + (id == tok.bos and 1 or 0) end
+  eq(ids[1], tok.bos, "starts with the BOS")
+  eq(n, 1, "one BOS")
+  eq(require("lomo.eval").chat_stops(tok, "zephyr")[1], tok.eos, "a reply stops at the EOS")
+  eq(lomo.tokenizer(fixtures .. "/tok/llama2.tokenizer.json"):chat_template(), nil, "no config beside it: none")
+  tok:close()
+  os.remove(dir .. "/tokenizer.json")
+  os.remove(dir .. "/tokenizer_config.json")
+  os.remove(dir)
 end
 
 -- ---- end to end ----

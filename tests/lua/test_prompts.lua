@@ -107,7 +107,62 @@ function T.llama3_template()
            "<|im_start|>user\nHi<|im_end|>\n", "smollm2 continued: no default system message")
   local t = prompts.template("llama3")
   check.eq(t.close .. t.sep, "<|eot_id|>", "the end of a turn")
-  check.raises(function() prompts.template("vicuna") end, "unknown template 'vicuna' (chatml, smollm2, llama3)")
+  check.raises(function() prompts.template("vicuna") end, "unknown template 'vicuna' (chatml, smollm2, llama3, zephyr)")
+end
+
+-- Expected strings: TinyLlama-1.1B-Chat-v1.0's chat template (Zephyr's format) rendered by jinja2
+-- as transformers renders it (trim_blocks, lstrip_blocks, eos_token "</s>"), with the "<s>" the
+-- tokenizer puts first when the rendered text is encoded, as the model card's pipeline does.
+function T.zephyr_template()
+  check.eq(prompts.chat({{role = "system", content = "Be brief."}, {role = "user", content = "Hi"}},
+                        {template = "zephyr", add_generation_prompt = true}),
+           "<s><|system|>\nBe brief.</s>\n<|user|>\nHi</s>\n<|assistant|>\n")
+  local msgs = {{role = "user", content = "Hi"}, {role = "assistant", content = "Hello!"}}
+  check.eq(prompts.chat(msgs, {template = "zephyr"}), "<s><|user|>\nHi</s>\n<|assistant|>\nHello!</s>\n")
+  local ex = prompts.chat_example(msgs, {template = "zephyr"})
+  check.eq(ex.answer, "Hello!</s>", "the answer ends with the EOS")
+  check.eq(ex.prompt .. ex.answer .. "\n", prompts.chat(msgs, {template = "zephyr"}), "prompt + answer is the chat")
+end
+
+-- A tokenizer as template_for reads one: its chat template (nil: none) and its special tokens.
+local function fake_tokenizer(src, tokens)
+  return {chat_template = function() return src end, token_to_id = function(_, s) return (tokens or {})[s] end}
+end
+
+-- The model's template: its chat template's format when lomo has it (sources as the models'
+-- tokenizer_config.json or GGUF give them, shortened), else its special tokens, with a note
+function T.template_for_reads_the_models_chat_template()
+  local llama3 = "{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = " ..
+                 "'<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + " ..
+                 "'<|eot_id|>' %}{{ content }}{% endfor %}"
+  local smollm2 = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ " ..
+                  "'<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face" ..
+                  "<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + " ..
+                  "'<|im_end|>' + '\n'}}{% endfor %}"
+  local chatml = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + " ..
+                 "'<|im_end|>' + '\n'}}{% endfor %}"
+  local tinyllama = "{% for message in messages %}\n{% if message['role'] == 'user' %}\n{{ '<|user|>\n' + " ..
+                    "message['content'] + eos_token }}\n{% elif message['role'] == 'assistant' %}\n{{ " ..
+                    "'<|assistant|>\n'  + message['content'] + eos_token }}\n{% endif %}{% endfor %}"
+  local mistral = "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}{{ '[INST] ' + " ..
+                  "message['content'] + ' [/INST]' }}{% endif %}{% endfor %}"
+  local llama3_tokens = {["<|start_header_id|>"] = 1, ["<|eot_id|>"] = 2}
+  local cases = {
+    {llama3, nil, "llama3"}, {smollm2, nil, "smollm2"}, {chatml, nil, "chatml"}, {tinyllama, nil, "zephyr"},
+    {nil, llama3_tokens, "llama3"}, {nil, nil, "chatml"},
+  }
+  for i, c in ipairs(cases) do
+    local name, note = prompts.template_for(fake_tokenizer(c[1], c[2]))
+    check.eq(name, c[3], "case " .. i)
+    check.eq(note, nil, "case " .. i .. ": no note")
+  end
+  -- a format lomo does not have: the special tokens choose, and the note says so
+  local name, note = prompts.template_for(fake_tokenizer(mistral))
+  check.eq(name, "chatml")
+  check.truthy(note and note:find("none lomo knows (chatml, smollm2, llama3, zephyr): chatml", 1, true), note)
+  name, note = prompts.template_for(fake_tokenizer(mistral, llama3_tokens))
+  check.eq(name, "llama3", "by the special tokens")
+  check.truthy(note, "a guess is said")
 end
 
 function T.chat_turns_train_every_reply()

@@ -88,6 +88,9 @@ function T.instruct_refuses_bad_settings_by_name()
           "max_len=0", "model=/no/such/model.gguf")
   refuses("examples/instruct/recipe.yaml", "recipe.yaml: checkpointing must be true, false, off, blocks or",
           "checkpointing=1", "model=/no/such/model.gguf")
+  refuses("examples/instruct/recipe.yaml",
+          "recipe.yaml: template must be one of chatml, smollm2, llama3, zephyr, got vicuna",
+          "template=vicuna", "model=/no/such/model.gguf")
 end
 
 -- instruct on conversations: {"messages": [...]} records, mixed with instruction/response ones;
@@ -105,10 +108,12 @@ function T.instruct_trains_on_conversations()
                not out:find("stack traceback", 1, true), "a bad record:\n" .. out)
   real_model()
   code, out = run("examples/instruct/recipe.yaml", "data=" .. dir .. "/good.jsonl", "heldout=1", "steps=1",
-                  "batch=2", "generate.max_new_tokens=2", "progress=off")
+                  "batch=2", "generate.max_new_tokens=2", "progress=off", "template=null")
   check.rmtree(dir)
   check.truthy(code == 0 and out:find("held-out response loss", 1, true) and out:find("1 steps", 1, true),
                "training on conversations:\n" .. out)
+  -- no template given: the model's own, from the GGUF's chat template
+  check.truthy(out:find("template: smollm2, the model's\n", 1, true), "the model's template:\n" .. out)
 end
 
 function T.pretrain_refuses_bad_settings_by_name()
