@@ -211,7 +211,7 @@ typedef struct lomo_backend {
                            uint64_t sr_seed);
     /*
      * AdaLomo 2-D in parts, for a [rows, cols] gradient that comes a block of
-     * rows at a time (a tied LM head in vocabulary chunks), with adalomo_update's
+     * rows at a time (a [V, C] head or embedding in vocabulary chunks), with adalomo_update's
      * arithmetic. adalomo_rows: rmean [n] = each row's mean of g^2 + eps1;
      * colsum [cols] (f64) += the block's column sums of g^2 + eps1, its rows
      * in order. adalomo_factors, once every block is in: row [rows] =

@@ -239,11 +239,11 @@ static int head_chunk(bwd *b, int p, int pass, int v0, int n) {
     return b->failed;
 }
 
-/* the head's gradient rows v0..v0+n-1 from the dlogits in m->logits, into m->hchunk */
-static void head_chunk_grad(lomo_model *m, int n) {
+/* dst [n, C] := the head's gradient at a chunk of n vocabulary rows, from their dlogits in m->logits */
+static void head_weight_grad(lomo_model *m, float *dst, int n) {
     int N = m->head_rows, C = m->cfg.hidden_size;
     LOMO_TIMED(m->ctx, LOMO_OP_WEIGHT_GRAD, 2.0 * N * C * n,
-               m->be->matmul_backward_weight(m->hchunk, m->logits, m->lnf, 1.0f, 0.0f, N, C, n));
+               m->be->matmul_backward_weight(dst, m->logits, m->lnf, 1.0f, 0.0f, N, C, n));
 }
 
 static int chunk_passes(bwd *b, int p, int head, float dloss, int nrows, int first) {
@@ -258,7 +258,7 @@ static int chunk_passes(bwd *b, int p, int head, float dloss, int nrows, int fir
                 model_head_logits(m, v0, n);
                 LOMO_TIMED(m->ctx, LOMO_OP_CROSSENTROPY, 0,
                            be->crossentropy_backward(m->logits, m->logits, m->lse, m->targets, dloss, N, n, v0));
-                head_chunk_grad(m, n);
+                head_weight_grad(m, m->hchunk, n);
             } else {
                 LOMO_TIMED(m->ctx, LOMO_OP_COPY, 0, be->memset0(m->hchunk, (size_t)n * C * sizeof(float)));
             }
@@ -329,13 +329,11 @@ lomo_status model_backward(lomo_model *m, float loss_scale, const lomo_grad_hook
         if (want_hrows) i0 = head_grad_at_rows(m, v0, n, i0, nrows);
         /* an untied head's pass 0 from these dlogits: one formation fewer */
         if (passes && !tied) {
-            head_chunk_grad(m, n);
+            head_weight_grad(m, m->hchunk, n);
             if (head_chunk(&b, param_head(m), 0, v0, n)) goto hook_failed;
         }
         if (passes) continue;
-        if (head_dense)
-            LOMO_TIMED(m->ctx, LOMO_OP_WEIGHT_GRAD, 2.0 * N * C * n,
-                       be->matmul_backward_weight(m->gradbuf + (size_t)v0 * C, m->logits, m->lnf, 1.0f, 0.0f, N, C, n));
+        if (head_dense) head_weight_grad(m, m->gradbuf + (size_t)v0 * C, n);
         else if (whole ? linear_grad_rows(&b, param_head(m), m->logits, m->lnf, N)
                        : linear_block_grad(&b, param_head(m), v0, n, m->logits, m->lnf, N))
             goto hook_failed;

@@ -92,7 +92,7 @@ struct lomo_model {
     int32_t *erows, *emap;      /* [BT] each (sparse layout only) */
     int32_t *ecols;             /* [BT] each of erows's column in its chunk of the head's logits (sparse) */
     float *hrows;               /* [BT, C] a tied head's gradient at erows (sparse, when a hook wants it) */
-    float *hchunk;              /* [hchunk_rows, C] a tied head's chunk gradient, for a hook's head passes */
+    float *hchunk;              /* [hchunk_rows, C] a chunk of a [V, C] gradient (head, embedding, tied), for head passes */
     int hchunk_rows;
     size_t gradbuf_bytes;
     int gradbuf_dense;

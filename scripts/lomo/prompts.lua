@@ -187,11 +187,10 @@ M.TEMPLATES = {
   zephyr = {open = "<|%s|>\n", close = "</s>", sep = "\n", begin = "<s>"},
 }
 M.TEMPLATE_NAMES = "chatml, smollm2, llama3, zephyr"   -- for messages
-local KNOWN = M.TEMPLATE_NAMES
 
 local function template_of(name, who)
   local t = M.TEMPLATES[name or "chatml"]
-  if not t then fail(who, "unknown template '%s' (%s)", tostring(name), KNOWN) end
+  if not t then fail(who, "unknown template '%s' (%s)", tostring(name), M.TEMPLATE_NAMES) end
   return t
 end
 
@@ -212,7 +211,8 @@ function M.template_for(tok)
   end
   local name = (tok:token_to_id("<|start_header_id|>") and tok:token_to_id("<|eot_id|>")) and "llama3" or "chatml"
   if src then
-    return name, ("the model's chat template is none lomo knows (%s): %s, by its special tokens"):format(KNOWN, name)
+    return name, ("the model's chat template is none lomo knows (%s): %s, by its special tokens"):format(
+      M.TEMPLATE_NAMES, name)
   end
   return name
 end
